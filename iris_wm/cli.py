@@ -1,0 +1,77 @@
+"""The `iris-wm` command line.
+
+``iris-wm collect ...``                           random-policy episodes into an episode store
+``iris-wm games``                                 the Atari game ids that can be used
+``iris-wm tokenizer fit|validate|predict ...``    LightningCLI over TokenizerModule and StoreDataModule
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: iris-wm COMMAND [ARGS...]
+
+commands:
+  collect      collect environment steps with a random policy into an episode store
+  games        list the Atari game ids (ALE v5) that --env.game accepts
+  tokenizer    train / validate the VQ-VAE tokenizer, or encode a store into tokens
+               (iris-wm tokenizer fit|validate|predict --config configs/tokenizer/demo.yaml ...)
+
+Each command explains its options with --help.
+"""
+
+
+def _collect(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    from iris_wm.collect import collect
+    from iris_wm.env import EnvConfig
+
+    parser = ArgumentParser(prog="iris-wm collect", description=collect.__doc__, default_config_files=[])
+    parser.add_argument("--config", action="config", help="YAML file with any of the options below.")
+    parser.add_argument("--out", type=str, required=True, help="Folder of the episode store (created if needed).")
+    parser.add_argument("--steps", type=int, required=True, help="Total steps the store must hold when done.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the environment and the random policy.")
+    parser.add_argument("--flush_steps", type=int, default=5_000, help="Append finished episodes every N steps.")
+    parser.add_class_arguments(EnvConfig, "env", help="Environment protocol (IRIS training defaults).")
+    cfg = parser.parse_args(argv)
+    env = EnvConfig(**cfg.env.as_dict())
+    summary = collect(cfg.out, cfg.steps, env, seed=cfg.seed, flush_steps=cfg.flush_steps)
+    mean = sum(summary.returns) / len(summary.returns) if summary.returns else float("nan")
+    print(
+        f"{summary.store}: added {summary.steps_added} steps in {summary.episodes_added} episodes "
+        f"(mean return {mean:.2f}); the store holds {summary.total_steps} steps, {summary.total_episodes} episodes."
+    )
+
+
+def _games(argv: list[str]) -> None:
+    from iris_wm.env import known_games
+
+    print("\n".join(known_games()))
+
+
+def _tokenizer(argv: list[str]) -> None:
+    from iris_wm.training import run_tokenizer_cli
+
+    run_tokenizer_cli(argv)
+
+
+COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # NOTES.md: spinning threads slow 2-core runs
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"iris-wm: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+    COMMANDS[command](rest)
+
+
+if __name__ == "__main__":
+    main()

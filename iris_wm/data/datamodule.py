@@ -1,0 +1,101 @@
+"""`StoreDataModule`: windows of steps from an episode or token store, split into train and validation by episode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from iris_wm.data.store import EpisodeStore, StepStore, TokenStore, Verify
+from iris_wm.data.windows import Pad, WindowDataset, collate_batch, split_episodes
+
+
+def open_store(root: str | Path, verify: Verify = "checksum") -> StepStore:
+    """Open an episode store or a token store, whichever ``root`` holds."""
+    import json
+
+    manifest = Path(root) / "manifest.json"
+    kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
+    return (TokenStore if kind == "tokens" else EpisodeStore).open(root, verify=verify)
+
+
+class StoreDataModule(L.LightningDataModule):
+    """Serves :class:`~iris_wm.data.windows.StepBatch` windows from the store at ``root``."""
+
+    def __init__(
+        self,
+        root: str,
+        sequence_length: int = 1,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+        pad: Pad = "right",
+        max_val_windows: int | None = None,
+        num_workers: int = 0,
+        verify: Verify = "checksum",
+    ):
+        """
+        Args:
+            root: folder of an episode store (frames) or a token store.
+            sequence_length: steps per window (1 for the tokenizer, which sees single frames).
+            batch_size: windows per batch.
+            val_fraction: share of episodes held out for validation (chosen by a hash of the episode id).
+            split_seed: seed of the train/validation split.
+            shuffle_seed: seed of the order of training windows.
+            pad: windows start at their anchor step and pad past the episode end ("right"), or end there ("left").
+            max_val_windows: validate on at most this many windows, evenly spaced over the validation set.
+            num_workers: DataLoader worker processes (0: load in the training process; the store is mmapped).
+            verify: check every shard's checksum when opening ("checksum") or only its size ("size").
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.store: StepStore | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.store is not None:
+            return
+        hp = self.hparams
+        self.store = open_store(hp.root, hp.verify)
+        if self.store.num_episodes == 0:
+            raise ValueError(f"The store at {hp.root} holds no episodes; collect some first (`iris-wm collect`).")
+        train, val = split_episodes(self.store, hp.val_fraction, hp.split_seed)
+        self.train_episodes, self.val_episodes = train, val
+        self.train_set = WindowDataset(self.store, train, hp.sequence_length, hp.pad)
+        self.val_set = WindowDataset(self.store, val, hp.sequence_length, hp.pad)
+        self.predict_set = WindowDataset(self.store, np.arange(self.store.num_episodes), 1, "right")
+
+    @property
+    def num_actions(self) -> int:
+        self.setup()
+        return self.store.num_actions
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.hparams.shuffle_seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=collate_batch,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if len(self.train_set) == 0:
+            raise ValueError(f"No training episodes in {self.hparams.root}: lower val_fraction or collect more.")
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.val_set
+        cap = self.hparams.max_val_windows
+        if cap is not None and len(dataset) > cap:
+            dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, cap).round().astype(int).tolist())
+        return self._loader(dataset, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, shuffle=False)

@@ -1,0 +1,455 @@
+"""Append-only stores of episodes on disk: Arrow shards in the `datasets` format plus a manifest.
+
+Layout of a store folder::
+
+    manifest.json            what the store holds, its settings and the list of shards (the source of truth)
+    shards/shard-000000.arrow  one Arrow IPC stream per append, readable by ``datasets.Dataset.from_file``
+
+One row is one agent step ``t`` of one episode: the observation ``o_t`` seen before acting, the action
+``a_t`` taken, the reward ``r_t`` received for it, and whether the episode ended after it
+(``terminated`` or ``truncated``). Only the last row of an episode may end it.
+
+Writes are atomic: a shard is written under a temporary name, synced and renamed, and only then is the
+manifest replaced (also by rename). A crash at any point leaves the manifest, and so the store, as it
+was; an orphaned shard that no manifest names is ignored and overwritten by the next append. Reads are
+zero-copy views of memory-mapped shards: the observations are never loaded into RAM as a whole.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from iris_wm.provenance import provenance
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_DIR = "shards"
+
+Verify = Literal["checksum", "size"]
+
+
+class StoreError(RuntimeError):
+    """A store on disk is missing, damaged, or does not match what the caller expects."""
+
+
+@dataclass(frozen=True)
+class ObsSpec:
+    """The observation column of a store: its name, element type and per-step shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ObsSpec:
+        return cls(d["name"], d["dtype"], tuple(d["shape"]))
+
+
+@dataclass
+class Episode:
+    """One episode as arrays of length T (observations: ``(T, *spec.shape)``)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def check(self, spec: ObsSpec, num_actions: int) -> None:
+        """Raise ValueError naming the problem if this episode cannot go into a store with ``spec``."""
+        n = len(self.actions)
+        if n == 0:
+            raise ValueError("An episode must have at least one step.")
+        for name in ("observations", "rewards", "terminated", "truncated"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Episode field {name!r} has {len(getattr(self, name))} steps, actions {n}.")
+        obs = self.observations
+        if obs.dtype != np.dtype(spec.dtype) or tuple(obs.shape[1:]) != spec.shape:
+            raise ValueError(
+                f"Observations must be {spec.dtype} of shape (T, {', '.join(map(str, spec.shape))}); "
+                f"got {obs.dtype} {tuple(obs.shape)}. Convert them before appending (frames: uint8 CHW)."
+            )
+        actions = np.asarray(self.actions)
+        if actions.min() < 0 or actions.max() >= num_actions:
+            raise ValueError(f"Actions must lie in [0, {num_actions}); got range [{actions.min()}, {actions.max()}].")
+        ends = np.asarray(self.terminated, bool) | np.asarray(self.truncated, bool)
+        if ends[:-1].any():
+            raise ValueError(f"Only the last step may end an episode; step {int(np.argmax(ends))} does.")
+        if not ends[-1]:
+            raise ValueError("The last step of an episode must be terminated or truncated.")
+        if not np.isfinite(np.asarray(self.rewards, np.float64)).all():
+            raise ValueError("Rewards must be finite numbers.")
+
+
+@dataclass
+class _Shard:
+    file: str
+    rows: int
+    episodes: int
+    nbytes: int
+    sha256: str
+
+
+@dataclass
+class _Index:
+    """In-memory columns of everything but the observations (about 20 bytes per step)."""
+
+    episode: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    step: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    action: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    terminated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+class StepStore:
+    """An append-only store of episodes whose observation column is described by an :class:`ObsSpec`."""
+
+    kind: ClassVar[str] = "steps"
+
+    def __init__(self, root: Path, manifest: dict, verify: Verify = "checksum"):
+        self.root = Path(root)
+        self.manifest = manifest
+        self.spec = ObsSpec.from_dict(manifest["observation"])
+        self.verify = verify
+        self._obs: list[np.ndarray] = []  # one memory-mapped view per shard
+        self._tables: list[pa.Table] = []
+        self._index = _Index()
+        self._load_shards(manifest["shards"])
+
+    # ------------------------------------------------------------------ creation and opening
+    @classmethod
+    def create(cls, root: str | Path, spec: ObsSpec, num_actions: int, settings: dict) -> StepStore:
+        """Make a new empty store. ``settings`` describes where the data comes from (env, tokenizer...)."""
+        root = Path(root)
+        if (root / MANIFEST).exists():
+            raise StoreError(f"{root} already holds a store; open it with {cls.__name__}.open(...) instead.")
+        if root.exists() and any(root.iterdir()):
+            raise StoreError(f"{root} exists and is not empty: choose a new folder for the store.")
+        (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": cls.kind,
+            "observation": spec.to_dict(),
+            "num_actions": int(num_actions),
+            "settings": settings,
+            "created_with": provenance(),
+            "num_episodes": 0,
+            "num_steps": 0,
+            "shards": [],
+        }
+        _write_json_atomic(root / MANIFEST, manifest)
+        return cls(root, manifest)
+
+    @classmethod
+    def open(cls, root: str | Path, verify: Verify = "checksum") -> StepStore:
+        """Open a store, checking its format version, kind and every shard (size, and checksum by default)."""
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.exists():
+            raise StoreError(f"No store at {root}: {path} is missing. Create one first (e.g. `iris-wm collect`).")
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise StoreError(f"{path} is not valid JSON ({err}); the store's manifest is damaged.") from err
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"{path} has store format version {version}, but this iris-wm reads version {FORMAT_VERSION}. "
+                "Use the iris-wm version that wrote it, or re-create the store with this one."
+            )
+        if manifest.get("kind") != cls.kind:
+            raise StoreError(f"{root} holds a {manifest.get('kind')!r} store, not a {cls.kind!r} store.")
+        return cls(root, manifest, verify)
+
+    @classmethod
+    def open_or_create(cls, root: str | Path, spec: ObsSpec, num_actions: int, settings: dict) -> StepStore:
+        """Open the store at ``root`` if there is one (it must match), otherwise create it."""
+        if not (Path(root) / MANIFEST).exists():
+            return cls.create(root, spec, num_actions, settings)
+        store = cls.open(root)
+        store.check_compatible(spec, num_actions, settings)
+        return store
+
+    def check_compatible(self, spec: ObsSpec, num_actions: int, settings: dict) -> None:
+        """Raise StoreError if appending data made with these settings would mix incompatible episodes."""
+        problems = []
+        if spec != self.spec:
+            problems.append(f"observation {spec} vs stored {self.spec}")
+        if num_actions != self.num_actions:
+            problems.append(f"{num_actions} actions vs {self.num_actions} stored")
+        for key, value in settings.items():
+            stored = self.manifest["settings"].get(key)
+            if stored != value:
+                problems.append(f"{key}={value!r} vs stored {stored!r}")
+        if problems:
+            raise StoreError(
+                f"The store at {self.root} was made with other settings ({'; '.join(problems)}). "
+                "Write to a new folder, or use the stored settings."
+            )
+
+    # ------------------------------------------------------------------ reading
+    def _load_shards(self, shards: list[dict]) -> None:
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in _Index.__dataclass_fields__}
+        for entry in shards:
+            table, obs = self._read_shard(_Shard(**entry))
+            self._tables.append(table)
+            self._obs.append(obs)
+            for name in columns:
+                columns[name].append(table.column(name).to_numpy())
+        if shards:
+            idx = self._index
+            self._index = _Index(**{k: np.concatenate([getattr(idx, k), *v]) for k, v in columns.items()})
+        self._refresh_episode_table()
+
+    def _read_shard(self, shard: _Shard) -> tuple[pa.Table, np.ndarray]:
+        path = self.root / SHARD_DIR / shard.file
+        if not path.exists():
+            raise StoreError(f"Shard {path} named in the manifest is missing: the store is incomplete.")
+        size = path.stat().st_size
+        if size != shard.nbytes:
+            raise StoreError(
+                f"Shard {path} has {size} bytes but the manifest records {shard.nbytes}: it is truncated or "
+                "was changed. Restore it from a backup or re-collect the store."
+            )
+        if self.verify == "checksum" and _sha256(path) != shard.sha256:
+            raise StoreError(
+                f"Shard {path} does not match its checksum in the manifest: it is corrupted. "
+                "Restore it from a backup or re-collect the store."
+            )
+        try:
+            table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StoreError(f"Shard {path} cannot be read as Arrow ({err}); it is damaged.") from err
+        if table.num_rows != shard.rows or not table.schema.equals(self.schema(), check_metadata=False):
+            raise StoreError(f"Shard {path} does not have the rows or columns its manifest records.")
+        values = table.column(self.spec.name).combine_chunks().values
+        obs = values.to_numpy(zero_copy_only=True).reshape(table.num_rows, *self.spec.shape)
+        return table, obs
+
+    def _refresh_episode_table(self) -> None:
+        episode = self._index.episode
+        starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]]) if len(episode) else np.zeros(0, int)
+        self.episode_ids = episode[starts]
+        self.episode_starts = starts.astype(np.int64)
+        self.episode_lengths = np.diff(np.r_[starts, len(episode)]).astype(np.int64)
+        sizes = [len(o) for o in self._obs]
+        self._shard_starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.manifest["num_actions"])
+
+    @property
+    def num_steps(self) -> int:
+        return len(self._index.episode)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_ids)
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    @property
+    def columns(self) -> _Index:
+        """Episode index, step index, action, reward, terminated, truncated of every row (in RAM)."""
+        return self._index
+
+    def observations(self, rows: np.ndarray) -> np.ndarray:
+        """Observations of the given global rows, shaped ``rows.shape + spec.shape`` (a copy)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        flat = rows.reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.num_steps):
+            raise IndexError(f"Rows must lie in [0, {self.num_steps}); got [{flat.min()}, {flat.max()}].")
+        out = np.empty((flat.size, *self.spec.shape), dtype=self.spec.dtype)
+        shard_of = np.searchsorted(self._shard_starts, flat, side="right") - 1
+        for shard in np.unique(shard_of):
+            hit = shard_of == shard
+            out[hit] = self._obs[shard][flat[hit] - self._shard_starts[shard]]
+        return out.reshape(*rows.shape, *self.spec.shape)
+
+    def episode(self, position: int) -> Episode:
+        """The episode at ``position`` in storage order (0 .. num_episodes - 1)."""
+        start, length = int(self.episode_starts[position]), int(self.episode_lengths[position])
+        rows = np.arange(start, start + length)
+        idx = self._index
+        return Episode(
+            self.observations(rows), idx.action[rows], idx.reward[rows], idx.terminated[rows], idx.truncated[rows]
+        )
+
+    def to_dataset(self):
+        """The whole store as a memory-mapped ``datasets.Dataset`` (no copy of the shards)."""
+        import datasets
+
+        parts = [datasets.Dataset.from_file(str(self.root / SHARD_DIR / s["file"])) for s in self.manifest["shards"]]
+        if not parts:
+            raise StoreError(f"The store at {self.root} is empty.")
+        return datasets.concatenate_datasets(parts)
+
+    # ------------------------------------------------------------------ writing
+    def schema(self) -> pa.Schema:
+        from datasets import Features, List, Value
+
+        features = Features(
+            {
+                "episode": Value("int64"),
+                "step": Value("int32"),
+                self.spec.name: List(Value(self.spec.dtype), length=self.spec.numel),
+                "action": Value("int64"),
+                "reward": Value("float32"),
+                "terminated": Value("bool"),
+                "truncated": Value("bool"),
+            }
+        )
+        return features.arrow_schema
+
+    def append(self, episodes: Sequence[Episode]) -> str:
+        """Append whole episodes as one new shard; returns its file name. Stored data is never rewritten."""
+        if not episodes:
+            raise ValueError("append() needs at least one episode.")
+        for episode in episodes:
+            episode.check(self.spec, self.num_actions)
+        with _Lock(self.root):
+            self._reload_if_changed()
+            first_id = int(self.manifest["num_episodes"])
+            table = self._build_table(episodes, first_id)
+            payload = _to_ipc_bytes(table)
+            name = f"shard-{len(self.manifest['shards']):06d}.arrow"
+            _write_bytes_atomic(self.root / SHARD_DIR / name, payload)
+            entry = _Shard(name, table.num_rows, len(episodes), len(payload), hashlib.sha256(payload).hexdigest())
+            manifest = dict(self.manifest)
+            manifest["shards"] = [*self.manifest["shards"], entry.__dict__]
+            manifest["num_episodes"] = first_id + len(episodes)
+            manifest["num_steps"] = int(self.manifest["num_steps"]) + table.num_rows
+            _write_json_atomic(self.root / MANIFEST, manifest)
+            self.manifest = manifest
+            self._load_shards([entry.__dict__])
+        return name
+
+    def _build_table(self, episodes: Sequence[Episode], first_id: int) -> pa.Table:
+        lengths = [len(e) for e in episodes]
+        obs = np.concatenate([np.ascontiguousarray(e.observations).reshape(len(e), -1) for e in episodes])
+        values = pa.array(obs.reshape(-1), type=pa.from_numpy_dtype(np.dtype(self.spec.dtype)))
+        columns = {
+            "episode": np.repeat(np.arange(first_id, first_id + len(episodes), dtype=np.int64), lengths),
+            "step": np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
+            self.spec.name: pa.FixedSizeListArray.from_arrays(values, self.spec.numel),
+            "action": np.concatenate([np.asarray(e.actions, np.int64) for e in episodes]),
+            "reward": np.concatenate([np.asarray(e.rewards, np.float32) for e in episodes]),
+            "terminated": np.concatenate([np.asarray(e.terminated, bool) for e in episodes]),
+            "truncated": np.concatenate([np.asarray(e.truncated, bool) for e in episodes]),
+        }
+        return pa.table(columns, schema=self.schema())
+
+    def _reload_if_changed(self) -> None:
+        """Pick up shards that another writer appended since this store was opened."""
+        on_disk = json.loads((self.root / MANIFEST).read_text())
+        known = len(self.manifest["shards"])
+        if on_disk["shards"][:known] != self.manifest["shards"]:
+            raise StoreError(f"The manifest of {self.root} changed under this process; reopen the store.")
+        if len(on_disk["shards"]) > known:
+            self.manifest = on_disk
+            self._load_shards(on_disk["shards"][known:])
+
+
+class EpisodeStore(StepStore):
+    """Frames as ``uint8 (3, H, W)`` with actions, rewards and episode ends: what `iris-wm collect` writes."""
+
+    kind = "episodes"
+
+    @staticmethod
+    def frame_spec(size: int = 64) -> ObsSpec:
+        return ObsSpec("frame", "uint8", (3, size, size))
+
+
+class TokenStore(StepStore):
+    """Tokens per frame (``int16 (K,)``) aligned row by row with an episode store: what the world model reads."""
+
+    kind = "tokens"
+
+    @staticmethod
+    def token_spec(tokens_per_frame: int) -> ObsSpec:
+        return ObsSpec("tokens", "int16", (tokens_per_frame,))
+
+
+# ---------------------------------------------------------------------- file helpers
+class _Lock:
+    """An exclusive advisory lock on the store folder for the duration of an append."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".lock"
+
+    def __enter__(self):
+        self.handle = open(self.path, "a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _to_ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write to a temporary file in the same folder, sync it, then rename over ``path``."""
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"Could not write {path} ({err.strerror or err}). The store is unchanged; free disk space or "
+            "fix the folder's permissions and try again."
+        ) from err
+    _fsync_dir(path.parent)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    _write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
