@@ -148,7 +148,8 @@ class EpisodicLife(gym.Wrapper):
         return obs, reward, terminated or life_lost, truncated, info
 
     def reset(self, **kwargs):
-        if self.game_over:
+        # A seeded reset always starts a new game: the caller asked for a reproducible start.
+        if self.game_over or kwargs.get("seed") is not None:
             obs, info = self.env.reset(**kwargs)
         else:
             # Continue the same game: one no-op moves past the life-loss frame.

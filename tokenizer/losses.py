@@ -94,7 +94,7 @@ class PerceptualLoss(nn.Module):
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean perceptual distance between images in [-1, 1], ``(B, 3, H, W)`` each."""
         total = prediction.new_zeros(())
-        for f_pred, f_true, weight in zip(self._taps(prediction), self._taps(target), self.lins):
+        for f_pred, f_true, weight in zip(self._taps(prediction), self._taps(target), self.lins, strict=True):
             diff = (F.normalize(f_pred, dim=1, eps=1e-10) - F.normalize(f_true, dim=1, eps=1e-10)) ** 2
             total = total + (diff * weight.view(1, -1, 1, 1)).sum(1).mean()
         return total

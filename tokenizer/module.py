@@ -58,7 +58,7 @@ class TokenizerModule(L.LightningModule):
 
     def __init__(
         self,
-        config: TokenizerConfig | None = None,
+        config: TokenizerConfig = TokenizerConfig(),  # noqa: B008  (never mutated; jsonargparse expands it)
         learning_rate: float = 1e-4,
         warmup_steps: int = 0,
         l1_weight: float = 1.0,
@@ -80,7 +80,7 @@ class TokenizerModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        self.config = config or TokenizerConfig()
+        self.config = config
         self.tokenizer = Tokenizer(self.config)
         self.perceptual = PerceptualLoss(perceptual_weights) if perceptual_weight > 0 else None
         self.register_buffer("_val_counts", torch.zeros(self.config.vocab_size), persistent=False)

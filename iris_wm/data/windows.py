@@ -77,11 +77,10 @@ class WindowDataset(Dataset):
         self.pad = pad
         episodes = np.asarray(episodes, dtype=np.int64)
         starts, lengths = store.episode_starts[episodes], store.episode_lengths[episodes]
-        self.anchors = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)]) if len(episodes) \
-            else np.zeros(0, np.int64)
-        # First and one-past-last row of the episode of every anchor.
+        # Every step of the chosen episodes, with the first and one-past-last row of its episode.
         self.first = np.repeat(starts, lengths)
         self.end = np.repeat(starts + lengths, lengths)
+        self.anchors = self.first + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
     def __len__(self) -> int:
         return len(self.anchors)

@@ -1,0 +1,125 @@
+"""The command line: help, every YAML config, and the stage-1 pipeline end to end on the debug config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iris_wm.cli import main as iris_wm
+from iris_wm.data.store import EpisodeStore, TokenStore
+from iris_wm.training import run_tokenizer_cli
+from tokenizer.module import TokenizerModule
+
+REPO = Path(__file__).resolve().parents[2]
+TOKENIZER_CONFIGS = sorted((REPO / "configs" / "tokenizer").glob("*.yaml"))
+
+
+def test_help_lists_every_command(capsys):
+    iris_wm(["--help"])
+    text = capsys.readouterr().out
+    for command in ("collect", "games", "tokenizer"):
+        assert f"  {command}" in text
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "iris_wm.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "tokenizer" in out.stdout
+
+
+def test_unknown_command_is_explained(capsys):
+    with pytest.raises(SystemExit):
+        iris_wm(["tokeniser"])
+    assert "unknown command 'tokeniser'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["fit", "validate", "predict"])
+def test_tokenizer_verbs_have_help(verb, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tokenizer_cli([verb, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--model.config.quantizer.kind" in text and "--data.root" in text
+    assert "Adam learning rate" in text  # option help comes from the docstrings
+
+
+@pytest.mark.parametrize("config", TOKENIZER_CONFIGS, ids=lambda p: p.name)
+def test_every_tokenizer_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tokenizer_cli(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "model:" in capsys.readouterr().out
+
+
+def test_unknown_config_key_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tokenizer_cli(
+            ["fit", "--config", str(REPO / "configs/tokenizer/debug.yaml"), "--model.config.chanels", "8"]
+        )
+    assert exit_info.value.code != 0
+    assert "chanels" in capsys.readouterr().err
+
+
+def test_collect_command_validates_its_options(capsys):
+    with pytest.raises(SystemExit):
+        iris_wm(["collect", "--out", "x", "--steps", "ten"])
+    assert "steps" in capsys.readouterr().err
+
+
+def _debug_stage(verb, tmp_path, *extra):
+    return run_tokenizer_cli([
+        verb, "--config", str(REPO / "configs/tokenizer/debug.yaml"),
+        "--data.root", str(tmp_path / "episodes"),
+        "--trainer.default_root_dir", str(tmp_path / "tok"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "tok"),
+        "--trainer.callbacks.init_args.dirpath", str(tmp_path / "tok" / "ckpt"),
+        *extra,
+    ])  # fmt: skip
+
+
+def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
+    iris_wm(["collect", "--out", str(tmp_path / "episodes"), "--steps", "300", "--flush_steps", "100",
+             "--env.max_episode_steps", "40"])  # fmt: skip
+    episodes = EpisodeStore.open(tmp_path / "episodes")
+    assert episodes.num_steps == 300 and episodes.num_episodes >= 8  # 40-step cap: at least 8 episodes
+    assert episodes.manifest["settings"]["env"]["game"] == "ALE/Breakout-v5"
+
+    _debug_stage("fit", tmp_path)
+    checkpoint = tmp_path / "tok" / "ckpt" / "last.ckpt"
+    assert checkpoint.exists()
+    assert list((tmp_path / "tok").rglob("reconstructions/*.png")), "validation writes a reconstruction grid"
+
+    _debug_stage("predict", tmp_path, "--ckpt_path", str(checkpoint), "--token_writer.output", str(tmp_path / "tokens"))
+    tokens = TokenStore.open(tmp_path / "tokens")
+    assert tokens.num_steps == episodes.num_steps
+    np.testing.assert_array_equal(tokens.columns.action, episodes.columns.action)
+    np.testing.assert_array_equal(tokens.columns.terminated, episodes.columns.terminated)
+    np.testing.assert_array_equal(tokens.episode_lengths, episodes.episode_lengths)
+    settings = tokens.manifest["settings"]
+    assert settings["tokenizer_checkpoint"] == str(checkpoint.resolve())
+    assert settings["tokens_per_frame"] == 256 and settings["vocab_size"] == 32
+
+    module = TokenizerModule.load_from_checkpoint(checkpoint, weights_only=True).eval()
+    rows = np.arange(0, episodes.num_steps, 7)
+    expected = module.tokenizer.encode(torch.from_numpy(episodes.observations(rows)))
+    np.testing.assert_array_equal(tokens.observations(rows), expected.numpy())
+
+    with pytest.raises(FileExistsError, match="already exists"):
+        _debug_stage("predict", tmp_path, "--ckpt_path", str(checkpoint),
+                     "--token_writer.output", str(tmp_path / "tokens"))  # fmt: skip
+
+
+def test_collect_resumes_to_its_target_without_duplicating(tmp_path):
+    out = str(tmp_path / "episodes")
+    iris_wm(["collect", "--out", out, "--steps", "120", "--env.max_episode_steps", "50"])
+    first = EpisodeStore.open(out)
+    iris_wm(["collect", "--out", out, "--steps", "120", "--env.max_episode_steps", "50"])
+    assert EpisodeStore.open(out).num_steps == 120, "the target is reached already: nothing is added"
+    iris_wm(["collect", "--out", out, "--steps", "200", "--env.max_episode_steps", "50"])
+    again = EpisodeStore.open(out)
+    assert again.num_steps == 200
+    np.testing.assert_array_equal(again.observations(np.arange(120)), first.observations(np.arange(120)))
+    with pytest.raises(Exception, match="other settings"):
+        iris_wm(["collect", "--out", out, "--steps", "300", "--env.game", "Pong"])

@@ -1,0 +1,66 @@
+"""The IRIS autoencoder: sizes, shapes, input checks."""
+
+import pytest
+import torch
+
+from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.quantizer import QuantizerConfig
+
+TINY = dict(channels=8, channel_mult=(1, 1, 1), num_res_blocks=1, attn_resolutions=(16,), z_channels=16,
+            embed_dim=16, quantizer=QuantizerConfig(codebook_size=32))  # fmt: skip
+
+
+def test_iris_config_has_the_reference_parameter_count():
+    model = Tokenizer(TokenizerConfig())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert abs(trainable - 4_027_523) <= 0.01 * 4_027_523
+    assert trainable == 4_027_523  # exact, in fact
+    assert model.tokens_per_frame == 16 and model.vocab_size == 512
+
+
+@pytest.mark.parametrize("levels, tokens", [(6, 4), (5, 16), (4, 64)])
+def test_grid_size_gives_4_16_or_64_tokens(levels, tokens):
+    cfg = TokenizerConfig(**{**TINY, "channel_mult": (1,) * levels, "attn_resolutions": ()})
+    model = Tokenizer(cfg)
+    frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert model.encode(frames).shape == (2, tokens)
+    assert model.tokens_per_frame == tokens
+
+
+def test_encode_decode_types_and_ranges():
+    model = Tokenizer(TokenizerConfig(**TINY)).eval()
+    frames = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    tokens = model.encode(frames)
+    assert tokens.dtype == torch.int64 and tokens.shape == (3, 256)
+    assert 0 <= tokens.min() and tokens.max() < 32
+    decoded = model.decode(tokens)
+    assert decoded.dtype == torch.uint8 and decoded.shape == frames.shape
+    # Decoding the codes of a forward pass gives the forward pass's reconstruction.
+    out = model(frames)
+    torch.testing.assert_close(model.decode_normalized(out.tokens), out.reconstruction)
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        torch.rand(2, 3, 64, 64),  # floats
+        torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8),  # channels last
+        torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8),  # no batch axis
+        torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8),  # wrong size
+    ],
+)
+def test_wrong_frames_get_a_clear_error(frames):
+    model = Tokenizer(TokenizerConfig(**TINY))
+    with pytest.raises(ValueError, match=r"Frames must be a uint8 tensor of shape \(B, 3, 64, 64\)"):
+        model.encode(frames)
+
+
+def test_wrong_token_shape_gets_a_clear_error():
+    model = Tokenizer(TokenizerConfig(**TINY))
+    with pytest.raises(ValueError, match=r"Tokens must have shape \(B, 256\)"):
+        model.decode(torch.zeros(2, 16, dtype=torch.long))
+
+
+def test_resolution_must_divide_into_the_grid():
+    with pytest.raises(ValueError, match="not divisible"):
+        TokenizerConfig(resolution=60, channel_mult=(1, 1, 1, 1, 1))
