@@ -30,6 +30,18 @@ DEMO_TOKENIZER = dict(channels=16, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=
                       z_channels=64, embed_dim=64)  # fmt: skip  (configs/tokenizer/demo.yaml)
 
 
+def cpu_description() -> str:
+    """CPU model and the matrix extensions that decide bf16 speed (AMX, AVX-512 BF16)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    extensions = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
+    return f"{model} ({', '.join(extensions) or 'no AVX-512/AMX'})"
+
+
 def timed(fn: Callable[[], object], repeats: int) -> float:
     """Median seconds of ``fn`` over ``repeats`` runs after one warm-up run."""
     fn()
@@ -140,8 +152,7 @@ def main() -> None:
     record = {
         "command": "make bench",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-                   f"{torch.__version__}",
+        "machine": f"{cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
         "provenance": provenance(),

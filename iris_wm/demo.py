@@ -35,9 +35,29 @@ def _tokenizer(verb: str, out: Path, *extra: str):
     return run_tokenizer_cli(args)
 
 
+def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
+    """PSNR on the validation frames of the per-pixel mean training frame: the score of a tokenizer that
+    knows nothing about the frame it encodes. A useful tokenizer scores above it."""
+    import numpy as np
+    import torch
+
+    from tokenizer.module import psnr
+
+    train, val = datamodule.train_set, datamodule.val_set
+    total = np.zeros((3, *datamodule.store.spec.shape[1:]), np.float64)
+    for start in range(0, len(train), chunk):
+        total += datamodule.store.observations(train.anchors[start:start + chunk]).sum(0, dtype=np.float64)
+    mean = torch.from_numpy((total / len(train)).round().astype(np.uint8))
+    scores = [psnr(mean.expand(len(rows), -1, -1, -1), torch.from_numpy(datamodule.store.observations(rows)))
+              for rows in np.array_split(val.anchors, max(1, len(val) // chunk))]
+    return float(torch.cat(scores).mean())
+
+
 def run(out: Path, steps: int, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    previous = out / "summary.json"
+    # Stages skipped on a resumed demo keep the timings of the run that did them.
+    timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
 
     start = time.perf_counter()
     iris_wm(["collect", "--out", str(out / "episodes"), "--steps", str(steps), "--seed", str(seed)])
@@ -60,6 +80,7 @@ def run(out: Path, steps: int, seed: int) -> dict:
         _tokenizer("predict", out, "--ckpt_path", str(checkpoint), "--token_writer.output", str(tokens))
         timings["tokenizer predict"] = time.perf_counter() - start
 
+    metrics["baseline/mean_frame_psnr"] = mean_frame_psnr(cli.datamodule)
     summary = {"metrics": metrics, "timings_s": timings, "checkpoint": str(checkpoint), "tokens": str(tokens),
                "validation_frames": len(cli.datamodule.val_set), "training_frames": len(cli.datamodule.train_set)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -79,6 +100,8 @@ def write_report(out: Path, summary: dict) -> Path:
         "| --- | --- |",
         f"| held-out PSNR (dB), {summary['validation_frames']} validation frames "
         f"| {m.get('val/psnr', float('nan')):.2f} |",
+        f"| baseline: PSNR of the mean training frame on the same frames "
+        f"| {m.get('baseline/mean_frame_psnr', float('nan')):.2f} |",
         f"| held-out L1 (pixels in [-1, 1]) | {m.get('val/l1', float('nan')):.4f} |",
         f"| codebook usage on validation frames | {m.get('val/codebook_usage', float('nan')):.3f} |",
         f"| code perplexity on validation frames | {m.get('val/perplexity', float('nan')):.1f} |",

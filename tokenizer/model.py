@@ -42,6 +42,11 @@ class TokenizerConfig:
     """Dimension of the codes."""
     dropout: float = 0.0
     """Dropout inside residual blocks."""
+    background: bool = False
+    """A learned per-pixel background image (not in IRIS), initialised from the mean training frame
+    (``TokenizerModule.init_background_frames``). It is subtracted from the encoder's input and added to the
+    decoder's output, so tokens and decoder model only what differs from it. On Breakout the static screen
+    is 99% of the pixels; without this the demo codebook collapsed (docs/LOG.md)."""
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     """The discrete bottleneck."""
 
@@ -199,6 +204,13 @@ class Tokenizer(nn.Module):
         self.quantizer = Quantizer(config.quantizer, config.embed_dim)
         self.post_quant = nn.Conv2d(config.embed_dim, config.z_channels, 1)
         self.decoder = Decoder(config)
+        r = config.resolution
+        self.background = nn.Parameter(torch.zeros(1, config.in_channels, r, r)) if config.background else None
+        if config.background:
+            # Start from "reconstruction = background": the decoder learns only the differences.
+            last = self.decoder.net[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -231,12 +243,26 @@ class Tokenizer(nn.Module):
 
     def _quantize(self, frames: torch.Tensor) -> Quantized:
         self.check_frames(frames)
-        return self.quantizer(self.pre_quant(self.encoder(self.normalize(frames))))
+        images = self.normalize(frames)
+        if self.background is not None:
+            images = images - self.background.detach()  # learned through the decoder side only
+        return self.quantizer(self.pre_quant(self.encoder(images)))
+
+    def _decode_features(self, features: torch.Tensor) -> torch.Tensor:
+        images = self.decoder(self.post_quant(features))
+        return images + self.background if self.background is not None else images
+
+    @torch.no_grad()
+    def init_background(self, frames: torch.Tensor) -> None:
+        """Set the background image to the mean of ``frames`` (uint8, any batch), in [-1, 1]."""
+        if self.background is None:
+            raise ValueError("This tokenizer has no background image (TokenizerConfig.background=False).")
+        self.check_frames(frames)
+        self.background.copy_(self.normalize(frames).mean(0, keepdim=True))
 
     def forward(self, frames: torch.Tensor) -> TokenizerOutput:
         q = self._quantize(frames)
-        reconstruction = self.decoder(self.post_quant(q.features))
-        return TokenizerOutput(reconstruction, q.tokens, q.loss)
+        return TokenizerOutput(self._decode_features(q.features), q.tokens, q.loss)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -248,7 +274,7 @@ class Tokenizer(nn.Module):
         if tokens.dim() != 2 or tokens.shape[1] != self.tokens_per_frame:
             raise ValueError(f"Tokens must have shape (B, {self.tokens_per_frame}); got {tuple(tokens.shape)}.")
         grid = self.config.grid
-        return self.decoder(self.post_quant(self.quantizer.lookup(tokens, grid, grid)))
+        return self._decode_features(self.quantizer.lookup(tokens, grid, grid))
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ class TokenizerLoss:
 
     total: torch.Tensor
     l1: torch.Tensor
+    l2: torch.Tensor
     quantizer: torch.Tensor
     perceptual: torch.Tensor
     tokens: torch.Tensor  # (M, K) codes of the batch's frames
@@ -62,10 +63,12 @@ class TokenizerModule(L.LightningModule):
         learning_rate: float = 1e-4,
         warmup_steps: int = 0,
         l1_weight: float = 1.0,
+        l2_weight: float = 0.0,
         quantizer_weight: float = 1.0,
         perceptual_weight: float = 0.0,
         perceptual_weights: str | None = None,
         num_reconstructions: int = 8,
+        init_background_frames: int = 2048,
     ):
         """
         Args:
@@ -73,10 +76,14 @@ class TokenizerModule(L.LightningModule):
             learning_rate: Adam learning rate (IRIS: 1e-4).
             warmup_steps: linear warmup of the learning rate from 0 over this many steps.
             l1_weight: weight of the L1 reconstruction loss (IRIS: 1).
+            l2_weight: weight of a squared-error term (not in IRIS, 0 by default). Without a perceptual loss it
+                keeps large, rare errors (small moving objects) from being outweighed by many small ones.
             quantizer_weight: weight of codebook + beta * commitment loss (IRIS: 1).
             perceptual_weight: weight of the perceptual loss (IRIS: 1; 0 disables it).
             perceptual_weights: local file with VGG16 weights for the perceptual loss (no downloads).
             num_reconstructions: frames shown in the reconstruction grid saved at each validation.
+            init_background_frames: with ``config.background``, set the background image to the mean of this
+                many training frames before the first step (0: start from zeros).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -90,7 +97,7 @@ class TokenizerModule(L.LightningModule):
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One objective for the Trainer and the online loop: ``(loss, metrics)``."""
         terms = self.compute_loss(batch)
-        return terms.total, {"loss": terms.total, "l1": terms.l1, "quantizer": terms.quantizer,
+        return terms.total, {"loss": terms.total, "l1": terms.l1, "l2": terms.l2, "quantizer": terms.quantizer,
                              "perceptual": terms.perceptual}  # fmt: skip
 
     def compute_loss(self, batch) -> TokenizerLoss:
@@ -98,21 +105,37 @@ class TokenizerModule(L.LightningModule):
         out = self.tokenizer(frames)
         target = self.tokenizer.normalize(frames)
         denom = weights.sum().clamp_min(1.0)
-        l1 = ((out.reconstruction - target).abs().mean(dim=(1, 2, 3)) * weights).sum() / denom
+        error = out.reconstruction.float() - target
+        l1 = (error.abs().mean(dim=(1, 2, 3)) * weights).sum() / denom
+        l2 = (error.pow(2).mean(dim=(1, 2, 3)) * weights).sum() / denom
         perceptual = self.perceptual(out.reconstruction, target) if self.perceptual else l1.new_zeros(())
         total = (
             self.hparams.l1_weight * l1
+            + self.hparams.l2_weight * l2
             + self.hparams.quantizer_weight * out.quantizer_loss
             + self.hparams.perceptual_weight * perceptual
         )
-        return TokenizerLoss(total, l1, out.quantizer_loss, perceptual, out.tokens, out.reconstruction, weights)
+        return TokenizerLoss(total, l1, l2, out.quantizer_loss, perceptual, out.tokens, out.reconstruction, weights)
 
     # ------------------------------------------------------------------ Lightning hooks
+    def on_train_start(self):
+        wanted = self.hparams.init_background_frames
+        if self.tokenizer.background is None or wanted <= 0 or self.global_step > 0:
+            return  # nothing to initialise, or a resumed run whose bias is already trained
+        frames = []
+        for batch in self.trainer.train_dataloader:
+            real, weights = _frames_and_weights(batch)
+            frames.append(real[weights > 0])
+            if sum(len(f) for f in frames) >= wanted:
+                break
+        self.tokenizer.init_background(torch.cat(frames)[:wanted].to(self.device))
+
     def training_step(self, batch, batch_idx):
         terms = self.compute_loss(batch)
         counts = torch.bincount(terms.tokens.flatten(), minlength=self.config.vocab_size).float()
         usage, perplexity = codebook_stats(counts)
-        self.log_dict({"train/loss": terms.total, "train/l1": terms.l1, "train/quantizer": terms.quantizer,
+        self.log_dict({"train/loss": terms.total, "train/l1": terms.l1, "train/l2": terms.l2,
+                       "train/quantizer": terms.quantizer,
                        "train/perceptual": terms.perceptual, "train/codebook_usage": usage,
                        "train/perplexity": perplexity}, prog_bar=False)  # fmt: skip
         self.log("loss", terms.total, prog_bar=True, logger=False)

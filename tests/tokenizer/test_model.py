@@ -64,3 +64,34 @@ def test_wrong_token_shape_gets_a_clear_error():
 def test_resolution_must_divide_into_the_grid():
     with pytest.raises(ValueError, match="not divisible"):
         TokenizerConfig(resolution=60, channel_mult=(1, 1, 1, 1, 1))
+
+
+def test_background_starts_the_reconstruction_at_the_mean_frame():
+    model = Tokenizer(TokenizerConfig(**TINY, background=True))
+    frames = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    model.init_background(frames)
+    expected = model.normalize(frames).mean(0, keepdim=True)
+    torch.testing.assert_close(model.background.data, expected)
+    out = model(frames[:2])  # the decoder's last layer starts at zero: only the background is drawn
+    torch.testing.assert_close(out.reconstruction, expected.expand(2, -1, -1, -1))
+    assert sum(p.numel() for p in model.parameters()) == \
+        sum(p.numel() for p in Tokenizer(TokenizerConfig(**TINY)).parameters()) + 3 * 64 * 64
+
+
+def test_background_is_removed_from_the_encoder_input():
+    torch.manual_seed(0)
+    model = Tokenizer(TokenizerConfig(**TINY, background=True)).eval()
+    frames = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    model.init_background(frames[:2])
+    plain = Tokenizer(TokenizerConfig(**TINY)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "background"})
+    with torch.no_grad():
+        centred = model.normalize(frames) - model.background
+        expected = plain.quantizer(plain.pre_quant(plain.encoder(centred))).tokens
+    assert torch.equal(model.encode(frames), expected)
+    assert not torch.equal(model.encode(frames), plain.encode(frames))
+
+
+def test_init_background_needs_the_option():
+    with pytest.raises(ValueError, match="background=False"):
+        Tokenizer(TokenizerConfig(**TINY)).init_background(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
