@@ -1,0 +1,167 @@
+"""A GPT over embeddings: pre-LayerNorm blocks, SDPA attention, and a preallocated KV cache.
+
+The transformer knows nothing of tokens or images: it maps embeddings ``(B, N, E)`` to hidden states
+``(B, N, E)`` causally. With a :class:`KVCache` it continues a sequence: new tokens attend to everything
+cached plus themselves, and decoding one token or a block of tokens gives the same result as a full
+forward pass (tested to 1e-5 in fp32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    """Sizes of the transformer (IRIS: 10 layers, 4 heads, width 256)."""
+
+    num_layers: int = 10
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads; ``embed_dim`` must be divisible by it."""
+    embed_dim: int = 256
+    """Width of the residual stream."""
+    max_tokens: int = 340
+    """Longest sequence (context) in tokens; sets the KV cache size and the positional table."""
+    mlp_ratio: int = 4
+    """Hidden width of the MLP as a multiple of ``embed_dim``."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention weights and residual branches (IRIS: 0.1)."""
+
+    def __post_init__(self):
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+
+class KVCache:
+    """Keys and values of every layer for up to ``max_tokens`` positions, allocated once.
+
+    ``size`` is a Python int kept on the host, so growing the cache never synchronises with the device.
+    """
+
+    def __init__(self, config: GPTConfig, batch: int, device=None, dtype=torch.float32):
+        shape = (config.num_layers, 2, batch, config.num_heads, config.max_tokens, config.head_dim)
+        self.buffer = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_tokens = config.max_tokens
+        self.size = 0
+
+    def reset(self) -> None:
+        self.size = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k, v`` ``(B, H, n, D)`` after the cached positions; return all keys and values so far."""
+        n = k.shape[2]
+        end = self.size + n
+        if end > self.max_tokens:
+            raise ValueError(f"KV cache overflow: {self.size} cached + {n} new > {self.max_tokens} tokens. "
+                             "Reset or re-prime the cache (the context is full).")  # fmt: skip
+        self.buffer[layer, 0, :, :, self.size:end] = k
+        self.buffer[layer, 1, :, :, self.size:end] = v
+        return self.buffer[layer, 0, :, :, :end], self.buffer[layer, 1, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Mark ``n`` more positions as cached (after every layer has appended them)."""
+        self.size += n
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        n = x.shape[1]
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        past = 0
+        if cache is not None:
+            past = cache.size
+            k, v = cache.append(layer, k, v)
+        dropout = self.dropout if self.training else 0.0
+        if past == 0:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif n == 1:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # one new token sees everything
+        else:
+            # New token i (absolute position past + i) sees positions <= past + i.
+            allowed = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+        return self.resid_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.embed_dim)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim), nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim), nn.Dropout(cfg.dropout),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Causal transformer over embeddings ``(B, N, E) -> (B, N, E)`` (final LayerNorm applied)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(config.embed_dim)
+        self.apply(_init_weights)
+
+    def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
+        return KVCache(self.config, batch, device, dtype)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        start = cache.size if cache is not None else 0
+        if start + x.shape[1] > self.config.max_tokens:
+            raise ValueError(f"Sequence of {start + x.shape[1]} tokens exceeds max_tokens {self.config.max_tokens}.")
+        x = self.drop(x)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return self.ln_f(x)
+
+
+def _init_weights(module: nn.Module) -> None:
+    # GPT-2 initialisation, as IRIS: N(0, 0.02) weights, zero biases, unit LayerNorm.
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def matmul_params(config: GPTConfig) -> int:
+    """Weights of the matrix multiplications of the blocks (attention in/out projections and MLP)."""
+    e, m = config.embed_dim, config.mlp_ratio
+    return config.num_layers * (4 * e * e + 2 * m * e * e)
+
+
+def attention_flops_per_token(config: GPTConfig, context: int | None = None) -> int:
+    """Forward FLOPs per token of the score and value products, QK^T and AV, at full context (Kaplan et al.:
+    2 * n_layer * n_ctx * d_model each, counted for the whole context as the scaling literature does)."""
+    n = config.max_tokens if context is None else context
+    return 2 * 2 * config.num_layers * n * config.embed_dim

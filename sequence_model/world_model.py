@@ -1,0 +1,247 @@
+"""The IRIS world model: a GPT over the interleaved sequence ``[o_t^1 .. o_t^K, a_t, o_{t+1}^1, ...]``.
+
+Token layout (Micheli et al. 2023, section 2.2): step ``t`` is a block of ``K + 1`` tokens, the ``K``
+observation tokens of frame ``t`` then the action ``a_t``; position ``p`` holds an observation token when
+``p % (K + 1) < K`` and an action otherwise. Heads read the hidden state at:
+
+- every position whose *next* token is an observation token, i.e. observation positions ``0 .. K-2`` of a
+  block (predicting tokens ``1 .. K-1`` of the same frame) and the action position (predicting token 0 of
+  the next frame). The hidden state of the last observation token would predict the action: not read.
+- the action position, for the reward ``r_t`` and the episode end after ``a_t``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from sequence_model.gpt import GPT, GPTConfig, KVCache, attention_flops_per_token, matmul_params
+
+
+@dataclass
+class WorldModelConfig:
+    """Sizes of the world model. ``vocab_size``, ``tokens_per_frame`` and ``num_actions`` come from the data."""
+
+    vocab_size: int = 512
+    """Observation codes (the tokenizer's codebook size)."""
+    tokens_per_frame: int = 16
+    """K, tokens per observation."""
+    num_actions: int = 4
+    """Discrete actions of the environment."""
+    context_steps: int = 20
+    """Time steps in the context window (IRIS: 20, i.e. 340 tokens with K = 16)."""
+    gpt: GPTConfig = field(default_factory=lambda: GPTConfig(max_tokens=0))
+    """The transformer; its ``max_tokens`` is set from ``context_steps * (K + 1)``."""
+    reward: Literal["sign", "twohot"] = "sign"
+    """``sign``: three classes for negative, zero, positive reward (IRIS); ``twohot``: symlog two-hot
+    regression over ``reward_bins`` bins, for unclipped rewards (DreamerV3)."""
+    reward_bins: int = 255
+    """Bins of the two-hot reward head, evenly spaced in symlog space over [-20, 20]."""
+    observation_weight: float = 1.0
+    """Weight of the observation cross-entropy."""
+    reward_weight: float = 1.0
+    """Weight of the reward loss."""
+    termination_weight: float = 1.0
+    """Weight of the termination loss."""
+
+    def __post_init__(self):
+        if isinstance(self.gpt, dict):
+            self.gpt = GPTConfig(**self.gpt)
+        self.gpt.max_tokens = self.context_steps * self.tokens_per_block
+
+    @property
+    def tokens_per_block(self) -> int:
+        return self.tokens_per_frame + 1
+
+
+@dataclass
+class WorldModelOutput:
+    """Logits at the positions each head reads (``P`` = positions given, ``T`` = action positions among them)."""
+
+    hidden: torch.Tensor  # (B, P, E)
+    observation_logits: torch.Tensor  # (B, P, V) at every position; only `predicts_observation` ones are meaningful
+    reward_logits: torch.Tensor  # (B, T, C) at action positions
+    termination_logits: torch.Tensor  # (B, T, 2) at action positions
+
+
+@dataclass
+class WorldModelLosses:
+    total: torch.Tensor
+    observation: torch.Tensor  # mean CE over real observation targets, nats
+    reward: torch.Tensor
+    termination: torch.Tensor
+    reward_accuracy: torch.Tensor
+    termination_counts: torch.Tensor  # (tp, fp, fn) for F1
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def _head(embed_dim: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, out))
+
+
+class WorldModel(nn.Module):
+    """Embeddings, transformer and heads. ``forward`` takes interleaved token ids starting at any position."""
+
+    def __init__(self, config: WorldModelConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or WorldModelConfig()
+        e = cfg.gpt.embed_dim
+        self.observation_embedding = nn.Embedding(cfg.vocab_size, e)
+        self.action_embedding = nn.Embedding(cfg.num_actions, e)
+        self.position_embedding = nn.Embedding(cfg.gpt.max_tokens, e)
+        self.transformer = GPT(cfg.gpt)
+        self.observation_head = _head(e, cfg.vocab_size)
+        reward_classes = 3 if cfg.reward == "sign" else cfg.reward_bins
+        self.reward_head = _head(e, reward_classes)
+        self.termination_head = _head(e, 2)
+        for module in (self.observation_embedding, self.action_embedding, self.position_embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if cfg.reward == "twohot":
+            self.register_buffer("reward_bins", torch.linspace(-20.0, 20.0, cfg.reward_bins), persistent=False)
+
+    # ------------------------------------------------------------------ layout
+    def is_action_position(self, positions: torch.Tensor) -> torch.Tensor:
+        return positions % self.config.tokens_per_block == self.config.tokens_per_frame
+
+    def interleave(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``(B, T, K)`` observation ids and ``(B, T)`` actions -> ``(B, T * (K + 1))`` interleaved ids."""
+        return rearrange(torch.cat([observations, actions.unsqueeze(-1)], dim=-1), "b t k -> b (t k)")
+
+    def embed(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+        is_action = self.is_action_position(positions)  # (N,)
+        obs_ids = ids.masked_fill(is_action, 0).clamp(0, self.config.vocab_size - 1)
+        act_ids = ids.masked_fill(~is_action, 0).clamp(0, self.config.num_actions - 1)
+        tokens = torch.where(is_action[:, None], self.action_embedding(act_ids), self.observation_embedding(obs_ids))
+        return tokens + self.position_embedding(positions)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
+        """Run interleaved ids ``(B, P)`` that continue the cached sequence (or start it at position 0)."""
+        start = cache.size if cache is not None else 0
+        limit = self.config.gpt.max_tokens
+        if start + ids.shape[1] > limit:
+            raise ValueError(f"KV cache overflow: {start} cached + {ids.shape[1]} new > {limit} tokens "
+                             f"({self.config.context_steps} steps). Reset or re-prime the cache (the context is full).")
+        hidden = self.transformer(self.embed(ids, start), cache)
+        # Action positions among these, computed on the host: boolean indexing would synchronise the device.
+        k1 = self.config.tokens_per_block
+        first = (self.config.tokens_per_frame - start) % k1
+        action_hidden = hidden[:, first::k1]
+        return WorldModelOutput(
+            hidden=hidden,
+            observation_logits=self.observation_head(hidden),
+            reward_logits=self.reward_head(action_hidden),
+            termination_logits=self.termination_head(action_hidden),
+        )
+
+    def predicts_observation(self, positions: torch.Tensor) -> torch.Tensor:
+        """True where the hidden state predicts an observation token (all but the last observation position)."""
+        return positions % self.config.tokens_per_block != self.config.tokens_per_frame - 1
+
+    # ------------------------------------------------------------------ training objective
+    def loss(
+        self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+        terminated: torch.Tensor, mask: torch.Tensor,
+    ) -> WorldModelLosses:  # fmt: skip
+        """Losses of a window: ``observations (B, T, K)``, ``actions/rewards/terminated/mask (B, T)``.
+
+        Padded steps (``mask=False``) are neither inputs that count nor targets: a target is used only when
+        the step it belongs to is real.
+        """
+        cfg = self.config
+        B, T, K = observations.shape
+        ids = self.interleave(observations, actions)
+        out = self(ids)
+        # Observation targets: the token after each position, where that token is an observation token.
+        step_of = torch.arange(T * (K + 1), device=ids.device) // (K + 1)
+        real = mask[:, step_of]  # (B, N) position belongs to a real step
+        target_real = torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
+        positions = torch.arange(T * (K + 1), device=ids.device)
+        reads = self.predicts_observation(positions)  # (N,)
+        targets = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)
+        use = target_real & real & reads[None]
+        logits = out.observation_logits.float()
+        ce = F.cross_entropy(rearrange(logits, "b n v -> (b n) v"), targets.reshape(-1), reduction="none")
+        observation = (ce * use.reshape(-1)).sum() / use.sum().clamp_min(1)
+
+        weights = mask.float()
+        count = weights.sum().clamp_min(1)
+        reward_logits = out.reward_logits.float()
+        if cfg.reward == "sign":
+            reward_class = (torch.sign(rewards) + 1).long()
+            reward_ce = F.cross_entropy(rearrange(reward_logits, "b t c -> (b t) c"), reward_class.reshape(-1),
+                                        reduction="none")  # fmt: skip
+            reward_accuracy = ((reward_logits.argmax(-1) == reward_class).float() * weights).sum() / count
+        else:
+            reward_ce = -(self._twohot(rewards) * reward_logits.log_softmax(-1)).sum(-1).reshape(-1)
+            predicted = self.expected_reward(reward_logits)
+            reward_accuracy = (((predicted - rewards).abs() < 0.5).float() * weights).sum() / count
+        reward = (reward_ce * weights.reshape(-1)).sum() / count
+
+        ends = terminated.long()
+        term_ce = F.cross_entropy(rearrange(out.termination_logits.float(), "b t c -> (b t) c"), ends.reshape(-1),
+                                  reduction="none")  # fmt: skip
+        termination = (term_ce * weights.reshape(-1)).sum() / count
+        predicted_end = out.termination_logits.argmax(-1).bool() & mask
+        actual_end = terminated.bool() & mask
+        counts = torch.stack([(predicted_end & actual_end).sum(), (predicted_end & ~actual_end).sum(),
+                              (~predicted_end & actual_end).sum()]).float()  # fmt: skip
+        total = cfg.observation_weight * observation + cfg.reward_weight * reward + cfg.termination_weight * termination
+        return WorldModelLosses(total, observation, reward, termination, reward_accuracy, counts)
+
+    # ------------------------------------------------------------------ rewards
+    def _twohot(self, rewards: torch.Tensor) -> torch.Tensor:
+        bins = self.reward_bins
+        y = symlog(rewards).clamp(bins[0], bins[-1])
+        upper = torch.searchsorted(bins, y.contiguous()).clamp(1, len(bins) - 1)
+        lower = upper - 1
+        span = bins[upper] - bins[lower]
+        w_upper = (y - bins[lower]) / span
+        target = torch.zeros(*rewards.shape, len(bins), device=rewards.device)
+        target.scatter_(-1, lower.unsqueeze(-1), (1 - w_upper).unsqueeze(-1))
+        target.scatter_add_(-1, upper.unsqueeze(-1), w_upper.unsqueeze(-1))
+        return target
+
+    def expected_reward(self, reward_logits: torch.Tensor) -> torch.Tensor:
+        """Reward from the head's logits: -1/0/+1 for ``sign``, symexp of the expected bin for ``twohot``."""
+        if self.config.reward == "sign":
+            return reward_logits.argmax(-1).float() - 1.0
+        return symexp((reward_logits.softmax(-1) * self.reward_bins).sum(-1))
+
+    # ------------------------------------------------------------------ counts
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            embeddings = (self.observation_embedding, self.action_embedding, self.position_embedding)
+            total -= sum(m.weight.numel() for m in embeddings)
+        return total
+
+    def flops_per_token(self, training: bool = True) -> float:
+        """FLOPs per token: 2 per weight of every matmul (blocks and the observation head, which is applied at
+        every position) plus attention at full context; x3 for a training step (forward + backward)."""
+        cfg = self.config
+        e = cfg.gpt.embed_dim
+        reward_classes = 3 if cfg.reward == "sign" else cfg.reward_bins
+        # The observation head runs at every position; reward and termination heads once per block.
+        heads = e * e + e * cfg.vocab_size + (2 * e * e + e * reward_classes + e * 2) / cfg.tokens_per_block
+        forward = 2 * (matmul_params(cfg.gpt) + heads) + attention_flops_per_token(cfg.gpt)
+        return 3 * forward if training else forward
+
+
+def bits_per_frame(observation_ce_nats: torch.Tensor | float, tokens_per_frame: int) -> torch.Tensor | float:
+    """Observation cross-entropy per token (nats) -> bits per frame, comparable across tokenizers."""
+    return observation_ce_nats * tokens_per_frame / math.log(2)

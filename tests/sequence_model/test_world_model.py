@@ -1,0 +1,175 @@
+"""World model numerics checked exactly: KV cache vs full pass, causality, layout, loss, counts."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from sequence_model.gpt import GPTConfig
+from sequence_model.world_model import WorldModel, WorldModelConfig, bits_per_frame
+
+K, V, A, T = 4, 11, 3, 5
+
+
+def small(**overrides) -> WorldModel:
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, context_steps=T,
+                           gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.1), **overrides)
+    return WorldModel(cfg).eval()
+
+
+def sequence(batch=2, steps=T):
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randint(0, V, (batch, steps, K), generator=g)
+    act = torch.randint(0, A, (batch, steps), generator=g)
+    return obs, act
+
+
+def test_layout_offsets():
+    model = small()
+    obs, act = sequence(batch=1, steps=2)
+    ids = model.interleave(obs, act)
+    assert ids.shape == (1, 2 * (K + 1))
+    assert ids[0, :K].tolist() == obs[0, 0].tolist() and ids[0, K] == act[0, 0]
+    assert ids[0, K + 1:2 * K + 1].tolist() == obs[0, 1].tolist() and ids[0, -1] == act[0, 1]
+    positions = torch.arange(2 * (K + 1))
+    assert model.is_action_position(positions).nonzero().flatten().tolist() == [K, 2 * K + 1]
+    # Every position but the last observation token of each frame predicts an observation token.
+    assert (~model.predicts_observation(positions)).nonzero().flatten().tolist() == [K - 1, 2 * K]
+
+
+@pytest.mark.parametrize("chunks", [[1] * (T * (K + 1)), [K + 1] * T, [3, 7, 1, 9, 5], [2, K + 1, K, 11, 3]])
+def test_kv_cache_decoding_equals_the_full_pass(chunks):
+    model = small()
+    obs, act = sequence()
+    ids = model.interleave(obs, act)
+    assert sum(chunks) == ids.shape[1]
+    full = model(ids)
+    cache = model.transformer.new_cache(batch=2)
+    pieces, rewards, ends, at = [], [], [], 0
+    for n in chunks:
+        out = model(ids[:, at:at + n], cache)
+        pieces.append(out.observation_logits)
+        rewards.append(out.reward_logits)
+        ends.append(out.termination_logits)
+        at += n
+    assert cache.size == ids.shape[1]
+    torch.testing.assert_close(torch.cat(pieces, 1), full.observation_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(rewards, 1), full.reward_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(ends, 1), full.termination_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_overflow_is_explained():
+    model = small()
+    obs, act = sequence()
+    cache = model.transformer.new_cache(batch=2)
+    model(model.interleave(obs, act), cache)
+    with pytest.raises(ValueError, match="KV cache overflow.*re-prime"):
+        model(act[:, :1], cache)
+
+
+def test_changing_future_tokens_never_changes_past_logits():
+    model = small()
+    obs, act = sequence()
+    ids = model.interleave(obs, act)
+    for cut in (1, K, K + 1, 13):
+        changed = ids.clone()
+        changed[:, cut:] = (changed[:, cut:] + 1) % A  # valid ids for both embeddings
+        a, b = model(ids), model(changed)
+        torch.testing.assert_close(a.observation_logits[:, :cut], b.observation_logits[:, :cut])
+        assert not torch.allclose(a.observation_logits[:, cut:], b.observation_logits[:, cut:])
+
+
+def _naive_observation_loss(model, obs, act, mask):
+    """The loss by an explicit loop over steps and token slots."""
+    out = model(model.interleave(obs, act))
+    total, count = 0.0, 0
+    for b in range(obs.shape[0]):
+        for t in range(obs.shape[1]):
+            for j in range(K):
+                # Token j of frame t is predicted at position t*(K+1)+j-1 (j > 0) or the previous action (j = 0).
+                if t == 0 and j == 0:
+                    continue
+                position = t * (K + 1) + j - 1
+                if not (mask[b, t] and mask[b, position // (K + 1)]):
+                    continue
+                logits = out.observation_logits[b, position]
+                total += F.cross_entropy(logits[None], obs[b, t, j][None]).item()
+                count += 1
+    return total / count
+
+
+def test_observation_loss_equals_a_naive_loop_and_ignores_padding():
+    model = small()
+    obs, act = sequence()
+    mask = torch.tensor([[True] * T, [True, True, True, False, False]])
+    rewards = torch.tensor([[0.0, 1, 0, -2, 0], [0, 0, 3, 0, 0]])
+    terminated = torch.zeros(2, T, dtype=torch.bool)
+    terminated[1, 2] = True
+    losses = model.loss(obs, act, rewards, terminated, mask)
+    assert losses.observation.item() == pytest.approx(_naive_observation_loss(model, obs, act, mask), rel=1e-5)
+    # Changing what is in the padded steps changes nothing.
+    obs2, act2, rewards2 = obs.clone(), act.clone(), rewards.clone()
+    obs2[1, 3:] = (obs2[1, 3:] + 3) % V
+    act2[1, 3:] = (act2[1, 3:] + 1) % A
+    rewards2[1, 3:] = 7.0
+    again = model.loss(obs2, act2, rewards2, terminated, mask)
+    torch.testing.assert_close(again.total, losses.total)
+
+
+def test_reward_and_termination_targets_are_read_at_action_positions():
+    model = small()
+    obs, act = sequence(batch=1)
+    out = model(model.interleave(obs, act))
+    rewards = torch.tensor([[0.0, 5.0, -1.0, 0.0, 0.0]])
+    terminated = torch.tensor([[False, False, False, False, True]])
+    losses = model.loss(obs, act, rewards, terminated, torch.ones(1, T, dtype=torch.bool))
+    expected_reward = F.cross_entropy(out.reward_logits[0], torch.tensor([1, 2, 0, 1, 1]))
+    expected_end = F.cross_entropy(out.termination_logits[0], terminated[0].long())
+    torch.testing.assert_close(losses.reward, expected_reward)
+    torch.testing.assert_close(losses.termination, expected_end)
+
+
+def test_twohot_reward_round_trips_through_the_expected_value():
+    model = small(reward="twohot", reward_bins=41)
+    rewards = torch.tensor([[-30.0, -1.5, 0.0, 0.25, 4.0]])
+    target = model._twohot(rewards)
+    torch.testing.assert_close(target.sum(-1), torch.ones(1, 5))
+    logits = target.clamp_min(1e-12).log()  # softmax(log p) = p
+    torch.testing.assert_close(model.expected_reward(logits), rewards.clamp(-math.expm1(20), math.expm1(20)),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_iris_size():
+    model = WorldModel(WorldModelConfig(num_actions=4))
+    assert model.config.gpt.max_tokens == 340
+    assert 8.3e6 < model.num_parameters() < 8.5e6  # IRIS: about 8.4M
+    assert model.num_parameters(non_embedding=True) == model.num_parameters() - (512 + 4 + 340) * 256
+
+
+def _manual_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    n, m = scores.shape[-2:]
+    if is_causal:
+        attn_mask = torch.ones(n, m, dtype=torch.bool).tril()
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def test_flops_per_token_matches_a_counter_with_hand_written_attention(monkeypatch):
+    model = small()
+    monkeypatch.setattr(F, "scaled_dot_product_attention", _manual_sdpa)
+    obs, act = sequence(batch=1)
+    ids = model.interleave(obs, act)  # exactly max_tokens: attention counted at full context
+    with FlopCounterMode(display=False) as counter:
+        model(ids)
+    counted = counter.get_total_flops() / ids.shape[1]
+    assert counted == pytest.approx(model.flops_per_token(training=False), rel=0.01)
+    assert model.flops_per_token() == pytest.approx(3 * model.flops_per_token(training=False))
+
+
+def test_bits_per_frame():
+    assert bits_per_frame(math.log(2), 16) == pytest.approx(16.0)
