@@ -3,6 +3,7 @@
 ``iris-wm collect ...``                           random-policy episodes into an episode store
 ``iris-wm games``                                 the Atari game ids that can be used
 ``iris-wm tokenizer fit|validate|predict ...``    LightningCLI over TokenizerModule and StoreDataModule
+``iris-wm world-model fit|validate ...``          LightningCLI over WorldModelModule and StoreDataModule
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ commands:
   games        list the Atari game ids (ALE v5) that --env.game accepts
   tokenizer    train / validate the VQ-VAE tokenizer, or encode a store into tokens
                (iris-wm tokenizer fit|validate|predict --config configs/tokenizer/demo.yaml ...)
+  world-model  train / validate the GPT world model on a token store
+               (iris-wm world-model fit|validate --config configs/world_model/demo.yaml ...)
 
 Each command explains its options with --help.
 """
@@ -57,7 +60,13 @@ def _tokenizer(argv: list[str]) -> None:
     run_tokenizer_cli(argv)
 
 
-COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer}
+def _world_model(argv: list[str]) -> None:
+    from iris_wm.training import run_world_model_cli
+
+    run_world_model_cli(argv)
+
+
+COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "world-model": _world_model}
 
 
 def main(argv: list[str] | None = None) -> None:

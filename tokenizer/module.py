@@ -87,7 +87,8 @@ class TokenizerModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        self.config = config
+        # LightningCLI may save a linked config as a plain dict; rebuild the dataclass when loading it back.
+        self.config = config = TokenizerConfig(**config) if isinstance(config, dict) else config
         self.tokenizer = Tokenizer(self.config)
         self.perceptual = PerceptualLoss(perceptual_weights) if perceptual_weight > 0 else None
         self.register_buffer("_val_counts", torch.zeros(self.config.vocab_size), persistent=False)

@@ -73,6 +73,23 @@ class StoreDataModule(L.LightningDataModule):
         self.setup()
         return self.store.num_actions
 
+    def _token_store(self) -> TokenStore:
+        self.setup()
+        if not isinstance(self.store, TokenStore):
+            raise ValueError(f"{self.hparams.root} holds frames, but the world model trains on tokens: encode it "
+                             "first with `iris-wm tokenizer predict ... --token_writer.output TOKENS`.")
+        return self.store
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """K, read from the token store (linked to the world model's config by the CLI)."""
+        return int(self._token_store().spec.shape[0])
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary, as the token store's manifest records it."""
+        return int(self._token_store().manifest["settings"]["vocab_size"])
+
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.hparams.shuffle_seed) if shuffle else None
         return DataLoader(

@@ -10,17 +10,19 @@ import torch
 
 from iris_wm.cli import main as iris_wm
 from iris_wm.data.store import EpisodeStore, TokenStore
-from iris_wm.training import run_tokenizer_cli
+from iris_wm.training import run_tokenizer_cli, run_world_model_cli
+from sequence_model.module import WorldModelModule
 from tokenizer.module import TokenizerModule
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER_CONFIGS = sorted((REPO / "configs" / "tokenizer").glob("*.yaml"))
+WORLD_MODEL_CONFIGS = sorted((REPO / "configs" / "world_model").glob("*.yaml"))
 
 
 def test_help_lists_every_command(capsys):
     iris_wm(["--help"])
     text = capsys.readouterr().out
-    for command in ("collect", "games", "tokenizer"):
+    for command in ("collect", "games", "tokenizer", "world-model"):
         assert f"  {command}" in text
 
 
@@ -51,6 +53,14 @@ def test_every_tokenizer_config_parses(config, capsys):
         run_tokenizer_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     assert "model:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config", WORLD_MODEL_CONFIGS, ids=lambda p: p.name)
+def test_every_world_model_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_world_model_cli(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "context_steps" in capsys.readouterr().out
 
 
 def test_unknown_config_key_is_refused(capsys):
@@ -105,6 +115,21 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
     rows = np.arange(0, episodes.num_steps, 7)
     expected = module.tokenizer.encode(torch.from_numpy(episodes.observations(rows)))
     np.testing.assert_array_equal(tokens.observations(rows), expected.numpy())
+
+    # Stage 2 on the token store: sizes are read from its manifest, not typed.
+    run_world_model_cli([
+        "fit", "--config", str(REPO / "configs/world_model/debug.yaml"),
+        "--data.root", str(tmp_path / "tokens"),
+        "--trainer.default_root_dir", str(tmp_path / "wm"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "wm"),
+        "--trainer.callbacks.init_args.dirpath", str(tmp_path / "wm" / "ckpt"),
+    ])  # fmt: skip
+    world_model = WorldModelModule.load_from_checkpoint(tmp_path / "wm" / "ckpt" / "last.ckpt", weights_only=True)
+    cfg = world_model.config
+    assert (cfg.vocab_size, cfg.tokens_per_frame, cfg.num_actions) == (32, 256, episodes.num_actions)
+    with pytest.raises(ValueError, match="holds frames, but the world model trains on tokens"):
+        run_world_model_cli(["fit", "--config", str(REPO / "configs/world_model/debug.yaml"),
+                             "--data.root", str(tmp_path / "episodes")])  # fmt: skip
 
     with pytest.raises(FileExistsError, match="already exists"):
         _debug_stage("predict", tmp_path, "--ckpt_path", str(checkpoint),

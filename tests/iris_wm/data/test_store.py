@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-from helpers.counting import counting_episode, decode
 
+from helpers.counting import counting_episode, decode
 from iris_wm.data.store import FORMAT_VERSION, EpisodeStore, ObsSpec, StoreError, TokenStore
 
 SPEC = ObsSpec("frame", "uint8", (3, 8, 8))

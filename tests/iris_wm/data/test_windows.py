@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from helpers.counting import counting_episode, decode
 
+from helpers.counting import counting_episode, decode
 from iris_wm.data.store import EpisodeStore, ObsSpec
 from iris_wm.data.windows import WindowDataset, split_episodes
 

@@ -1,0 +1,92 @@
+"""`WorldModelModule`: the Lightning system that trains the world model on windows of tokens.
+
+Batches are duck-typed: ``observations`` ``int (B, T, K)`` token ids, ``actions``, ``rewards``,
+``terminated`` and ``mask`` ``(B, T)``, as the application's token store serves them.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning import LightningModule
+
+from sequence_model.world_model import WorldModel, WorldModelConfig, WorldModelLosses, bits_per_frame
+
+
+class WorldModelModule(LightningModule):
+    """Trains a :class:`WorldModel` with observation cross-entropy + reward + termination losses."""
+
+    def __init__(
+        self,
+        config: WorldModelConfig = WorldModelConfig(),  # noqa: B008  (never mutated; jsonargparse expands it)
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        betas: tuple[float, float] = (0.9, 0.95),
+    ):
+        """
+        Args:
+            config: sizes of the world model (vocabulary, tokens per frame and actions come from the token store).
+            learning_rate: AdamW learning rate (IRIS: 1e-4).
+            weight_decay: AdamW weight decay on the weights of linear layers only (IRIS: 0.01).
+            warmup_steps: linear warmup of the learning rate from 0 over this many steps.
+            betas: AdamW betas.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        # LightningCLI may save a linked config as a plain dict; rebuild the dataclass when loading it back.
+        self.config = config = WorldModelConfig(**config) if isinstance(config, dict) else config
+        self.world_model = WorldModel(config)
+        self.register_buffer("_val_end_counts", torch.zeros(3), persistent=False)
+
+    def compute_loss(self, batch) -> WorldModelLosses:
+        return self.world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask)
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One objective for the Trainer and the online loop: ``(loss, metrics)``."""
+        losses = self.compute_loss(batch)
+        return losses.total, self._metrics(losses)
+
+    def _metrics(self, losses: WorldModelLosses) -> dict[str, torch.Tensor]:
+        return {
+            "loss": losses.total,
+            "observation_ce": losses.observation,
+            "bits_per_frame": bits_per_frame(losses.observation, self.config.tokens_per_frame),
+            "perplexity": losses.observation.exp(),
+            "reward_loss": losses.reward,
+            "reward_accuracy": losses.reward_accuracy,
+            "termination_loss": losses.termination,
+        }
+
+    def training_step(self, batch, batch_idx):
+        losses = self.compute_loss(batch)
+        self.log_dict({f"train/{k}": v for k, v in self._metrics(losses).items()})
+        self.log("loss", losses.total, prog_bar=True, logger=False)
+        return losses.total
+
+    def on_validation_epoch_start(self):
+        self._val_end_counts.zero_()
+
+    def validation_step(self, batch, batch_idx):
+        losses = self.compute_loss(batch)
+        self._val_end_counts += losses.termination_counts
+        metrics = self._metrics(losses)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=len(batch),
+                      prog_bar=False)  # fmt: skip
+        self.log("val/obs_ce", losses.observation, prog_bar=True, batch_size=len(batch))
+
+    def on_validation_epoch_end(self):
+        tp, fp, fn = self._val_end_counts
+        self.log("val/termination_f1", 2 * tp / (2 * tp + fp + fn).clamp_min(1))
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for module in self.world_model.modules():
+            for name, param in module.named_parameters(recurse=False):
+                is_weight = name == "weight" and isinstance(module, torch.nn.Linear)
+                (decay if is_weight else no_decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate, betas=tuple(self.hparams.betas))
+        warmup = max(1, self.hparams.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
