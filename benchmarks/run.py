@@ -23,8 +23,15 @@ import torch
 
 from iris_wm.data.store import EpisodeStore
 from iris_wm.data.windows import WindowDataset
+from iris_wm.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.provenance import provenance
+from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
+
+# Reference IRIS implementation at its default sizes on a quiet 2-core machine, as quoted in issue 3
+# (not re-measured here: these machines differ, so the ratios below are indicative only).
+REFERENCE = {"imagination_b1": 5.5, "imagination_b64": 37.0, "wm_train_tokens_per_s": 360.0,
+             "tokenizer_encode_decode_b64": 16.0}  # fmt: skip
 
 DEMO_TOKENIZER = dict(channels=16, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8,),
                       z_channels=64, embed_dim=64)  # fmt: skip  (configs/tokenizer/demo.yaml)
@@ -82,6 +89,64 @@ def tokenizer_throughput(name: str, config: TokenizerConfig, batch: int, repeats
     return rows
 
 
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
+    """Imagined env-steps/s at IRIS sizes, primed with one frame as IRIS, with and without decoding frames."""
+    torch.manual_seed(0)
+    wm = WorldModel(WorldModelConfig(num_actions=4)).eval()
+    tok = Tokenizer(TokenizerConfig()).eval()
+    rows = []
+    for precision in ("fp32", "bf16"):
+        for batch in batches:
+            for decode in (False, True):
+                env = ImaginationEnv(wm, tok, ImaginationConfig(temperature=1.0),
+                                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+                first = torch.randint(0, 512, (batch, 1, 16))
+                actions = torch.randint(0, 4, (steps, batch))
+
+                def rollout(env=env, first=first, actions=actions, decode=decode, precision=precision):
+                    with torch.inference_mode(), _autocast(precision):
+                        env.reset(first)
+                        for a in actions:
+                            env.step(a)
+                            if decode:
+                                env.frames()
+
+                seconds = timed(rollout, 2)
+                rows.append({"precision": precision, "batch": batch, "decode_frames": decode,
+                             "env_steps_per_s": batch * steps / seconds})  # fmt: skip
+    return rows
+
+
+def world_model_training(batch: int, repeats: int, peak: dict[str, float]) -> list[dict]:
+    """Training tokens/s of the IRIS-size world model on cached tokens, and its model FLOP utilisation."""
+    rows = []
+    obs, act = torch.randint(0, 512, (batch, 20, 16)), torch.randint(0, 4, (batch, 20))
+    rewards, ends = torch.zeros(batch, 20), torch.zeros(batch, 20, dtype=torch.bool)
+    mask = torch.ones(batch, 20, dtype=torch.bool)
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        wm = WorldModel(WorldModelConfig(num_actions=4)).train()
+        optimizer = torch.optim.AdamW(wm.parameters(), lr=1e-4)
+
+        def train_step(wm=wm, optimizer=optimizer, precision=precision):
+            with _autocast(precision):
+                loss = wm.loss(obs, act, rewards, ends, mask)
+            loss.total.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        seconds = timed(train_step, repeats)
+        tokens_per_s = batch * 20 * 17 / seconds
+        achieved = tokens_per_s * wm.flops_per_token(training=True) / 1e9
+        rows.append({"precision": precision, "batch": batch, "tokens_per_s": tokens_per_s,
+                     "gflops": achieved, "mfu": achieved / peak[precision]})  # fmt: skip
+    return rows
+
+
 def store_sampling(steps: int, repeats: int) -> list[dict]:
     """Frames/s of random batches of windows from a memory-mapped store of ``steps`` random frames."""
     rng = np.random.default_rng(0)
@@ -136,6 +201,24 @@ def markdown(record: dict) -> str:
     for row in record["store"]:
         lines.append(f"| {row['store_steps']} | {row['batch']} | {row['T']} | {row['frames_per_s']:.0f} "
                      f"| {row['ms_per_batch']:.2f} |")  # fmt: skip
+    lines += ["", "## Imagination at IRIS sizes (world model 8.4M, tokenizer 4.0M; primed with one frame)", "",
+              "Reference IRIS on a quiet 2-core machine, quoted in issue 3 (another machine, so ratios are "
+              f"indicative): {REFERENCE['imagination_b1']} env-steps/s at batch 1 and "
+              f"{REFERENCE['imagination_b64']} at batch 64, both decoding frames.", "",
+              "| precision | batch | policy reads | env-steps/s | vs reference |", "| --- | --- | --- | --- | --- |"]
+    for row in record.get("imagination", []):
+        ref = {1: REFERENCE["imagination_b1"], 64: REFERENCE["imagination_b64"]}.get(row["batch"])
+        ratio = f"{row['env_steps_per_s'] / ref:.1f}x" if ref else ""
+        reads = "decoded frames" if row["decode_frames"] else "tokens"
+        lines.append(f"| {row['precision']} | {row['batch']} | {reads} | {row['env_steps_per_s']:.1f} | {ratio} |")
+    lines += ["", "## World-model training at IRIS size (batch of 20-step windows, tokens from the cache)", "",
+              f"Reference: {REFERENCE['wm_train_tokens_per_s']:.0f} tokens/s (quoted in issue 3). MFU: model FLOPs "
+              "(WorldModel.flops_per_token, forward + backward) over the matmul peak of the same precision.", "",
+              "| precision | batch | tokens/s | GFLOP/s | MFU | vs reference |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for row in record.get("world_model_training", []):
+        lines.append(f"| {row['precision']} | {row['batch']} | {row['tokens_per_s']:.0f} | {row['gflops']:.1f} "
+                     f"| {row['mfu']:.1%} | {row['tokens_per_s'] / REFERENCE['wm_train_tokens_per_s']:.1f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +229,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--store_steps", type=int, default=50_000)
+    parser.add_argument("--imagination_steps", type=int, default=5, help="Imagined steps per timed rollout.")
     args = parser.parse_args()
     torch.manual_seed(0)
     configs = {"iris (4.0M)": TokenizerConfig(), "demo": TokenizerConfig(**DEMO_TOKENIZER)}
@@ -162,6 +246,8 @@ def main() -> None:
                       tokenizer_throughput(name, cfg, args.batch, args.repeats)],  # fmt: skip
         "store": store_sampling(args.store_steps, args.repeats * 4),
     }
+    record["imagination"] = imagination_throughput((1, 16, 64), args.imagination_steps)
+    record["world_model_training"] = world_model_training(args.batch, args.repeats, record["matmul_gflops"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))
     args.markdown.write_text(markdown(record))

@@ -20,6 +20,7 @@ commands:
                (iris-wm tokenizer fit|validate|predict --config configs/tokenizer/demo.yaml ...)
   world-model  train / validate the GPT world model on a token store
                (iris-wm world-model fit|validate --config configs/world_model/demo.yaml ...)
+  imagine      imagined vs real rollouts of held-out episodes: strips, GIFs, error per horizon
 
 Each command explains its options with --help.
 """
@@ -60,13 +61,30 @@ def _tokenizer(argv: list[str]) -> None:
     run_tokenizer_cli(argv)
 
 
+def _imagine(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    from iris_wm.imagine import imagine
+
+    parser = ArgumentParser(prog="iris-wm imagine", description=imagine.__doc__.split("\n")[0])
+    parser.add_argument("--config", action="config", help="YAML file with any of the options below.")
+    parser.add_function_arguments(imagine)
+    cfg = parser.parse_args(argv)
+    cfg.pop("config", None)
+    metrics = imagine(**cfg.as_dict())
+    print(f"{metrics['episodes']} held-out windows imagined; strips, GIFs and metrics.json in {cfg.out}")
+    for h, row in metrics["reported"].items():
+        print(f"  {h}: token accuracy {row['token_accuracy']:.3f}, frame PSNR {row['frame_psnr']:.2f} dB")
+
+
 def _world_model(argv: list[str]) -> None:
     from iris_wm.training import run_world_model_cli
 
     run_world_model_cli(argv)
 
 
-COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "world-model": _world_model}
+COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "world-model": _world_model,
+            "imagine": _imagine}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,8 +4,10 @@ Stages (each skipped when its output already exists, so an interrupted demo resu
 1. ``iris-wm collect``: random-policy Breakout steps into an episode store.
 2. ``iris-wm tokenizer fit``: the demo tokenizer (configs/tokenizer/demo.yaml).
 3. ``iris-wm tokenizer validate``: held-out PSNR, L1 and codebook usage on every validation frame.
-4. ``iris-wm tokenizer predict``: the token store the world model will train on.
-Then ``<out>/report.md`` gathers the figures and the reconstruction grid.
+4. ``iris-wm tokenizer predict``: the token store the world model trains on.
+5. ``iris-wm world-model fit`` and ``validate``: the demo world model (configs/world_model/demo.yaml).
+6. ``iris-wm imagine``: imagined vs real rollouts of held-out episodes and the error per horizon.
+Then ``<out>/report.md`` gathers the figures, the reconstruction grid and the imagined rollouts.
 """
 
 from __future__ import annotations
@@ -20,19 +22,25 @@ from iris_wm.cli import main as iris_wm
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _tokenizer(verb: str, out: Path, *extra: str):
-    from iris_wm.training import run_tokenizer_cli
+def _stage(stage: str, verb: str, out: Path, data: str, *extra: str):
+    """Run a LightningCLI stage with the demo config, every path under ``out``."""
+    from iris_wm.training import run_tokenizer_cli, run_world_model_cli
 
+    run = run_tokenizer_cli if stage == "tokenizer" else run_world_model_cli
     args = [
         verb,
-        "--config", str(CONFIGS / "tokenizer" / "demo.yaml"),
-        "--data.root", str(out / "episodes"),
-        "--trainer.default_root_dir", str(out / "tokenizer"),
-        "--trainer.logger.init_args.save_dir", str(out / "tokenizer"),
-        "--trainer.callbacks.init_args.dirpath", str(out / "tokenizer" / "checkpoints"),
+        "--config", str(CONFIGS / stage / "demo.yaml"),
+        "--data.root", str(out / data),
+        "--trainer.default_root_dir", str(out / stage),
+        "--trainer.logger.init_args.save_dir", str(out / stage),
+        "--trainer.callbacks.init_args.dirpath", str(out / stage / "checkpoints"),
         *extra,
     ]  # fmt: skip
-    return run_tokenizer_cli(args)
+    return run(args)
+
+
+def _tokenizer(verb: str, out: Path, *extra: str):
+    return _stage("tokenizer", verb, out, "episodes", *extra)
 
 
 def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
@@ -81,7 +89,28 @@ def run(out: Path, steps: int, seed: int) -> dict:
         timings["tokenizer predict"] = time.perf_counter() - start
 
     metrics["baseline/mean_frame_psnr"] = mean_frame_psnr(cli.datamodule)
-    summary = {"metrics": metrics, "timings_s": timings, "checkpoint": str(checkpoint), "tokens": str(tokens),
+
+    wm_checkpoint = out / "world_model" / "checkpoints" / "last.ckpt"
+    if not wm_checkpoint.exists():
+        start = time.perf_counter()
+        _stage("world_model", "fit", out, "tokens", "--seed_everything", str(seed))
+        timings["world model fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    wm_cli = _stage("world_model", "validate", out, "tokens", "--ckpt_path", str(wm_checkpoint),
+                    "--data.max_val_windows", "null")  # fmt: skip
+    metrics.update({f"world_model/{k}": float(v) for k, v in wm_cli.trainer.callback_metrics.items()})
+    val_rows = wm_cli.datamodule.val_set.anchors
+    metrics["baseline/zero_reward_accuracy"] = float((wm_cli.datamodule.store.columns.reward[val_rows] == 0).mean())
+    timings["world model validate"] = time.perf_counter() - start
+
+    from iris_wm.imagine import imagine
+
+    start = time.perf_counter()
+    imagination = imagine(str(wm_checkpoint), str(checkpoint), str(out / "episodes"), str(tokens),
+                          str(out / "imagine"), burn_in=4, horizon=20, num_episodes=8, seed=seed)  # fmt: skip
+    timings["imagine"] = time.perf_counter() - start
+    summary = {"metrics": metrics, "imagination": imagination, "timings_s": timings, "checkpoint": str(checkpoint),
+               "tokens": str(tokens),
                "validation_frames": len(cli.datamodule.val_set), "training_frames": len(cli.datamodule.train_set)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     write_report(out, summary)
@@ -90,6 +119,7 @@ def run(out: Path, steps: int, seed: int) -> dict:
 
 def write_report(out: Path, summary: dict) -> Path:
     m = summary["metrics"]
+    nan = float("nan")
     grids = sorted((out / "tokenizer").rglob("reconstructions/*.png"))
     lines = [
         "# iris-wm demo report",
@@ -107,7 +137,29 @@ def write_report(out: Path, summary: dict) -> Path:
         f"| code perplexity on validation frames | {m.get('val/perplexity', float('nan')):.1f} |",
         f"| training frames | {summary['training_frames']} |",
     ]
+    wm = {k.removeprefix("world_model/val/"): v for k, v in m.items() if k.startswith("world_model/val/")}
+    lines += [
+        f"| world model: held-out observation CE (nats per token) | {wm.get('observation_ce', nan):.4f} |",
+        f"| world model: held-out bits per frame | {wm.get('bits_per_frame', nan):.2f} |",
+        f"| world model: held-out reward accuracy (sign classes) | {wm.get('reward_accuracy', nan):.4f} |",
+        f"| baseline: accuracy of always predicting zero reward | {m.get('baseline/zero_reward_accuracy', nan):.4f} |",
+        f"| world model: held-out termination F1 | {wm.get('termination_f1', nan):.3f} |",
+    ]
     lines += [f"| time: {stage} (s) | {seconds:.0f} |" for stage, seconds in summary["timings_s"].items()]
+    imagination = summary.get("imagination")
+    if imagination:
+        lines += ["", f"## Imagination: {imagination['episodes']} held-out windows, {imagination['burn_in']} real "
+                  f"steps of context, then the real actions (temperature {imagination['temperature']})", "",
+                  "| horizon | token accuracy | frame PSNR (dB) | tokenizer PSNR of the real tokens (dB) |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        for row in imagination["per_horizon"]:
+            if row["horizon"] in (1, 5, 10, 20):
+                lines.append(f"| {row['horizon']} | {row['token_accuracy']:.3f} | {row['frame_psnr']:.2f} "
+                             f"| {row['tokenizer_psnr']:.2f} |")  # fmt: skip
+        strips = sorted((out / "imagine").glob("*.png"))
+        if strips:
+            lines += ["", "Real (top) and imagined (bottom) frames, one column per imagined step:", "",
+                      f"![imagined]({strips[0].relative_to(out)})"]  # fmt: skip
     if grids:
         lines += ["", "Originals (top) and reconstructions (bottom) at the last validation:", "",
                   f"![reconstructions]({grids[-1].relative_to(out)})"]  # fmt: skip

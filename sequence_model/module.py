@@ -72,7 +72,7 @@ class WorldModelModule(LightningModule):
         metrics = self._metrics(losses)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=len(batch),
                       prog_bar=False)  # fmt: skip
-        self.log("val/obs_ce", losses.observation, prog_bar=True, batch_size=len(batch))
+        self.log("val_obs_ce", losses.observation, prog_bar=True, logger=False, batch_size=len(batch))
 
     def on_validation_epoch_end(self):
         tp, fp, fn = self._val_end_counts

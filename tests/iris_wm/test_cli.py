@@ -1,5 +1,6 @@
 """The command line: help, every YAML config, and the stage-1 pipeline end to end on the debug config."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,18 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
     world_model = WorldModelModule.load_from_checkpoint(tmp_path / "wm" / "ckpt" / "last.ckpt", weights_only=True)
     cfg = world_model.config
     assert (cfg.vocab_size, cfg.tokens_per_frame, cfg.num_actions) == (32, 256, episodes.num_actions)
+    # Imagination from the two checkpoints: strips, GIFs and per-horizon errors of held-out episodes.
+    sources = ["--world_model", str(tmp_path / "wm" / "ckpt" / "last.ckpt"), "--tokenizer", str(checkpoint),
+               "--episodes", str(tmp_path / "episodes"), "--tokens", str(tmp_path / "tokens")]  # fmt: skip
+    iris_wm(["imagine", *sources, "--out", str(tmp_path / "imagine"), "--burn_in", "2", "--horizon", "3",
+             "--num_episodes", "2"])  # fmt: skip
+    metrics = json.loads((tmp_path / "imagine" / "metrics.json").read_text())
+    assert [row["horizon"] for row in metrics["per_horizon"]] == [1, 2, 3]
+    assert all(0 <= row["token_accuracy"] <= 1 and row["frame_psnr"] > 0 for row in metrics["per_horizon"])
+    assert len(list((tmp_path / "imagine").glob("*.gif"))) == metrics["episodes"] >= 1
+    with pytest.raises(ValueError, match="No validation episode has the 43 steps"):
+        iris_wm(["imagine", *sources, "--out", str(tmp_path / "imagine2"), "--burn_in", "3", "--horizon", "40"])
+
     with pytest.raises(ValueError, match="holds frames, but the world model trains on tokens"):
         run_world_model_cli(["fit", "--config", str(REPO / "configs/world_model/debug.yaml"),
                              "--data.root", str(tmp_path / "episodes")])  # fmt: skip
