@@ -94,12 +94,15 @@ def _autocast(precision: str):
 
 
 def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
-    """Imagined env-steps/s at IRIS sizes, primed with one frame as IRIS, with and without decoding frames."""
-    torch.manual_seed(0)
-    wm = WorldModel(WorldModelConfig(num_actions=4)).eval()
-    tok = Tokenizer(TokenizerConfig()).eval()
+    """Imagined env-steps/s at IRIS sizes, primed with one frame as IRIS, with and without decoding frames.
+
+    bf16 here means bf16 weights (inference needs no fp32 master copy): autocast re-casts every weight at
+    every op, which made batch-1 decoding slower than fp32 (docs/LOG.md)."""
     rows = []
-    for precision in ("fp32", "bf16"):
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        torch.manual_seed(0)
+        wm = WorldModel(WorldModelConfig(num_actions=4)).eval().to(dtype)
+        tok = Tokenizer(TokenizerConfig()).eval().to(dtype)
         for batch in batches:
             for decode in (False, True):
                 env = ImaginationEnv(wm, tok, ImaginationConfig(temperature=1.0),
@@ -107,8 +110,8 @@ def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
                 first = torch.randint(0, 512, (batch, 1, 16))
                 actions = torch.randint(0, 4, (steps, batch))
 
-                def rollout(env=env, first=first, actions=actions, decode=decode, precision=precision):
-                    with torch.inference_mode(), _autocast(precision):
+                def rollout(env=env, first=first, actions=actions, decode=decode):
+                    with torch.inference_mode():
                         env.reset(first)
                         for a in actions:
                             env.step(a)
@@ -202,6 +205,7 @@ def markdown(record: dict) -> str:
         lines.append(f"| {row['store_steps']} | {row['batch']} | {row['T']} | {row['frames_per_s']:.0f} "
                      f"| {row['ms_per_batch']:.2f} |")  # fmt: skip
     lines += ["", "## Imagination at IRIS sizes (world model 8.4M, tokenizer 4.0M; primed with one frame)", "",
+              "bf16 rows use bf16 weights (no autocast).", "",
               "Reference IRIS on a quiet 2-core machine, quoted in issue 3 (another machine, so ratios are "
               f"indicative): {REFERENCE['imagination_b1']} env-steps/s at batch 1 and "
               f"{REFERENCE['imagination_b64']} at batch 64, both decoding frames.", "",
@@ -222,6 +226,13 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _only_imagination(path: Path, steps: int) -> None:
+    """Re-measure the imagination rows of an existing record (used while tuning that path)."""
+    record = json.loads(path.read_text())
+    record["imagination"] = imagination_throughput((1, 16, 64), steps)
+    path.write_text(json.dumps(record, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, default=Path("docs/benchmarks.json"))
@@ -230,7 +241,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--store_steps", type=int, default=50_000)
     parser.add_argument("--imagination_steps", type=int, default=5, help="Imagined steps per timed rollout.")
+    parser.add_argument("--only_imagination", action="store_true", help="Re-measure imagination rows only.")
     args = parser.parse_args()
+    if args.only_imagination:
+        _only_imagination(args.json, args.imagination_steps)
+        args.markdown.write_text(markdown(json.loads(args.json.read_text())))
+        return
     torch.manual_seed(0)
     configs = {"iris (4.0M)": TokenizerConfig(), "demo": TokenizerConfig(**DEMO_TOKENIZER)}
     record = {

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 USAGE = """usage: iris-wm COMMAND [ARGS...]
@@ -89,7 +88,6 @@ COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "worl
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # NOTES.md: spinning threads slow 2-core runs
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
