@@ -81,7 +81,7 @@ def imagine(
         seed: seed of the window offsets and of sampling.
     """
     wm, tok = load_models(world_model, tokenizer)
-    token_store, frame_store = TokenStore.open(tokens), EpisodeStore.open(episodes, verify="size")
+    token_store, frame_store = TokenStore.open(tokens), EpisodeStore.open(episodes)
     rng = np.random.default_rng(seed)
     length = burn_in + horizon
     picks = _choose(token_store, length, num_episodes, val_fraction, split_seed, rng)
