@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv test test-slow lint demo bench scaling clean
+.PHONY: venv test lint demo bench scaling clean
 
 venv: $(STAMP)
 
@@ -18,9 +18,6 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)  ## the test suite (fast; a few minutes on 2 cores)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
-
-test-slow: $(STAMP)  ## end-to-end checks that take longer
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(PY) -m ruff check iris_wm tokenizer sequence_model scaling tests benchmarks
