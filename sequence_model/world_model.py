@@ -167,10 +167,9 @@ class WorldModel(nn.Module):
         ids = self.interleave(observations, actions)
         out = self(ids)
         # Observation targets: the token after each position, where that token is an observation token.
-        step_of = torch.arange(T * (K + 1), device=ids.device) // (K + 1)
-        real = mask[:, step_of]  # (B, N) position belongs to a real step
-        target_real = torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
         positions = torch.arange(T * (K + 1), device=ids.device)
+        real = mask[:, positions // (K + 1)]  # (B, N) position belongs to a real step
+        target_real = torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
         reads = self.predicts_observation(positions)  # (N,)
         targets = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)
         use = target_real & real & reads[None]
