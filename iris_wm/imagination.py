@@ -28,7 +28,8 @@ class ImaginationConfig:
     temperature: float = 1.0
     """Sampling temperature of observation tokens (0: argmax)."""
     sample_rewards: bool = False
-    """Sample rewards from the head instead of taking the most likely one."""
+    """Sample rewards from the sign head instead of taking the most likely class (a two-hot head always
+    gives its expected value)."""
     sample_terminations: bool = False
     """Sample episode ends instead of taking the most likely outcome."""
     reprime_steps: int | None = None

@@ -29,6 +29,7 @@ class TokenizerLoss:
     l2: torch.Tensor
     quantizer: torch.Tensor
     perceptual: torch.Tensor
+    frames: torch.Tensor  # (M, 3, H, W) uint8, the batch's frames (padding included)
     tokens: torch.Tensor  # (M, K) codes of the batch's frames
     reconstruction: torch.Tensor  # (M, 3, H, W) in [-1, 1]
     weights: torch.Tensor  # (M,) 1 for real frames, 0 for padding
@@ -98,8 +99,12 @@ class TokenizerModule(L.LightningModule):
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One objective for the Trainer and the online loop: ``(loss, metrics)``."""
         terms = self.compute_loss(batch)
-        return terms.total, {"loss": terms.total, "l1": terms.l1, "l2": terms.l2, "quantizer": terms.quantizer,
-                             "perceptual": terms.perceptual}  # fmt: skip
+        return terms.total, self._metrics(terms)
+
+    @staticmethod
+    def _metrics(terms: TokenizerLoss) -> dict[str, torch.Tensor]:
+        return {"loss": terms.total, "l1": terms.l1, "l2": terms.l2, "quantizer": terms.quantizer,
+                "perceptual": terms.perceptual}  # fmt: skip
 
     def compute_loss(self, batch) -> TokenizerLoss:
         frames, weights = _frames_and_weights(batch)
@@ -116,13 +121,14 @@ class TokenizerModule(L.LightningModule):
             + self.hparams.quantizer_weight * out.quantizer_loss
             + self.hparams.perceptual_weight * perceptual
         )
-        return TokenizerLoss(total, l1, l2, out.quantizer_loss, perceptual, out.tokens, out.reconstruction, weights)
+        return TokenizerLoss(total, l1, l2, out.quantizer_loss, perceptual, frames, out.tokens, out.reconstruction,
+                             weights)  # fmt: skip
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_start(self):
         wanted = self.hparams.init_background_frames
         if self.tokenizer.background is None or wanted <= 0 or self.global_step > 0:
-            return  # nothing to initialise, or a resumed run whose bias is already trained
+            return  # nothing to initialise, or a resumed run whose background is already trained
         frames = []
         for batch in self.trainer.train_dataloader:
             real, weights = _frames_and_weights(batch)
@@ -135,10 +141,8 @@ class TokenizerModule(L.LightningModule):
         terms = self.compute_loss(batch)
         counts = torch.bincount(terms.tokens.flatten(), minlength=self.config.vocab_size).float()
         usage, perplexity = codebook_stats(counts)
-        self.log_dict({"train/loss": terms.total, "train/l1": terms.l1, "train/l2": terms.l2,
-                       "train/quantizer": terms.quantizer,
-                       "train/perceptual": terms.perceptual, "train/codebook_usage": usage,
-                       "train/perplexity": perplexity}, prog_bar=False)  # fmt: skip
+        metrics = {**self._metrics(terms), "codebook_usage": usage, "perplexity": perplexity}
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=False)
         self.log("loss", terms.total, prog_bar=True, logger=False)
         return terms.total
 
@@ -148,7 +152,7 @@ class TokenizerModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         terms = self.compute_loss(batch)
-        frames, weights = _frames_and_weights(batch)
+        frames, weights = terms.frames, terms.weights
         recon = self.tokenizer.to_uint8(terms.reconstruction)
         denom = weights.sum().clamp_min(1.0)
         val_psnr = (psnr(recon, frames) * weights).sum() / denom
