@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv test lint demo bench scaling clean
+.PHONY: venv test test-slow lint demo bench scaling clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)  ## the test suite (fast; a few minutes on 2 cores)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
+test-slow: $(STAMP)  ## the slow checks (planted law with many replicates); minutes
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
+
 lint: $(STAMP)
 	$(PY) -m ruff check iris_wm tokenizer sequence_model scaling tests benchmarks
 
@@ -28,8 +31,8 @@ demo: $(STAMP)  ## collect Breakout, train the demo tokenizer, write runs/demo/r
 bench: $(STAMP)  ## throughput benchmarks -> docs/benchmarks.json and docs/BENCHMARKS.md
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run.py --json docs/benchmarks.json --markdown docs/BENCHMARKS.md
 
-scaling: $(STAMP)
-	@echo "The scaling harness is not built yet (issue 5)." && exit 1
+scaling: $(STAMP)  ## collect and encode Breakout, sweep, fit, report -> runs/scaling/cpu_default/report.md
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli scaling run --spec configs/scaling/cpu_default.yaml --workers 2
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

@@ -4,6 +4,7 @@
 ``iris-wm games``                                 the Atari game ids that can be used
 ``iris-wm tokenizer fit|validate|predict ...``    LightningCLI over TokenizerModule and StoreDataModule
 ``iris-wm world-model fit|validate ...``          LightningCLI over WorldModelModule and StoreDataModule
+``iris-wm scaling sweep|fit|report|run ...``      the scaling harness (iris_wm.scaling_cli)
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ commands:
   world-model  train / validate the GPT world model on a token store
                (iris-wm world-model fit|validate --config configs/world_model/demo.yaml ...)
   imagine      imagined vs real rollouts of held-out episodes: strips, GIFs, error per horizon
+  scaling      sweep model and data size, fit scaling laws with intervals, report
+               (iris-wm scaling run --spec configs/scaling/cpu_default.yaml)
 
 Each command explains its options with --help.
 """
@@ -82,8 +85,14 @@ def _world_model(argv: list[str]) -> None:
     run_world_model_cli(argv)
 
 
+def _scaling(argv: list[str]) -> None:
+    from iris_wm.scaling_cli import main as scaling
+
+    scaling(argv)
+
+
 COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "world-model": _world_model,
-            "imagine": _imagine}
+            "imagine": _imagine, "scaling": _scaling}
 
 
 def main(argv: list[str] | None = None) -> None:

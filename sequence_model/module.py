@@ -79,14 +79,18 @@ class WorldModelModule(LightningModule):
         self.log("val/termination_f1", 2 * tp / (2 * tp + fp + fn).clamp_min(1))
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for module in self.world_model.modules():
-            for name, param in module.named_parameters(recurse=False):
-                is_weight = name == "weight" and isinstance(module, torch.nn.Linear)
-                (decay if is_weight else no_decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+        groups = parameter_groups(self.world_model, self.hparams.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate, betas=tuple(self.hparams.betas))
         warmup = max(1, self.hparams.warmup_steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on the weights of linear layers only (embeddings, biases, norms: none)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            is_weight = name == "weight" and isinstance(module, torch.nn.Linear)
+            (decay if is_weight else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

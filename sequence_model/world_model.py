@@ -78,6 +78,8 @@ class WorldModelLosses:
     termination: torch.Tensor
     reward_accuracy: torch.Tensor
     termination_counts: torch.Tensor  # (tp, fp, fn) for F1
+    observation_targets: torch.Tensor  # how many observation targets the mean is over (for exact pooled means)
+    steps: torch.Tensor  # how many real steps the reward and termination means are over
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -200,7 +202,7 @@ class WorldModel(nn.Module):
         counts = torch.stack([(predicted_end & actual_end).sum(), (predicted_end & ~actual_end).sum(),
                               (~predicted_end & actual_end).sum()]).float()  # fmt: skip
         total = cfg.observation_weight * observation + cfg.reward_weight * reward + cfg.termination_weight * termination
-        return WorldModelLosses(total, observation, reward, termination, reward_accuracy, counts)
+        return WorldModelLosses(total, observation, reward, termination, reward_accuracy, counts, use.sum(), mask.sum())
 
     # ------------------------------------------------------------------ rewards
     def _twohot(self, rewards: torch.Tensor) -> torch.Tensor:

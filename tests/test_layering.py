@@ -49,6 +49,13 @@ def test_model_packages_use_only_the_model_stack(package):
         assert not extra, f"{path.relative_to(REPO)} imports {sorted(extra)}; model packages stay on the model stack"
 
 
+def test_scaling_fits_and_plots_without_torch():
+    # DESIGN.md: scaling/ reads records and writes fits, plots and reports; training is iris_wm's.
+    for path in (REPO / "scaling").rglob("*.py"):
+        heavy = _imports(path) & {"torch", "lightning", "einops", "transformers"}
+        assert not heavy, f"{path.relative_to(REPO)} imports {sorted(heavy)}; scaling/ must not need torch"
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_packages_resolve_to_this_repository(package):
     # A PyPI package called `tokenizer` exists: make sure ours is the one imported.
