@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ def _parser(verb: str):
     parser.add_argument("--out", type=str | None, default=None, help="Output folder (default: the spec's `out`).")
     if verb in ("sweep", "run"):
         parser.add_argument("--device", type=str, default="cpu", help="torch device to train on (cpu, cuda).")
+        parser.add_argument("--series", type=list[str] | None, default=None,
+                            help="Sweep only these series of the spec (one process per GPU, say).")
         parser.add_argument("--workers", type=int, default=1,
                             help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU).")
     if verb == "run":
@@ -107,6 +110,12 @@ def main(argv: list[str]) -> None:
     except SpecError as err:
         raise SystemExit(f"iris-wm scaling: {err}") from None
     out = Path(cfg.out or spec.out)
+    if cfg.get("series"):
+        unknown = sorted(set(cfg.series) - {s.name for s in spec.series})
+        if unknown:
+            raise SystemExit(f"iris-wm scaling: --series {unknown} not in the spec (it has "
+                             f"{[s.name for s in spec.series]}).")  # fmt: skip
+        spec = dataclasses.replace(spec, series=tuple(s for s in spec.series if s.name in cfg.series))
     if verb == "run":
         from iris_wm.scaling_data import prepare_tokens
 

@@ -92,7 +92,7 @@ def _series_section(name: str, fit: dict, plots: list[Path], out: Path) -> list[
                   f"({100 * h['relative_error']:+.2f}%); "
                   f"95% prediction interval [{lo:.4f}, {hi:.4f}] ({'inside' if h['inside_95'] else 'OUTSIDE'}; noise "
                   f"from {h['noise_source']}, sigma {h['noise_sigma_log']:.4f} in log loss); compute-equivalent factor "
-                  f"{h['compute_equivalent_factor']:.2f}."]  # fmt: skip
+                  f"{h['compute_equivalent_factor']:.2f}; {h['epochs']:.2f} epochs over the unique training tokens."]
     noise = fit["seed_noise"]
     if noise["sigma_log"] is not None:
         lines += ["", f"Seed noise: sigma {noise['sigma_log']:.4f} in log loss from {noise['points']} "
