@@ -67,7 +67,10 @@ def _fit(spec, out: Path) -> dict:
     from scaling.report import run_fit
 
     start = time.perf_counter()
-    fits = run_fit(spec, out)
+    try:
+        fits = run_fit(spec, out)
+    except ValueError as err:
+        raise SystemExit(f"iris-wm scaling fit: {err}") from None
     _add_timing(out, "fit", time.perf_counter() - start)
     for name, fit in fits["series"].items():
         est = fit["estimators"]

@@ -147,7 +147,8 @@ def holdout_check(holdouts: list[dict], law: ParametricLaw, boot: dict, noise: d
             "observed": observed, "predicted": predicted, "absolute_error": observed - predicted,
             "relative_error": (observed - predicted) / observed, "prediction_interval": pi,
             "inside_95": bool(lo is not None and lo <= observed <= hi), "compute_equivalent_factor": factor,
-            "epochs": r.get("epochs"), "noise_sigma_log": sigma, "noise_source": "repeated seeds" if noise["sigma_log"] else "fit residuals",
+            "epochs": r.get("epochs"), "noise_sigma_log": sigma,
+            "noise_source": "repeated seeds" if noise["sigma_log"] else "fit residuals",
         })  # fmt: skip
     return results
 

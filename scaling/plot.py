@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from scaling.estimators import FlopsPerToken  # noqa: E402
 from scaling.laws import ParametricLaw, fit_power_law  # noqa: E402
@@ -16,6 +17,20 @@ from scaling.laws import ParametricLaw, fit_power_law  # noqa: E402
 # Published exponents of N_opt ~ C^a to draw beside ours (SCALING.md).
 REFERENCE_SLOPES = {"Chinchilla 0.50": 0.50, "Pearce 256 tok/img 0.49": 0.49, "Pearce 540 tok/img 0.62": 0.62,
                     "Kaplan 0.73": 0.73}  # fmt: skip
+
+
+def _law(fit) -> ParametricLaw:
+    return ParametricLaw(**{k: fit["parametric_law"][k]["estimate"] for k in ("E", "A", "B", "alpha", "beta")})
+
+
+def _finish(fig, axes, path: Path) -> None:
+    """Legends, no minor labels on the FLOPs / parameters axis (they overlapped), save, close."""
+    for ax in np.atleast_1d(axes):
+        ax.legend(fontsize=7)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _sizes(records):
@@ -44,10 +59,7 @@ def loss_vs_compute(records, fit, path: Path, title: str) -> None:
         ax.plot([h["flops"]], [h["observed"]], "*", color="gold", mec="k", ms=14, label="held-out: observed")
     ax.set(xscale="log", yscale="log", xlabel="training FLOPs (exact count)", ylabel="held-out CE (nats/token)",
            title=title)  # fmt: skip
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 def isoflop_curves(records, fit, path: Path, title: str) -> None:
@@ -68,10 +80,7 @@ def isoflop_curves(records, fit, path: Path, title: str) -> None:
     ax.plot(iso["n_opt"], iso["loss"], "kx", ms=9, mew=2, label="interior minima")
     ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="held-out CE (nats/token)",
            title=f"{title}: isoFLOP curves (parabolas in log-log)")  # fmt: skip
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 def optimal_allocation(fit, path: Path, title: str) -> None:
@@ -100,15 +109,12 @@ def optimal_allocation(fit, path: Path, title: str) -> None:
     axes[0].set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel="N_opt", title=title)
     axes[1].set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel="D_opt (tokens)")
     for ax in axes:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _finish(fig, ax, path)
 
 
 def contours(records, fit, path: Path, title: str) -> None:
     fits = [r for r in records if r["role"] == "fit"]
-    law = ParametricLaw(**{k: fit["parametric_law"][k]["estimate"] for k in ("E", "A", "B", "alpha", "beta")})
+    law = _law(fit)
     n = np.array([r["params"] for r in records])
     d = np.array([r["tokens"] for r in records])
     gn = np.geomspace(n.min() / 2, n.max() * 2, 120)
@@ -127,15 +133,12 @@ def contours(records, fit, path: Path, title: str) -> None:
     ax.plot(par["n_opt"], par["d_opt"], "r^-", label="compute-optimal (parametric)")
     ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="training tokens D",
            title=f"{title}: fitted L(N, D), isoFLOP lines dotted")  # fmt: skip
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 def residuals(records, fit, path: Path, title: str) -> None:
     fits = [r for r in records if r["role"] == "fit"]
-    law = ParametricLaw(**{k: fit["parametric_law"][k]["estimate"] for k in ("E", "A", "B", "alpha", "beta")})
+    law = _law(fit)
     labels, colour = _sizes(fits)
     fig, ax = plt.subplots(figsize=(7, 4))
     for label in labels:
@@ -144,10 +147,7 @@ def residuals(records, fit, path: Path, title: str) -> None:
         ax.plot([r["flops"] for r in mine], res, "o", color=colour[label], label=label)
     ax.axhline(0, color="k", lw=0.8)
     ax.set(xscale="log", xlabel="training FLOPs", ylabel="log L - log L_fit", title=f"{title}: residuals")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path)
 
 
 PLOTS = {"loss_vs_compute": loss_vs_compute, "isoflop": isoflop_curves, "optimal_allocation": optimal_allocation,

@@ -30,6 +30,8 @@ def run_fit(spec: SweepSpec, out: Path | None = None) -> dict:
     """Read the records, fit, and write ``runs.csv`` and ``fit.json``."""
     out = Path(out or spec.out)
     records = read_records(out / "records.jsonl")
+    if not records:
+        raise ValueError(f"No records in {out / 'records.jsonl'}: run the sweep first (`iris-wm scaling sweep`).")
     write_csv(records, out / "runs.csv")
     fits = fit_records(records, fit_config(spec))
     fits["spec"] = spec.to_dict()

@@ -23,7 +23,7 @@ WORLD_MODEL_CONFIGS = sorted((REPO / "configs" / "world_model").glob("*.yaml"))
 def test_help_lists_every_command(capsys):
     iris_wm(["--help"])
     text = capsys.readouterr().out
-    for command in ("collect", "games", "tokenizer", "world-model"):
+    for command in ("collect", "games", "tokenizer", "world-model", "imagine", "scaling"):
         assert f"  {command}" in text
 
 

@@ -147,3 +147,19 @@ def test_a_frames_store_is_refused_with_the_fix(tmp_path):
                            "budgets": [1e9], "sizes": [{"embed_dim": 8, "num_layers": 1}] * 3})  # fmt: skip
     with pytest.raises(ValueError, match="tokenizer predict"):
         TorchBackend().describe(spec.series[0], spec.sizes[0], spec)
+
+
+def test_scaling_cli_explains_itself_and_its_errors(tmp_path, capsys):
+    scaling_cli(["--help"])
+    assert "sweep" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        scaling_cli(["sweep", "--help"])
+    assert exit_info.value.code == 0 and "--workers" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown verb 'swep'"):
+        scaling_cli(["swep"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "sizes": [], "budgets": [1e9], "series": [], "bogus": 1}))
+    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['bogus'\]"):
+        scaling_cli(["fit", "--spec", str(bad)])
+    with pytest.raises(SystemExit, match="run the sweep first|No .*records|Only 0 finished"):
+        scaling_cli(["fit", "--spec", str(REPO / "configs" / "scaling" / "cpu_fast.yaml"), "--out", str(tmp_path)])
