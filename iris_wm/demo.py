@@ -22,14 +22,14 @@ from iris_wm.cli import main as iris_wm
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _stage(stage: str, verb: str, out: Path, data: str, *extra: str):
-    """Run a LightningCLI stage with the demo config, every path under ``out``."""
+def run_stage(stage: str, verb: str, out: Path, data: str, *extra: str, config: str = "demo.yaml"):
+    """Run a LightningCLI stage with ``configs/<stage>/<config>``, every path under ``out``."""
     from iris_wm.training import run_tokenizer_cli, run_world_model_cli
 
     run = run_tokenizer_cli if stage == "tokenizer" else run_world_model_cli
     args = [
         verb,
-        "--config", str(CONFIGS / stage / "demo.yaml"),
+        "--config", str(CONFIGS / stage / config),
         "--data.root", str(out / data),
         "--trainer.default_root_dir", str(out / stage),
         "--trainer.logger.init_args.save_dir", str(out / stage),
@@ -40,7 +40,7 @@ def _stage(stage: str, verb: str, out: Path, data: str, *extra: str):
 
 
 def _tokenizer(verb: str, out: Path, *extra: str):
-    return _stage("tokenizer", verb, out, "episodes", *extra)
+    return run_stage("tokenizer", verb, out, "episodes", *extra)
 
 
 def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
@@ -93,10 +93,10 @@ def run(out: Path, steps: int, seed: int) -> dict:
     wm_checkpoint = out / "world_model" / "checkpoints" / "last.ckpt"
     if not wm_checkpoint.exists():
         start = time.perf_counter()
-        _stage("world_model", "fit", out, "tokens", "--seed_everything", str(seed))
+        run_stage("world_model", "fit", out, "tokens", "--seed_everything", str(seed))
         timings["world model fit"] = time.perf_counter() - start
     start = time.perf_counter()
-    wm_cli = _stage("world_model", "validate", out, "tokens", "--ckpt_path", str(wm_checkpoint),
+    wm_cli = run_stage("world_model", "validate", out, "tokens", "--ckpt_path", str(wm_checkpoint),
                     "--data.max_val_windows", "null")  # fmt: skip
     metrics.update({f"world_model/{k}": float(v) for k, v in wm_cli.trainer.callback_metrics.items()})
     val_rows = wm_cli.datamodule.val_set.anchors

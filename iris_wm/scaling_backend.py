@@ -60,6 +60,7 @@ class _Data:
         self.tokens_per_frame = int(store.spec.shape[0])
         self.vocab_size = int(store.manifest["settings"]["vocab_size"])
         self.train_steps = int(store.episode_lengths[train].sum())
+        self._perm: tuple[tuple[int, int], np.ndarray] | None = None  # the current epoch's permutation
         shards = [s["sha256"] for s in store.manifest["shards"]]
         self.digest = hashlib.blake2b(json.dumps([shards, list(map(int, val))]).encode(), digest_size=8).hexdigest()
 
@@ -76,8 +77,7 @@ class _Data:
         return self.train.__getitems__(idx)
 
     def _permutation(self, seed: int, epoch: int, n: int) -> np.ndarray:
-        cached = getattr(self, "_perm", None)
-        if cached is None or cached[0] != (seed, epoch):
+        if self._perm is None or self._perm[0] != (seed, epoch):
             self._perm = ((seed, epoch), np.random.default_rng([seed, epoch]).permutation(n))
         return self._perm[1]
 
@@ -187,17 +187,17 @@ class TorchBackend:
         """Pooled means over the fixed held-out windows: observation CE (nats/token, bits/frame), reward and
         termination losses."""
         system.eval()
-        sums = torch.zeros(4, dtype=torch.float64)
+        sums = torch.zeros(5, dtype=torch.float64)  # CE, reward and termination sums; target and step counts
         for batch in data.eval_batches:
             losses = system.compute_loss(_to(batch, self.device))
-            n_obs, n_steps = losses.observation_targets.double().cpu(), losses.steps.double().cpu()
-            sums += torch.stack([losses.observation.double().cpu() * n_obs, losses.reward.double().cpu() * n_steps,
-                                 losses.termination.double().cpu() * n_steps, n_obs])  # fmt: skip
-        steps = sum(int(b.mask.sum()) for b in data.eval_batches)
-        ce = float(sums[0] / sums[3])
+            n_obs, n_steps = losses.observation_targets.double(), losses.steps.double()
+            sums += torch.stack([losses.observation.double() * n_obs, losses.reward.double() * n_steps,
+                                 losses.termination.double() * n_steps, n_obs, n_steps]).cpu()  # fmt: skip
+        ce_sum, reward_sum, end_sum, targets, steps = sums.tolist()
+        ce = ce_sum / targets
         return {"val_obs_ce": ce, "val_bits_per_frame": float(bits_per_frame(ce, data.tokens_per_frame)),
-                "val_reward_loss": float(sums[1] / steps), "val_termination_loss": float(sums[2] / steps),
-                "val_targets": int(sums[3]), "val_windows": sum(len(b) for b in data.eval_batches)}  # fmt: skip
+                "val_reward_loss": reward_sum / steps, "val_termination_loss": end_sum / steps,
+                "val_targets": int(targets), "val_windows": sum(len(b) for b in data.eval_batches)}
 
     # ------------------------------------------------------------------ trunk checkpoints
     def _save(self, path: Path, system, optimizer, step: int) -> None:

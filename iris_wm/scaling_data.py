@@ -12,19 +12,11 @@ import time
 from pathlib import Path
 
 from iris_wm.cli import main as iris_wm
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "scaling.yaml"
+from iris_wm.demo import run_stage
 
 
 def _tokenizer_stage(verb: str, root: Path, *extra: str) -> None:
-    from iris_wm.training import run_tokenizer_cli
-
-    run_tokenizer_cli([
-        verb, "--config", str(CONFIG), "--data.root", str(root / "episodes"),
-        "--trainer.default_root_dir", str(root / "tokenizer"),
-        "--trainer.logger.init_args.save_dir", str(root / "tokenizer"),
-        "--trainer.callbacks.init_args.dirpath", str(root / "tokenizer" / "checkpoints"), *extra,
-    ])  # fmt: skip
+    run_stage("tokenizer", verb, root, "episodes", *extra, config="scaling.yaml")
 
 
 def prepare_tokens(root: str | Path, steps: int, seed: int = 1, log=print) -> Path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaling.estimators import Estimate, FlopsPerToken, Points, frontier, isoflop, optimal_size, parametric
-from scaling.laws import ParametricLaw, fit_parametric, screen_starts
+from scaling.laws import ParametricLaw, fit_parametric, grid_starts, screen_starts
 
 LEVELS = {"95": (2.5, 97.5), "80": (10.0, 90.0)}
 
@@ -29,7 +29,6 @@ class FitConfig:
     huber_delta: float = 1e-3
     agreement_tolerance: float = 0.15
     min_steps: int = 100
-    max_epochs: float = 4.0
 
 
 def points_from_records(records: list[dict], metric: str = "val_obs_ce") -> Points:
@@ -66,8 +65,6 @@ def bootstrap(points: Points, flops: FlopsPerToken, config: FitConfig, law: Para
     al.'s grid for that replicate's data.
     """
     rng = np.random.default_rng(config.seed)
-    from scaling.laws import grid_starts
-
     grid = grid_starts()
     out = {name: {"a": [], "b": [], "failed": 0} for name in estimators}
     out["parametric_law"] = {k: [] for k in ("E", "A", "B", "alpha", "beta", "a_closed")}
@@ -153,7 +150,7 @@ def holdout_check(holdouts: list[dict], law: ParametricLaw, boot: dict, noise: d
     return results
 
 
-def _warnings(records, estimates: dict[str, Estimate], fit, config: FitConfig) -> list[str]:
+def _warnings(records, estimates: dict[str, Estimate], config: FitConfig) -> list[str]:
     warnings = [w for e in estimates.values() for w in e.warnings]
     for c in config.budgets:
         sizes = {r["size"] for r in records if r["budget"] == c}
@@ -222,7 +219,7 @@ def fit_series(records: list[dict], config: FitConfig) -> dict:
         "seed_noise": noise,
         "recommendations": recommendations,
         "holdout": holdouts,
-        "warnings": _warnings(fits, estimates, pfit, config),
+        "warnings": _warnings(fits, estimates, config),
     }  # fmt: skip
 
 

@@ -22,8 +22,7 @@ REFERENCES = {
 def fit_config(spec: SweepSpec) -> FitConfig:
     f = spec.fit
     return FitConfig(budgets=spec.budgets, target_budgets=spec.target_budgets, bootstrap=f.bootstrap, seed=f.seed,
-                     huber_delta=f.huber_delta, agreement_tolerance=f.agreement_tolerance, min_steps=f.min_steps,
-                     max_epochs=spec.max_epochs)  # fmt: skip
+                     huber_delta=f.huber_delta, agreement_tolerance=f.agreement_tolerance, min_steps=f.min_steps)
 
 
 def run_fit(spec: SweepSpec, out: Path | None = None) -> dict:

@@ -68,13 +68,9 @@ class Trunk:
         """Optimiser steps of the trunk up to its last fork plus every cooldown."""
         return max((b.fork for b in self.branches), default=0) + sum(b.cooldown for b in self.branches)
 
-    def flops(self, branches: list[Branch] | None = None) -> float:
-        """Training FLOPs of the trunk up to its last fork plus the cooldowns of ``branches``."""
-        branches = self.branches if branches is None else branches
-        if not branches:
-            return 0.0
-        steps = max(b.fork for b in branches) + sum(b.cooldown for b in branches)
-        return steps * self.tokens_per_step * self.facts["flops_per_token"]
+    def flops(self) -> float:
+        """Training FLOPs of those steps."""
+        return self.steps() * self.tokens_per_step * self.facts["flops_per_token"]
 
 
 class Backend(Protocol):
