@@ -4,6 +4,10 @@
 ``iris-wm games``                                 the Atari game ids that can be used
 ``iris-wm tokenizer fit|validate|predict ...``    LightningCLI over TokenizerModule and StoreDataModule
 ``iris-wm world-model fit|validate ...``          LightningCLI over WorldModelModule and StoreDataModule
+``iris-wm agent fit ...``                         LightningCLI over ActorCriticModule (training in imagination)
+``iris-wm evaluate ...``                          episodes of the real game with an agent or the random policy
+``iris-wm aggregate RESULT.json ...``             mean / median / IQM of human-normalised scores over runs
+``iris-wm run --config configs/run/NAME.yaml``    the online IRIS loop (iris_wm.loop)
 ``iris-wm scaling sweep|fit|report|run ...``      the scaling harness (iris_wm.scaling_cli)
 """
 
@@ -21,6 +25,12 @@ commands:
   world-model  train / validate the GPT world model on a token store
                (iris-wm world-model fit|validate --config configs/world_model/demo.yaml ...)
   imagine      imagined vs real rollouts of held-out episodes: strips, GIFs, error per horizon
+  agent        train the actor-critic in the imagination of a trained world model
+               (iris-wm agent fit --config configs/agent/demo.yaml --model.world_model ... --model.tokenizer ...)
+  evaluate     play episodes of the real game with an agent (or the random policy), returns to JSON
+  aggregate    mean, median and interquartile mean of human-normalised scores over games and seeds
+  run          the online IRIS loop: collect, train tokenizer, world model and agent in turn, resumable
+               (iris-wm run --config configs/run/demo.yaml)
   scaling      sweep model and data size, fit scaling laws with intervals, report
                (iris-wm scaling run --spec configs/scaling/cpu_default.yaml)
 
@@ -79,6 +89,65 @@ def _imagine(argv: list[str]) -> None:
         print(f"  {h}: token accuracy {row['token_accuracy']:.3f}, frame PSNR {row['frame_psnr']:.2f} dB")
 
 
+def _agent(argv: list[str]) -> None:
+    from iris_wm.training import run_agent_cli
+
+    run_agent_cli(argv)
+
+
+def _evaluate(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    from iris_wm.evaluate import evaluate
+
+    parser = ArgumentParser(prog="iris-wm evaluate", description=evaluate.__doc__.split("\n")[0])
+    parser.add_argument("--config", action="config", help="YAML file with any of the options below.")
+    parser.add_function_arguments(evaluate)
+    cfg = parser.parse_args(argv)
+    cfg.pop("config", None)
+    cfg = parser.instantiate_classes(cfg)
+    result = evaluate(**cfg.as_dict())
+    hns = result["human_normalized"]
+    print(f"{result['game']}, {result['policy']}: mean return {result['mean']:.2f} +- {result['stderr']:.2f} "
+          f"(standard error, {result['episodes']} episodes)" + (f", human-normalised {hns:.3f}" if hns is not None
+                                                                else "") + f"; written to {cfg.out}")
+
+
+def _aggregate(argv: list[str]) -> None:
+    import argparse
+    import json
+    from collections import defaultdict
+
+    from iris_wm.agent.scores import aggregate, human_normalized
+
+    parser = argparse.ArgumentParser(prog="iris-wm aggregate", description="Aggregate human-normalised scores of "
+                                     "`iris-wm evaluate` results (one file per game and seed).")  # fmt: skip
+    parser.add_argument("results", nargs="+", help="JSON files written by `iris-wm evaluate`.")
+    parser.add_argument("--out", help="Also write the aggregate to this JSON file.")
+    parser.add_argument("--draws", type=int, default=2000, help="Stratified bootstrap draws.")
+    args = parser.parse_args(argv)
+    scores: dict[str, list[float]] = defaultdict(list)
+    for path in args.results:
+        result = json.loads(open(path).read())
+        hns = human_normalized(result["game"], result["mean"])
+        if hns is None:
+            raise SystemExit(f"iris-wm aggregate: {path} is a {result['game']} result; human-normalised scores "
+                             "exist for the 26 Atari 100k games only.")  # fmt: skip
+        scores[result["game"]].append(hns)
+    summary = aggregate(dict(scores), draws=args.draws)
+    for name in ("mean", "median", "iqm"):
+        row = summary[name]
+        print(f"{name:>6}: {row['value']:.3f}  [{row['low']:.3f}, {row['high']:.3f}]")
+    if args.out:
+        open(args.out, "w").write(json.dumps(summary, indent=1))
+
+
+def _run_loop(argv: list[str]) -> None:
+    from iris_wm.loop import main as loop
+
+    loop(argv)
+
+
 def _world_model(argv: list[str]) -> None:
     from iris_wm.training import run_world_model_cli
 
@@ -92,7 +161,8 @@ def _scaling(argv: list[str]) -> None:
 
 
 COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "world-model": _world_model,
-            "imagine": _imagine, "scaling": _scaling}
+            "imagine": _imagine, "agent": _agent, "evaluate": _evaluate, "aggregate": _aggregate, "run": _run_loop,
+            "scaling": _scaling}
 
 
 def main(argv: list[str] | None = None) -> None:

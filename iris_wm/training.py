@@ -60,6 +60,16 @@ class WorldModelCLI(StageCLI):
             parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
 
 
+class AgentCLI(StageCLI):
+    verbs = ("fit",)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # Burn-in windows are served whole from the token store; its sizes are linked, not typed.
+        parser.link_arguments("model.burn_in", "data.sequence_length", apply_on="parse")
+        for name in ("vocab_size", "tokens_per_frame", "num_actions"):
+            parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
+
+
 def _run(cli_class: type[StageCLI], model_class, prog: str, argv: list[str]) -> StageCLI:
     # LightningCLI reads sys.argv; make it look like the stage was called directly.
     saved, sys.argv = sys.argv, [prog, *argv]
@@ -75,3 +85,9 @@ def run_tokenizer_cli(argv: list[str]) -> TokenizerCLI:
 
 def run_world_model_cli(argv: list[str]) -> WorldModelCLI:
     return _run(WorldModelCLI, WorldModelModule, "iris-wm world-model", argv)
+
+
+def run_agent_cli(argv: list[str]) -> AgentCLI:
+    from iris_wm.agent.module import ActorCriticModule
+
+    return _run(AgentCLI, ActorCriticModule, "iris-wm agent", argv)

@@ -35,6 +35,7 @@ class StoreDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         pad: Pad = "right",
         max_val_windows: int | None = None,
+        complete_windows: bool = False,
         num_workers: int = 0,
         verify: Verify = "checksum",
     ):
@@ -48,6 +49,7 @@ class StoreDataModule(L.LightningDataModule):
             shuffle_seed: seed of the order of training windows.
             pad: windows start at their anchor step and pad past the episode end ("right"), or end there ("left").
             max_val_windows: validate on at most this many windows, evenly spaced over the validation set.
+            complete_windows: serve only windows that lie wholly inside their episode (no padding).
             num_workers: DataLoader worker processes (0: load in the training process; the store is mmapped).
             verify: check every shard's checksum when opening ("checksum") or only its size ("size").
         """
@@ -64,8 +66,8 @@ class StoreDataModule(L.LightningDataModule):
             raise ValueError(f"The store at {hp.root} holds no episodes; collect some first (`iris-wm collect`).")
         train, val = split_episodes(self.store, hp.val_fraction, hp.split_seed)
         self.train_episodes, self.val_episodes = train, val
-        self.train_set = WindowDataset(self.store, train, hp.sequence_length, hp.pad)
-        self.val_set = WindowDataset(self.store, val, hp.sequence_length, hp.pad)
+        self.train_set = WindowDataset(self.store, train, hp.sequence_length, hp.pad, hp.complete_windows)
+        self.val_set = WindowDataset(self.store, val, hp.sequence_length, hp.pad, hp.complete_windows)
         self.predict_set = WindowDataset(self.store, np.arange(self.store.num_episodes), 1, "right")
 
     @property

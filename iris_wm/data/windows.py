@@ -63,11 +63,13 @@ def _unit_hash(seed: int, episode: int) -> float:
 class WindowDataset(Dataset):
     """Map-style dataset of windows of ``T`` steps; item ``i`` is anchored at the i-th step of the episodes.
 
-    With ``pad="right"`` the window starts at its anchor step; with ``pad="left"`` it ends there. Fetch
+    With ``pad="right"`` the window starts at its anchor step; with ``pad="left"`` it ends there. With
+    ``complete=True`` only the anchors whose whole window lies inside the episode are kept. Fetch
     batches through ``__getitems__`` (the DataLoader does so): one vectorised gather per batch.
     """
 
-    def __init__(self, store: StepStore, episodes: np.ndarray, sequence_length: int, pad: Pad = "right"):
+    def __init__(self, store: StepStore, episodes: np.ndarray, sequence_length: int, pad: Pad = "right",
+                 complete: bool = False):  # fmt: skip
         if sequence_length < 1:
             raise ValueError(f"sequence_length must be at least 1, got {sequence_length}.")
         if pad not in ("right", "left"):
@@ -81,6 +83,11 @@ class WindowDataset(Dataset):
         self.first = np.repeat(starts, lengths)
         self.end = np.repeat(starts + lengths, lengths)
         self.anchors = self.first + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        if complete:
+            # Only windows that lie wholly inside their episode (no padding): the agent's burn-in needs them.
+            inside = (self.anchors + sequence_length <= self.end) if pad == "right" else \
+                (self.anchors - sequence_length + 1 >= self.first)
+            self.first, self.end, self.anchors = self.first[inside], self.end[inside], self.anchors[inside]
 
     def __len__(self) -> int:
         return len(self.anchors)

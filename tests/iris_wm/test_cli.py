@@ -11,7 +11,7 @@ import torch
 
 from iris_wm.cli import main as iris_wm
 from iris_wm.data.store import EpisodeStore, TokenStore
-from iris_wm.training import run_tokenizer_cli, run_world_model_cli
+from iris_wm.training import run_agent_cli, run_tokenizer_cli, run_world_model_cli
 from sequence_model.module import WorldModelModule
 from tokenizer.module import TokenizerModule
 
@@ -23,7 +23,8 @@ WORLD_MODEL_CONFIGS = sorted((REPO / "configs" / "world_model").glob("*.yaml"))
 def test_help_lists_every_command(capsys):
     iris_wm(["--help"])
     text = capsys.readouterr().out
-    for command in ("collect", "games", "tokenizer", "world-model", "imagine", "scaling"):
+    for command in ("collect", "games", "tokenizer", "world-model", "imagine", "agent", "evaluate", "aggregate", "run",
+                    "scaling"):
         assert f"  {command}" in text
 
 
@@ -48,7 +49,9 @@ def test_tokenizer_verbs_have_help(verb, capsys):
     assert "Adam learning rate" in text  # option help comes from the docstrings
 
 
-CONFIGS = [(run_tokenizer_cli, c) for c in TOKENIZER_CONFIGS] + [(run_world_model_cli, c) for c in WORLD_MODEL_CONFIGS]
+AGENT_CONFIGS = sorted((REPO / "configs" / "agent").glob("*.yaml"))
+CONFIGS = [(run_tokenizer_cli, c) for c in TOKENIZER_CONFIGS] + [(run_world_model_cli, c) for c in WORLD_MODEL_CONFIGS] \
+    + [(run_agent_cli, c) for c in AGENT_CONFIGS]
 
 
 @pytest.mark.parametrize("run, config", CONFIGS, ids=lambda x: getattr(x, "name", ""))
@@ -81,6 +84,19 @@ def _debug_stage(verb, tmp_path, *extra):
         "--trainer.default_root_dir", str(tmp_path / "tok"),
         "--trainer.logger.init_args.save_dir", str(tmp_path / "tok"),
         "--trainer.callbacks.init_args.dirpath", str(tmp_path / "tok" / "ckpt"),
+        *extra,
+    ])  # fmt: skip
+
+
+def _debug_agent(tmp_path, *extra):
+    from iris_wm.training import run_agent_cli
+
+    return run_agent_cli([
+        "fit", "--config", str(REPO / "configs/agent/debug.yaml"),
+        "--data.root", str(tmp_path / "tokens"),
+        "--trainer.default_root_dir", str(tmp_path / "agent"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "agent"),
+        "--trainer.callbacks.init_args.dirpath", str(tmp_path / "agent" / "ckpt"),
         *extra,
     ])  # fmt: skip
 
@@ -134,6 +150,24 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
     assert len(list((tmp_path / "imagine").glob("*.gif"))) == metrics["episodes"] >= 1
     with pytest.raises(ValueError, match="No validation episode has the 43 steps"):
         iris_wm(["imagine", *sources, "--out", str(tmp_path / "imagine2"), "--burn_in", "3", "--horizon", "40"])
+
+    # Stage 3: the actor-critic in imagination, then the real game with it and with the random policy.
+    agent = _debug_agent(tmp_path, "--model.world_model", str(tmp_path / "wm" / "ckpt" / "last.ckpt"),
+                         "--model.tokenizer", str(checkpoint))  # fmt: skip
+    assert agent.model.config.num_actions == episodes.num_actions and agent.model.config.tokens_per_frame == 256
+    agent_checkpoint = tmp_path / "agent" / "ckpt" / "last.ckpt"
+    for name, policy in (("agent", ["--agent", str(agent_checkpoint)]), ("random", [])):
+        iris_wm(["evaluate", "--out", str(tmp_path / f"{name}.json"), *policy, "--episodes", "3", "--num_envs", "2",
+                 "--env.max_episode_steps", "30"])  # fmt: skip
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert len(result["returns"]) == 3 and all(n <= 30 for n in result["lengths"])
+        assert result["human_normalized"] == pytest.approx((result["mean"] - 1.7) / (30.5 - 1.7))
+    with pytest.raises(ValueError, match="actions but ALE/Pong-v5 has"):
+        iris_wm(["evaluate", "--out", str(tmp_path / "pong.json"), "--agent", str(agent_checkpoint),
+                 "--env.game", "Pong", "--episodes", "1"])  # fmt: skip
+    with pytest.raises(ValueError, match="holds frames, but the world model trains on tokens"):
+        _debug_agent(tmp_path, "--model.world_model", str(tmp_path / "wm" / "ckpt" / "last.ckpt"),
+                     "--model.tokenizer", str(checkpoint), "--data.root", str(tmp_path / "episodes"))  # fmt: skip
 
     with pytest.raises(ValueError, match="holds frames, but the world model trains on tokens"):
         run_world_model_cli(["fit", "--config", str(REPO / "configs/world_model/debug.yaml"),

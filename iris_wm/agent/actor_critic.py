@@ -1,0 +1,134 @@
+"""The IRIS actor-critic: an encoder of the current observation, an LSTM over time, policy and value heads.
+
+Two encoders (``ActorCriticConfig.observation``):
+
+- ``frames`` (IRIS, appendix A): four 3x3 convolutions with 2x2 max-pooling read the frame the tokenizer
+  reconstructs, ``uint8 (B, 3, H, W)``, scaled to [-1, 1] here. In imagination every step pays for the
+  decoder.
+- ``tokens``: an embedding per code and per token slot reads the ``K`` tokens ``(B, K)`` directly. No
+  frame is decoded in imagination, which is what makes a CPU-sized agent fast.
+
+The recurrent state is passed in and returned, never kept on the module, so one network serves a batch
+of imagined trajectories and a batch of real environments alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from einops import rearrange
+from torch import nn
+
+State = tuple[torch.Tensor, torch.Tensor]
+"""The LSTM's ``(h, c)``, each ``(B, lstm_dim)``."""
+
+
+@dataclass
+class ActorCriticConfig:
+    """Sizes of the actor-critic. ``num_actions``, ``vocab_size`` and ``tokens_per_frame`` come from the data."""
+
+    num_actions: int = 4
+    """Discrete actions of the environment."""
+    observation: Literal["frames", "tokens"] = "frames"
+    """Read reconstructed frames (IRIS) or the observation tokens (no decoding in imagination)."""
+    frame_size: int = 64
+    """Side of the square RGB frames read in ``frames`` mode."""
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    """Output channels of the convolutions in ``frames`` mode, each followed by a 2x2 max-pool (IRIS)."""
+    vocab_size: int = 512
+    """Observation codes, in ``tokens`` mode."""
+    tokens_per_frame: int = 16
+    """K, in ``tokens`` mode."""
+    token_embed_dim: int = 32
+    """Width of each token's embedding in ``tokens`` mode."""
+    encoder_dim: int = 512
+    """Width of the token encoder's output in ``tokens`` mode."""
+    lstm_dim: int = 512
+    """Hidden size of the LSTM (IRIS: 512)."""
+
+    def __post_init__(self):
+        self.channels = tuple(self.channels)
+        if self.observation not in ("frames", "tokens"):
+            raise ValueError(f"observation must be 'frames' or 'tokens', got {self.observation!r}.")
+        if self.observation == "frames" and self.frame_size % 2 ** len(self.channels):
+            raise ValueError(f"frame_size {self.frame_size} is not divisible by 2^{len(self.channels)} (one "
+                             "max-pool per convolution): change frame_size or channels.")  # fmt: skip
+
+
+@dataclass
+class ActorCriticOutput:
+    logits: torch.Tensor  # (B, A) policy logits
+    value: torch.Tensor  # (B,) state value
+    state: State
+
+
+class FrameEncoder(nn.Module):
+    def __init__(self, cfg: ActorCriticConfig):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out in cfg.channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
+            c_in = c_out
+        self.net = nn.Sequential(*layers, nn.Flatten())
+        self.frame_size = cfg.frame_size
+        self.out_dim = c_in * (cfg.frame_size // 2 ** len(cfg.channels)) ** 2
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.dtype != torch.uint8 or frames.dim() != 4 or tuple(frames.shape[1:]) != (3, self.frame_size,
+                                                                                          self.frame_size):
+            raise ValueError(f"The actor-critic reads frames as uint8 (B, 3, {self.frame_size}, {self.frame_size}); "
+                             f"got {frames.dtype} {tuple(frames.shape)}.")  # fmt: skip
+        return self.net(frames.float().div(127.5).sub(1.0))
+
+
+class TokenEncoder(nn.Module):
+    def __init__(self, cfg: ActorCriticConfig):
+        super().__init__()
+        self.K, self.V = cfg.tokens_per_frame, cfg.vocab_size
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.token_embed_dim)
+        self.slot = nn.Parameter(torch.zeros(cfg.tokens_per_frame, cfg.token_embed_dim))
+        nn.init.normal_(self.slot, std=0.02)
+        self.project = nn.Sequential(nn.Linear(cfg.tokens_per_frame * cfg.token_embed_dim, cfg.encoder_dim), nn.ReLU())
+        self.out_dim = cfg.encoder_dim
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2 or tokens.shape[1] != self.K or tokens.is_floating_point():
+            raise ValueError(f"The actor-critic reads token ids (B, {self.K}); got {tokens.dtype} {tuple(tokens.shape)}.")
+        x = self.embedding(tokens.long()) + self.slot  # (B, K, E)
+        return self.project(rearrange(x, "b k e -> b (k e)"))
+
+
+class ActorCritic(nn.Module):
+    """``forward(observation, state) -> logits, value, next state`` for one time step of a batch."""
+
+    def __init__(self, config: ActorCriticConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or ActorCriticConfig()
+        self.encoder = FrameEncoder(cfg) if cfg.observation == "frames" else TokenEncoder(cfg)
+        self.lstm = nn.LSTMCell(self.encoder.out_dim, cfg.lstm_dim)
+        self.actor = nn.Linear(cfg.lstm_dim, cfg.num_actions)
+        self.critic = nn.Linear(cfg.lstm_dim, 1)
+        # A near-uniform first policy and a value near zero (small final layers).
+        for head in (self.actor, self.critic):
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.zeros_(head.bias)
+
+    @property
+    def reads_tokens(self) -> bool:
+        return self.config.observation == "tokens"
+
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        zeros = torch.zeros(batch, self.config.lstm_dim, device=device)
+        return zeros, zeros.clone()
+
+    @staticmethod
+    def reset_state(state: State, keep: torch.Tensor) -> State:
+        """Zero the state where ``keep (B,)`` is False (a new episode starts there)."""
+        keep = keep.to(state[0].dtype)[:, None]
+        return state[0] * keep, state[1] * keep
+
+    def forward(self, observation: torch.Tensor, state: State) -> ActorCriticOutput:
+        h, c = self.lstm(self.encoder(observation), state)
+        return ActorCriticOutput(self.actor(h), self.critic(h).squeeze(-1), (h, c))
