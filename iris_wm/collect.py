@@ -27,7 +27,7 @@ class CollectSummary:
     returns: list[float]  # undiscounted return of every episode added
 
 
-class _EpisodeBuffer:
+class EpisodeBuffer:
     def __init__(self):
         self.obs, self.actions, self.rewards, self.terminated, self.truncated = [], [], [], [], []
 
@@ -79,7 +79,7 @@ def collect(
     env.action_space.seed(int(rng.integers(2**31)))
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
     pending: list[Episode] = []
-    buffer = _EpisodeBuffer()
+    buffer = EpisodeBuffer()
     bar = tqdm(total=todo, desc=f"collect {env_config.game}", unit="step", disable=not progress)
     for i in range(todo):
         action = int(policy(obs)) if policy else int(env.action_space.sample())
@@ -91,7 +91,7 @@ def collect(
         if terminated or truncated or last:
             returns.append(float(np.sum(buffer.rewards)))
             pending.append(buffer.to_episode())
-            buffer = _EpisodeBuffer()
+            buffer = EpisodeBuffer()
             if not last:
                 obs, _ = env.reset()
             if sum(len(e) for e in pending) >= flush_steps or last:

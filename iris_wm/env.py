@@ -209,3 +209,41 @@ def make_env(config: EnvConfig | None = None, seed: int | None = None) -> gym.En
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def env_snapshot(env: gym.Env) -> dict:
+    """Everything needed to continue ``env`` exactly where it is: the emulator (with its RNG), the env's
+    numpy RNG (no-op starts), and the counters of the wrappers. Plain values and a uint8 tensor only, so it
+    can be saved in a checkpoint that is read with ``weights_only=True``."""
+    import torch
+
+    base = env.unwrapped
+    snapshot = {"ale": torch.frombuffer(bytearray(base.ale.cloneState(include_rng=True).serialize()),
+                                        dtype=torch.uint8).clone(),
+                "np_random": base.np_random.bit_generator.state, "wrappers": []}  # fmt: skip
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        if isinstance(layer, EpisodicLife):
+            snapshot["wrappers"].append({"lives": layer.lives, "game_over": layer.game_over})
+        elif isinstance(layer, gym.wrappers.TimeLimit):
+            snapshot["wrappers"].append({"elapsed_steps": layer._elapsed_steps})
+        layer = layer.env
+    return snapshot
+
+
+def restore_env(env: gym.Env, snapshot: dict) -> None:
+    """Put ``env`` (built with the same config and reset once) into the state of :func:`env_snapshot`."""
+    import ale_py
+
+    base = env.unwrapped
+    base.ale.restoreState(ale_py.ALEState(bytes(snapshot["ale"].numpy().tobytes())))
+    base.np_random.bit_generator.state = snapshot["np_random"]
+    states = iter(snapshot["wrappers"])
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        if isinstance(layer, EpisodicLife):
+            saved = next(states)
+            layer.lives, layer.game_over = saved["lives"], saved["game_over"]
+        elif isinstance(layer, gym.wrappers.TimeLimit):
+            layer._elapsed_steps = next(states)["elapsed_steps"]
+        layer = layer.env

@@ -348,6 +348,27 @@ class StepStore:
             self._load_shards([entry.__dict__])
         return name
 
+    def rollback(self, num_shards: int) -> int:
+        """Forget the shards after the first ``num_shards`` (the online loop's uncommitted appends after a
+        crash, collected again on resume). The manifest is rewritten atomically before the files are removed,
+        so a crash here leaves either the old or the new store. Returns the number of shards dropped."""
+        with _Lock(self.root):
+            self._reload_if_changed()
+            shards = self.manifest["shards"]
+            if not 0 <= num_shards <= len(shards):
+                raise StoreError(f"Cannot roll {self.root} back to {num_shards} shards: it has {len(shards)}.")
+            dropped = shards[num_shards:]
+            if not dropped:
+                return 0
+            kept = shards[:num_shards]
+            manifest = dict(self.manifest, shards=kept, num_episodes=sum(s["episodes"] for s in kept),
+                            num_steps=sum(s["rows"] for s in kept))  # fmt: skip
+            _write_json_atomic(self.root / MANIFEST, manifest)
+            for shard in dropped:
+                (self.root / SHARD_DIR / shard["file"]).unlink(missing_ok=True)
+        self.__init__(self.root, manifest, verify="size")
+        return len(dropped)
+
     def _build_table(self, episodes: Sequence[Episode], first_id: int) -> pa.Table:
         lengths = [len(e) for e in episodes]
         obs = np.concatenate([np.ascontiguousarray(e.observations).reshape(len(e), -1) for e in episodes])

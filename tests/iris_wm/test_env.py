@@ -84,3 +84,39 @@ def test_game_names_resolve_and_unknown_ids_get_suggestions():
     assert resolve_game_id("ALE/Pong-v5") == "ALE/Pong-v5"
     with pytest.raises(ValueError, match="Unknown Atari game id 'Breakot'.*ALE/Breakout-v5"):
         make_env(EnvConfig(game="Breakot"))
+
+
+def test_snapshot_and_restore_continue_an_episode_exactly():
+    import io
+
+    import torch
+
+    from iris_wm.env import env_snapshot, restore_env
+
+    config = EnvConfig(max_episode_steps=500)
+    env = make_env(config, seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(37):
+        env.step(int(rng.integers(4)))
+    buffer = io.BytesIO()
+    torch.save(env_snapshot(env), buffer)  # survives a weights_only checkpoint
+    actions = rng.integers(0, 4, 300)
+
+    def play(e):
+        out = []
+        for a in actions:
+            obs, reward, terminated, truncated, _ = e.step(int(a))
+            out.append((obs.copy(), reward, terminated, truncated))
+            if terminated or truncated:
+                obs, _ = e.reset()
+                out.append((obs.copy(),))
+        return out
+
+    expected = play(env)
+    fresh = make_env(config, seed=99)
+    buffer.seek(0)
+    restore_env(fresh, torch.load(buffer, weights_only=True))
+    got = play(fresh)
+    assert len(got) == len(expected) and any(len(x) == 1 for x in expected), "the replay crosses a reset"
+    for a, b in zip(got, expected, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

@@ -170,3 +170,20 @@ def test_two_writers_append_without_losing_episodes(tmp_path):
     reopened = EpisodeStore.open(tmp_path / "store")
     assert list(reopened.episode_lengths) == [3, 4, 5]
     assert list(reopened.episode_ids) == [0, 1, 2]
+
+
+def test_rollback_forgets_the_last_shards_and_appends_continue(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s", EpisodeStore.frame_spec(8), 4, {"env": "counting"})
+    store.append([counting_episode(0, 5, size=8)])
+    store.append([counting_episode(10, 7, size=8), counting_episode(20, 3, size=8)])
+    assert store.rollback(1) == 1
+    assert (store.num_steps, store.num_episodes) == (5, 1)
+    reopened = EpisodeStore.open(tmp_path / "s")
+    assert (reopened.num_steps, reopened.num_episodes) == (5, 1)
+    assert len(list((tmp_path / "s" / "shards").glob("*.arrow"))) == 1
+    store.append([counting_episode(30, 4, size=8)])
+    again = EpisodeStore.open(tmp_path / "s")
+    assert again.num_steps == 9 and list(again.episode_ids) == [0, 1]
+    assert store.rollback(2) == 0
+    with pytest.raises(StoreError, match="Cannot roll"):
+        store.rollback(5)

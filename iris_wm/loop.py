@@ -1,0 +1,428 @@
+"""`iris-wm run`: the online IRIS loop (Micheli et al. 2023, algorithm 1 and appendix B).
+
+Each epoch collects ``collection.steps_per_epoch`` real steps with the current policy, then trains the
+tokenizer, the world model and the actor-critic for their own number of steps, each once its start epoch
+has passed (IRIS: 200 steps of each, starting after epochs 5, 25 and 50, for 600 epochs). Every component
+trains through the same ``loss(batch)`` as its Lightning system. Lightning Fabric places the models and
+runs autocast and backward; the loop itself is plain so that every piece of state can be saved.
+
+Crash safety. After every epoch one checkpoint holds the whole run: weights, optimisers, schedules, step
+counters, every random generator, the emulator's state and the unfinished episode, the token cache and the
+number of store shards it has seen. Episodes are appended to the store once per epoch, before the
+checkpoint; on resume, shards the checkpoint does not know of (an epoch that crashed after appending) are
+rolled back and collected again, identically. A resumed run so reaches the state of an uninterrupted one,
+bitwise on CPU (tests/iris_wm/test_loop.py kills a run with SIGKILL mid-epoch and compares).
+
+The world model and the agent read tokens from a cache of the whole store: new rows are encoded as they
+arrive, and everything is re-encoded with the current tokenizer every ``reencode_every_epochs`` epochs in
+which it has changed (IRIS re-encodes every sampled frame of every batch instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iris_wm.agent.actor_critic import ActorCriticConfig
+from iris_wm.agent.module import ActorCriticModule, AgentObjective
+from iris_wm.agent.policy import AgentPolicy
+from iris_wm.collect import EpisodeBuffer
+from iris_wm.data.store import EpisodeStore
+from iris_wm.data.windows import WindowDataset
+from iris_wm.env import EnvConfig, env_snapshot, make_env, resolve_game_id, restore_env
+from iris_wm.loop_state import LoopLog, load_checkpoint, save_checkpoint
+from sequence_model.module import WorldModelModule
+from sequence_model.world_model import WorldModelConfig
+from tokenizer.model import TokenizerConfig
+from tokenizer.module import TokenizerModule
+
+COMPONENTS = ("tokenizer", "world_model", "agent")
+
+
+@dataclass
+class Training:
+    """When and how much one component trains."""
+
+    start_after_epochs: int = 0
+    """The component trains in every epoch after this one."""
+    steps_per_epoch: int = 200
+    """Optimiser steps per epoch (IRIS: 200)."""
+    batch_size: int = 64
+    """Frames (tokenizer) or windows (world model, agent) per step."""
+    learning_rate: float = 1e-4
+    """Learning rate (IRIS: 1e-4 for all three)."""
+    max_grad_norm: float | None = 10.0
+    """Gradient-norm clipping (IRIS: 10); None disables."""
+    module_args: dict = field(default_factory=dict)
+    """Further arguments of the component's Lightning module (e.g. ``l2_weight`` of the tokenizer)."""
+
+
+@dataclass
+class Collection:
+    steps_per_epoch: int = 200
+    """Real environment steps per epoch (IRIS: 200)."""
+    epsilon: float = 0.01
+    """Probability of a uniformly random action (IRIS: 0.01)."""
+    temperature: float = 1.0
+    """Sampling temperature of the policy while collecting (IRIS: 1)."""
+
+
+def _training(start: int, batch: int) -> Training:
+    return Training(start_after_epochs=start, batch_size=batch)
+
+
+@dataclass
+class RunConfig:
+    """The whole online run. Defaults: the IRIS Atari 100k protocol (600 epochs of 200 steps)."""
+
+    out: str = "runs/iris"
+    """Folder of the run: episodes, checkpoints, metrics, media."""
+    epochs: int = 600
+    """Epochs to reach; rerunning with more continues the run."""
+    seed: int = 0
+    """Seed of everything: environment, sampling, initialisation."""
+    device: str = "cpu"
+    """Fabric accelerator: cpu, cuda, mps or auto."""
+    precision: str = "32-true"
+    """Fabric precision (bf16-mixed on hardware with bf16; falls back to 32-true on CPUs without it)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The training environment (IRIS protocol: life loss ends the episode)."""
+    collection: Collection = field(default_factory=Collection)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenizer_training: Training = field(default_factory=lambda: _training(5, 256))
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    """Vocabulary and tokens per frame are the tokenizer's; actions are the game's (set by the loop)."""
+    world_model_training: Training = field(default_factory=lambda: _training(25, 64))
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    """Sizes come from the tokenizer and the game (set by the loop)."""
+    agent_training: Training = field(default_factory=lambda: _training(50, 64))
+    objective: AgentObjective = field(default_factory=AgentObjective)
+    burn_in: int = 20
+    """Real steps per agent window (IRIS: 20)."""
+    prime_steps: int | None = None
+    """Real steps the world model is primed with in the agent's imagination (default: the whole window)."""
+    reencode_every_epochs: int = 1
+    """Re-encode the token cache with the current tokenizer every this many epochs (when it has changed)."""
+    media_every_epochs: int = 50
+    """Write reconstructions and an imagined rollout every this many epochs (0: never)."""
+
+
+class OnlineLoop:
+    """Builds or resumes the run in ``config.out`` and trains it to ``config.epochs``."""
+
+    def __init__(self, config: RunConfig):
+        from lightning.fabric import Fabric
+
+        from iris_wm.training import cpu_has_native_bf16
+
+        self.config = cfg = dataclasses.replace(config, env=dataclasses.replace(config.env,
+                                                                                game=resolve_game_id(config.env.game)))
+        precision = cfg.precision
+        if precision.startswith("bf16") and cfg.device == "cpu" and not cpu_has_native_bf16():
+            print(f"iris-wm run: this CPU has no bf16 hardware; precision {precision} -> 32-true.", file=sys.stderr)
+            precision = "32-true"
+        self.fabric = Fabric(accelerator=cfg.device, devices=1, precision=precision)
+        self.out = Path(cfg.out)
+        torch.manual_seed(cfg.seed)
+        self.env = make_env(cfg.env)
+        num_actions = int(self.env.action_space.n)
+        self.store = EpisodeStore.open_or_create(self.out / "episodes", EpisodeStore.frame_spec(cfg.env.size),
+                                                 num_actions, {"env": cfg.env.to_dict(), "loop": True})
+        self.modules = self._build_modules(num_actions)
+        self.optimizers, self.schedulers = {}, {}
+        for name, module in self.modules.items():
+            module.to(self.fabric.device)
+            self.optimizers[name], self.schedulers[name] = _optimizer(module)
+        self.policy = AgentPolicy(self.modules["agent"].actor_critic, self.tokenizer, cfg.collection.temperature,
+                                  cfg.collection.epsilon, torch.Generator(self.fabric.device).manual_seed(cfg.seed))
+        self.sampler = np.random.default_rng(cfg.seed)
+        self.steps = dict.fromkeys(COMPONENTS, 0)
+        self.epoch = 0
+        K = cfg.tokenizer.tokens_per_frame
+        self.tokens = np.zeros((0, K), np.int64)  # token cache, one row per store row
+        self.tokens_version = -1  # tokenizer steps at the last full encoding
+        self.log = LoopLog(self.out)
+        self._start_environment()
+        self._resume()
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def tokenizer(self):
+        return self.modules["tokenizer"].tokenizer
+
+    @property
+    def world_model(self):
+        return self.modules["world_model"].world_model
+
+    def _build_modules(self, num_actions: int) -> dict:
+        cfg = self.config
+        t, w, a = cfg.tokenizer_training, cfg.world_model_training, cfg.agent_training
+        tok = TokenizerModule(cfg.tokenizer, learning_rate=t.learning_rate, **t.module_args)
+        K, V = cfg.tokenizer.tokens_per_frame, cfg.tokenizer.vocab_size
+        wm_config = dataclasses.replace(cfg.world_model, vocab_size=V, tokens_per_frame=K, num_actions=num_actions,
+                                        gpt=dataclasses.replace(cfg.world_model.gpt))  # fmt: skip
+        wm = WorldModelModule(wm_config, learning_rate=w.learning_rate, **w.module_args)
+        ac_config = dataclasses.replace(cfg.actor_critic, num_actions=num_actions, vocab_size=V, tokens_per_frame=K,
+                                        frame_size=cfg.env.size)  # fmt: skip
+        agent = ActorCriticModule(ac_config, objective=cfg.objective, burn_in=cfg.burn_in, prime_steps=cfg.prime_steps,
+                                  learning_rate=a.learning_rate, **a.module_args)  # fmt: skip
+        agent.attach(wm.world_model, tok.tokenizer)
+        return {"tokenizer": tok, "world_model": wm, "agent": agent}
+
+    def _start_environment(self) -> None:
+        self.obs, _ = self.env.reset(seed=self.config.seed)
+        self.episode = EpisodeBuffer()
+
+    # ------------------------------------------------------------------ checkpoint
+    def _trainable(self, name: str) -> torch.nn.Module:
+        agent = self.modules["agent"]
+        if name != "agent":
+            return self.modules[name]
+        return torch.nn.ModuleDict({"actor_critic": agent.actor_critic, **(
+            {"target_critic": agent.target_critic} if agent.target_critic is not None else {})})
+
+    def state(self) -> dict:
+        return {
+            "format": 1, "config": _plain(dataclasses.asdict(self.config)), "epoch": self.epoch,
+            "steps": dict(self.steps), "store_shards": len(self.store.manifest["shards"]),
+            "modules": {n: self._trainable(n).state_dict() for n in COMPONENTS},
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items() if s is not None},
+            "rng": {"torch": torch.get_rng_state(), "policy": self.policy.generator.get_state(),
+                    "sampler": self.sampler.bit_generator.state},
+            "env": env_snapshot(self.env), "obs": torch.from_numpy(self.obs.copy()),
+            "episode": {k: torch.from_numpy(np.asarray(v)) for k, v in vars(self.episode).items()},
+            "policy_state": self.policy.state, "tokens": torch.from_numpy(self.tokens),
+            "tokens_version": self.tokens_version,
+        }  # fmt: skip
+
+    def _resume(self) -> None:
+        saved = load_checkpoint(self.out)
+        if saved is None:
+            dropped = self.store.rollback(0)
+            if dropped:
+                print(f"iris-wm run: {self.out} has episodes but no checkpoint; dropped {dropped} uncommitted shard(s).")
+            self.log.truncate(0)
+            return
+        mine, theirs = _plain(dataclasses.asdict(self.config)), dict(saved["config"])
+        mine.pop("epochs"), theirs.pop("epochs")
+        if mine != theirs:
+            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise ValueError(f"{self.out} holds a run with other settings ({', '.join(changed)} differ): resume it "
+                             "with its own config (only epochs may change) or choose another --out.")  # fmt: skip
+        dropped = self.store.rollback(saved["store_shards"])
+        if dropped:
+            print(f"iris-wm run: rolled back {dropped} shard(s) appended after the last checkpoint.")
+        for name in COMPONENTS:
+            self._trainable(name).load_state_dict(saved["modules"][name])
+            self.optimizers[name].load_state_dict(saved["optimizers"][name])
+            if self.schedulers[name] is not None:
+                self.schedulers[name].load_state_dict(saved["schedulers"][name])
+        self.epoch, self.steps = saved["epoch"], dict(saved["steps"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        self.policy.generator.set_state(saved["rng"]["policy"])
+        self.sampler.bit_generator.state = saved["rng"]["sampler"]
+        restore_env(self.env, saved["env"])
+        self.obs = saved["obs"].numpy().copy()
+        for key, value in saved["episode"].items():
+            setattr(self.episode, key, list(value.numpy()))
+        self.policy.state = saved["policy_state"]
+        self.tokens, self.tokens_version = saved["tokens"].numpy().copy(), saved["tokens_version"]
+        self.log.truncate(self.epoch)
+        print(f"iris-wm run: resumed {self.out} after epoch {self.epoch}.")
+
+    # ------------------------------------------------------------------ the epoch
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc="iris-wm run", unit="epoch")
+        row = {}
+        while self.epoch < cfg.epochs:
+            epoch = self.epoch + 1
+            start = time.perf_counter()
+            row = {"epoch": epoch, **self.collect(epoch)}
+            for name in COMPONENTS:
+                training = getattr(cfg, f"{name}_training")
+                if epoch > training.start_after_epochs and training.steps_per_epoch > 0:
+                    row.update(self.train_component(name, epoch))
+            if cfg.media_every_epochs and epoch % cfg.media_every_epochs == 0:
+                from iris_wm.loop_media import write_media
+
+                write_media(self, epoch)
+            self.epoch = epoch
+            row.update({"seconds": time.perf_counter() - start, **{f"steps/{k}": v for k, v in self.steps.items()}})
+            save_checkpoint(self.out, self.state())
+            self.log.write(row)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("collect/return", "agent/imagined_return")})
+        bar.close()
+        return row
+
+    def collect(self, epoch: int) -> dict:
+        """Real steps with the current policy; finished episodes go to the store in one append."""
+        self.tokenizer.eval()
+        self.modules["agent"].actor_critic.eval()
+        finished = []
+        for i in range(self.config.collection.steps_per_epoch):
+            _maybe_fault(epoch, "collect", i)
+            new = np.array([len(self.episode) == 0])
+            action = int(self.policy.act(self.obs[None], new)[0])
+            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            self.episode.add(self.obs, action, float(reward), bool(terminated), bool(truncated))
+            self.obs = next_obs
+            if terminated or truncated:
+                finished.append(self.episode.to_episode())
+                self.episode = EpisodeBuffer()
+                self.obs, _ = self.env.reset()
+        if finished:
+            self.store.append(finished)
+        returns = [float(e.rewards.sum()) for e in finished]
+        return {"collect/episodes": len(finished), "collect/return": float(np.mean(returns)) if returns else float("nan"),
+                "collect/store_steps": self.store.num_steps}  # fmt: skip
+
+    # ------------------------------------------------------------------ training
+    def train_component(self, name: str, epoch: int) -> dict:
+        training = getattr(self.config, f"{name}_training")
+        module, optimizer, scheduler = self.modules[name], self.optimizers[name], self.schedulers[name]
+        data = self._windows(name)
+        if len(data) == 0:
+            return {f"{name}/skipped": 1.0}
+        if name == "tokenizer" and self.steps[name] == 0:
+            self._init_background(data)
+        if name != "tokenizer":
+            self._refresh_tokens(epoch)
+        module.train()
+        if name == "agent":
+            self.world_model.eval()
+            self.tokenizer.eval()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        history: dict[str, list[torch.Tensor]] = {}
+        for i in range(training.steps_per_epoch):
+            _maybe_fault(epoch, name, i)
+            batch = self._batch(name, data, training.batch_size)
+            with self.fabric.autocast():
+                loss, metrics = module.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            self.fabric.backward(loss)
+            if training.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, training.max_grad_norm)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if name == "agent":
+                module.update_target()
+            self.steps[name] += 1
+            for key, value in metrics.items():
+                history.setdefault(key, []).append(value.detach().float())
+        means = {f"{name}/{k}": float(torch.stack(v).mean()) for k, v in history.items()}
+        if not np.isfinite(means[f"{name}/loss"]):
+            raise FloatingPointError(f"The {name} loss became {means[f'{name}/loss']} in epoch {epoch}; the run stops "
+                                     f"and {self.out / 'checkpoints' / 'last.ckpt'} keeps epoch {self.epoch}. "
+                                     "Lower the learning rate or enable gradient clipping.")  # fmt: skip
+        return means
+
+    def _windows(self, name: str) -> WindowDataset:
+        episodes = np.arange(self.store.num_episodes)
+        if name == "tokenizer":
+            return WindowDataset(self.store, episodes, 1)
+        if name == "world_model":
+            return WindowDataset(self.store, episodes, self.world_model.config.context_steps, "right")
+        return WindowDataset(self.store, episodes, self.config.burn_in, "left", complete=True)
+
+    def _batch(self, name: str, data: WindowDataset, size: int):
+        batch = data.__getitems__(self.sampler.integers(0, len(data), size))
+        if name != "tokenizer":
+            rows = batch.rows.numpy()
+            batch.observations = torch.from_numpy(np.where(rows[..., None] >= 0, self.tokens[np.maximum(rows, 0)], 0))
+        device = self.fabric.device
+        return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device)
+                                             for f in dataclasses.fields(batch)})  # fmt: skip
+
+    @torch.no_grad()
+    def _init_background(self, data: WindowDataset) -> None:
+        module = self.modules["tokenizer"]
+        wanted = module.hparams.init_background_frames
+        if self.tokenizer.background is not None and wanted > 0:
+            rows = self.sampler.choice(data.anchors, min(wanted, len(data)), replace=False)
+            self.tokenizer.init_background(torch.from_numpy(self.store.observations(np.sort(rows))).to(self.fabric.device))
+
+    @torch.no_grad()
+    def _refresh_tokens(self, epoch: int) -> None:
+        """Encode new store rows; re-encode all of them on the cadence when the tokenizer has changed."""
+        stale = self.tokens_version != self.steps["tokenizer"]
+        every = max(1, self.config.reencode_every_epochs)
+        first = 0 if stale and (self.tokens_version < 0 or epoch % every == 0) else len(self.tokens)
+        if first == 0:
+            self.tokens_version = self.steps["tokenizer"]
+        if first >= self.store.num_steps:
+            return
+        self.tokenizer.eval()
+        fresh = []
+        for start in range(first, self.store.num_steps, 256):
+            rows = np.arange(start, min(start + 256, self.store.num_steps))
+            frames = torch.from_numpy(self.store.observations(rows)).to(self.fabric.device)
+            with self.fabric.autocast():
+                fresh.append(self.tokenizer.encode(frames).cpu().numpy())
+        self.tokens = np.concatenate([self.tokens[:first], *fresh])
+
+    def export_agent(self, path: str | Path) -> Path:
+        """Write the agent (actor-critic, world model, tokenizer) as an `iris-wm agent fit` checkpoint, which
+        `iris-wm evaluate --agent` reads."""
+        import lightning
+
+        agent = self.modules["agent"]
+        hparams = dict(agent.hparams, world_model_config=dataclasses.asdict(self.world_model.config),
+                       tokenizer_config=dataclasses.asdict(self.tokenizer.config))  # fmt: skip
+        payload = {"state_dict": agent.state_dict(), "hyper_parameters": hparams,
+                   "pytorch-lightning_version": lightning.__version__, "epoch": self.epoch, "global_step": 0}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, path)
+        return path
+
+
+def _optimizer(module):
+    configured = module.configure_optimizers()
+    if isinstance(configured, dict):
+        return configured["optimizer"], configured.get("lr_scheduler", {}).get("scheduler")
+    return configured, None
+
+
+def _plain(value):
+    """A config as JSON values (tuples as lists), so a saved config compares equal to a parsed one."""
+    return json.loads(json.dumps(value))
+
+
+def _maybe_fault(epoch: int, phase: str, step: int) -> None:
+    """Fault injection for the crash tests: ``IRIS_WM_FAULT=EPOCH:PHASE:STEP`` kills the process (SIGKILL,
+    no clean-up) when the loop reaches that step."""
+    fault = os.environ.get("IRIS_WM_FAULT")
+    if fault and fault == f"{epoch}:{phase}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog="iris-wm run", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", action="config", help="YAML file (configs/run/*.yaml) with any option below.")
+    parser.add_class_arguments(RunConfig, "run", help="The run.")
+    parser.add_argument("--export_agent", type=str, default=None,
+                        help="When done, also write the agent as a checkpoint for `iris-wm evaluate --agent`.")
+    cfg = parser.parse_args(argv)
+    run_config = parser.instantiate_classes(cfg).run
+    loop = OnlineLoop(run_config)
+    row = loop.run()
+    if cfg.export_agent:
+        loop.export_agent(cfg.export_agent)
+    print(json.dumps(row))

@@ -1,0 +1,131 @@
+"""The online loop on the debug config: it runs, and a run killed with SIGKILL resumes to the same state."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iris_wm.data.store import EpisodeStore
+from iris_wm.loop import OnlineLoop, RunConfig
+from iris_wm.loop_state import checkpoint_path, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = REPO / "configs" / "run" / "debug.yaml"
+
+
+def _config(out, **overrides) -> RunConfig:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--config", action="config")
+    parser.add_class_arguments(RunConfig, "run")
+    args = ["--config", str(DEBUG), "--run.out", str(out)]
+    for key, value in overrides.items():
+        args += [f"--run.{key}", str(value)]
+    return parser.instantiate_classes(parser.parse_args(args)).run
+
+
+def _run_killed(out, fault):
+    env = dict(os.environ, IRIS_WM_FAULT=fault, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "iris_wm.cli", "run", "--config", str(DEBUG), "--run.out", str(out)],
+                          env=env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert done.returncode == -9, f"the run was meant to be killed at {fault}:\n{done.stderr[-2000:]}"
+
+
+def _assert_same(a, b, path=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{path} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_same(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a} != {b}"
+
+
+def _metrics(out):
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_state(tmp_path):
+    reference = OnlineLoop(_config(tmp_path / "ref"))
+    reference.run()
+    expected = load_checkpoint(tmp_path / "ref")
+    assert expected["epoch"] == 3 and all(expected["steps"][n] > 0 for n in ("tokenizer", "world_model", "agent"))
+    assert (tmp_path / "ref" / "media" / "reconstructions-0002.png").exists()
+    assert (tmp_path / "ref" / "media" / "imagined-0002.gif").exists()
+
+    out = tmp_path / "crashed"
+    _run_killed(out, "2:collect:10")  # mid-collection: the unfinished episode and the emulator state matter
+    assert load_checkpoint(out)["epoch"] == 1
+    _run_killed(out, "3:world_model:1")  # after epoch 3's episodes were appended: they must be rolled back
+    assert load_checkpoint(out)["epoch"] == 2
+    appended = len(EpisodeStore.open(out / "episodes").manifest["shards"])
+    assert appended == load_checkpoint(out)["store_shards"] + 1, "epoch 3's episodes are in the store, uncommitted"
+    resumed = OnlineLoop(_config(out))
+    resumed.run()
+    _assert_same(load_checkpoint(out), expected | {"config": load_checkpoint(out)["config"]})
+    a, b = EpisodeStore.open(out / "episodes"), EpisodeStore.open(tmp_path / "ref" / "episodes")
+    assert a.num_steps == b.num_steps and a.num_episodes == b.num_episodes
+    rows = np.arange(a.num_steps)
+    np.testing.assert_array_equal(a.observations(rows), b.observations(rows))
+    np.testing.assert_array_equal(a.columns.action, b.columns.action)
+    np.testing.assert_array_equal(a.columns.terminated, b.columns.terminated)
+    assert _metrics(out) == _metrics(tmp_path / "ref")
+
+
+def test_more_epochs_continue_and_other_settings_are_refused(tmp_path):
+    OnlineLoop(_config(tmp_path, epochs=1)).run()
+    loop = OnlineLoop(_config(tmp_path, epochs=2))
+    assert loop.epoch == 1
+    loop.run()
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    with pytest.raises(ValueError, match="seed differ"):
+        OnlineLoop(_config(tmp_path, epochs=2, seed=5))
+
+
+def test_exported_agent_plays_the_real_game(tmp_path):
+    from iris_wm.evaluate import evaluate
+
+    loop = OnlineLoop(_config(tmp_path / "run", epochs=2))
+    loop.run()
+    path = loop.export_agent(tmp_path / "agent.ckpt")
+    result = evaluate(str(tmp_path / "eval.json"), agent=str(path), episodes=2, num_envs=2,
+                      env=_config(tmp_path / "run").env.__class__.evaluation(max_episode_steps=20))  # fmt: skip
+    assert result["lengths"] == [20, 20]
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path):
+    loop = OnlineLoop(_config(tmp_path, epochs=2))
+    loop.run()
+    before = checkpoint_path(tmp_path).read_bytes()
+    loop = OnlineLoop(_config(tmp_path, epochs=3))
+    module = loop.modules["world_model"]
+    original = module.loss
+
+    def poisoned(batch):
+        loss, metrics = original(batch)
+        return loss * float("nan"), {**metrics, "loss": loss * float("nan")}
+
+    module.loss = poisoned
+    with pytest.raises(FloatingPointError, match="keeps epoch 2"):
+        loop.run()
+    assert checkpoint_path(tmp_path).read_bytes() == before
+
+
+def test_a_damaged_checkpoint_is_refused_with_a_fix(tmp_path):
+    OnlineLoop(_config(tmp_path, epochs=1)).run()
+    path = checkpoint_path(tmp_path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="move it away"):
+        OnlineLoop(_config(tmp_path, epochs=2))
