@@ -7,7 +7,11 @@ Stages (each skipped when its output already exists, so an interrupted demo resu
 4. ``iris-wm tokenizer predict``: the token store the world model trains on.
 5. ``iris-wm world-model fit`` and ``validate``: the demo world model (configs/world_model/demo.yaml).
 6. ``iris-wm imagine``: imagined vs real rollouts of held-out episodes and the error per horizon.
-Then ``<out>/report.md`` gathers the figures, the reconstruction grid and the imagined rollouts.
+7. ``iris-wm agent fit``: the demo actor-critic, trained in the world model's imagination
+   (configs/agent/demo.yaml).
+8. ``iris-wm evaluate``: the agent and the random policy on the same seeded episodes of the real game.
+Then ``<out>/report.md`` gathers the figures, the reconstruction grid, the imagined rollouts and the
+learning curves (``<out>/curves.png``).
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def run_stage(stage: str, verb: str, out: Path, data: str, *extra: str, config: str = "demo.yaml"):
     """Run a LightningCLI stage with ``configs/<stage>/<config>``, every path under ``out``."""
-    from iris_wm.training import run_tokenizer_cli, run_world_model_cli
+    from iris_wm.training import run_agent_cli, run_tokenizer_cli, run_world_model_cli
 
-    run = run_tokenizer_cli if stage == "tokenizer" else run_world_model_cli
+    run = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "agent": run_agent_cli}[stage]
     args = [
         verb,
         "--config", str(CONFIGS / stage / config),
@@ -61,7 +65,7 @@ def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
     return float(torch.cat(scores).mean())
 
 
-def run(out: Path, steps: int, seed: int) -> dict:
+def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_steps: int = 2_000) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "summary.json"
     # Stages skipped on a resumed demo keep the timings of the run that did them.
@@ -109,7 +113,23 @@ def run(out: Path, steps: int, seed: int) -> dict:
     imagination = imagine(str(wm_checkpoint), str(checkpoint), str(out / "episodes"), str(tokens),
                           str(out / "imagine"), burn_in=4, horizon=20, num_episodes=8, seed=seed)  # fmt: skip
     timings["imagine"] = time.perf_counter() - start
-    summary = {"metrics": metrics, "imagination": imagination, "timings_s": timings, "checkpoint": str(checkpoint),
+
+    agent_checkpoint = out / "agent" / "checkpoints" / "last.ckpt"
+    if not agent_checkpoint.exists():
+        start = time.perf_counter()
+        run_stage("agent", "fit", out, "tokens", "--seed_everything", str(seed),
+                  "--model.world_model", str(wm_checkpoint), "--model.tokenizer", str(checkpoint))  # fmt: skip
+        timings["agent fit"] = time.perf_counter() - start
+    evaluation = {}
+    for name, policy in (("agent", ["--agent", str(agent_checkpoint)]), ("random", [])):
+        start = time.perf_counter()
+        iris_wm(["evaluate", "--out", str(out / "evaluate" / f"{name}.json"), *policy, "--episodes", str(eval_episodes),
+                 "--num_envs", "8", "--seed", str(1000 + seed), "--env.max_episode_steps", str(eval_max_steps)])
+        evaluation[name] = json.loads((out / "evaluate" / f"{name}.json").read_text())
+        timings[f"evaluate {name}"] = time.perf_counter() - start
+    plot_curves(out)
+    summary = {"metrics": metrics, "imagination": imagination, "evaluation": evaluation, "timings_s": timings,
+               "checkpoint": str(checkpoint),
                "tokens": str(tokens),
                "validation_frames": len(cli.datamodule.val_set), "training_frames": len(cli.datamodule.train_set)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -124,7 +144,8 @@ def write_report(out: Path, summary: dict) -> Path:
     lines = [
         "# iris-wm demo report",
         "",
-        "Breakout, random policy, demo tokenizer (configs/tokenizer/demo.yaml). Reproduce with `make demo`.",
+        "Breakout: random-policy data, the demo tokenizer, world model and actor-critic (configs/*/demo.yaml). "
+        "Reproduce with `make demo`.",
         "",
         "| figure | value |",
         "| --- | --- |",
@@ -160,11 +181,74 @@ def write_report(out: Path, summary: dict) -> Path:
         if strips:
             lines += ["", "Real (top) and imagined (bottom) frames, one column per imagined step:", "",
                       f"![imagined]({strips[0].relative_to(out)})"]  # fmt: skip
+    lines += _evaluation_lines(summary.get("evaluation") or {})
+    if (out / "curves.png").exists():
+        lines += ["", "Learning curves (training losses; per agent step, the mean imagined return of a trajectory, the "
+                  "share of trajectories the world model ends within the horizon, the policy's entropy):", "",
+                  "![learning curves](curves.png)"]  # fmt: skip
     if grids:
         lines += ["", "Originals (top) and reconstructions (bottom) at the last validation:", "",
                   f"![reconstructions]({grids[-1].relative_to(out)})"]  # fmt: skip
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _evaluation_lines(evaluation: dict) -> list[str]:
+    if not evaluation:
+        return []
+    agent, random = evaluation["agent"], evaluation["random"]
+    difference = agent["mean"] - random["mean"]
+    combined = (agent["stderr"] ** 2 + random["stderr"] ** 2) ** 0.5
+    verdict = "beats" if difference > combined else "does not beat"
+    lines = ["", f"## The real game: {agent['episodes']} seeded episodes each ({agent['game']}, no life-loss "
+             f"episodes, at most {agent['env']['max_episode_steps']} steps, agent temperature {agent['temperature']})",
+             "", "| policy | mean return | standard error | human-normalised | mean length (steps) |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, row in (("agent (trained in imagination)", agent), ("random", random)):
+        hns = row["human_normalized"]
+        lines.append(f"| {name} | {row['mean']:.2f} | {row['stderr']:.2f} | "
+                     f"{'n/a' if hns is None else f'{hns:.3f}'} | {sum(row['lengths']) / len(row['lengths']):.0f} |")
+    lines += ["", f"The agent {verdict} the random policy: difference {difference:+.2f}, combined standard error "
+              f"{combined:.2f}."]  # fmt: skip
+    return lines
+
+
+def _csv_rows(folder: Path, key: str) -> list[dict]:
+    """Rows with ``key`` from the CSV log of the run that trained (validate runs log into later versions)."""
+    import csv
+
+    runs = [[r for r in csv.DictReader(f.open()) if r.get(key)] for f in folder.glob("logs/version_*/metrics.csv")]
+    return max(runs, key=len, default=[])
+
+
+def plot_curves(out: Path) -> Path | None:
+    """``curves.png``: tokenizer and world-model training loss, and the agent's imagined return, per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("tokenizer", "train/loss", "tokenizer loss"), ("world_model", "train/loss", "world-model loss"),
+              ("agent", "train/imagined_return", "agent: imagined return"),
+              ("agent", "train/imagined_end_rate", "agent: imagined episode ends"),
+              ("agent", "train/entropy", "agent: policy entropy")]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3))
+    drawn = False
+    for ax, (stage, key, title) in zip(axes, panels, strict=True):
+        rows = _csv_rows(out / stage, key)
+        if rows:
+            ax.plot([int(r["step"]) for r in rows], [float(r[key]) for r in rows])
+            drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 
@@ -174,8 +258,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="Folder for everything the demo writes.")
     parser.add_argument("--steps", type=int, default=10_000, help="Environment steps to collect.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of collection and training.")
+    parser.add_argument("--eval_episodes", type=int, default=16, help="Real-game episodes for the agent and random.")
+    parser.add_argument("--eval_max_steps", type=int, default=2_000, help="Cap on the steps of an evaluation episode.")
     args = parser.parse_args(argv)
-    summary = run(args.out, args.steps, args.seed)
+    summary = run(args.out, args.steps, args.seed, args.eval_episodes, args.eval_max_steps)
     print((args.out / "report.md").read_text())
     print(json.dumps(summary["timings_s"]))
 

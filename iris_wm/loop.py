@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from iris_wm.collect import EpisodeBuffer
 from iris_wm.data.store import EpisodeStore
 from iris_wm.data.windows import WindowDataset
 from iris_wm.env import EnvConfig, env_snapshot, make_env, resolve_game_id, restore_env
+from iris_wm.faults import maybe_fault
 from iris_wm.loop_state import LoopLog, load_checkpoint, save_checkpoint
 from sequence_model.module import WorldModelModule
 from sequence_model.world_model import WorldModelConfig
@@ -74,6 +73,8 @@ class Collection:
     """Probability of a uniformly random action (IRIS: 0.01)."""
     temperature: float = 1.0
     """Sampling temperature of the policy while collecting (IRIS: 1)."""
+    stop_after_epochs: int | None = None
+    """No collection after this epoch (IRIS: 500, i.e. 100k steps; training goes on to the last epoch)."""
 
 
 def _training(start: int, batch: int) -> Training:
@@ -198,7 +199,8 @@ class OnlineLoop:
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items() if s is not None},
             "rng": {"torch": torch.get_rng_state(), "policy": self.policy.generator.get_state(),
-                    "sampler": self.sampler.bit_generator.state},
+                    "sampler": self.sampler.bit_generator.state,
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "env": env_snapshot(self.env), "obs": torch.from_numpy(self.obs.copy()),
             "episode": {k: torch.from_numpy(np.asarray(v)) for k, v in vars(self.episode).items()},
             "policy_state": self.policy.state, "tokens": torch.from_numpy(self.tokens),
@@ -210,7 +212,8 @@ class OnlineLoop:
         if saved is None:
             dropped = self.store.rollback(0)
             if dropped:
-                print(f"iris-wm run: {self.out} has episodes but no checkpoint; dropped {dropped} uncommitted shard(s).")
+                print(f"iris-wm run: {self.out} has episodes but no checkpoint; "
+                      f"dropped {dropped} uncommitted shard(s).")
             self.log.truncate(0)
             return
         mine, theirs = _plain(dataclasses.asdict(self.config)), dict(saved["config"])
@@ -229,6 +232,8 @@ class OnlineLoop:
                 self.schedulers[name].load_state_dict(saved["schedulers"][name])
         self.epoch, self.steps = saved["epoch"], dict(saved["steps"])
         torch.set_rng_state(saved["rng"]["torch"])
+        if saved["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         self.policy.generator.set_state(saved["rng"]["policy"])
         self.sampler.bit_generator.state = saved["rng"]["sampler"]
         restore_env(self.env, saved["env"])
@@ -250,7 +255,8 @@ class OnlineLoop:
         while self.epoch < cfg.epochs:
             epoch = self.epoch + 1
             start = time.perf_counter()
-            row = {"epoch": epoch, **self.collect(epoch)}
+            stop = cfg.collection.stop_after_epochs
+            row = {"epoch": epoch, **(self.collect(epoch) if stop is None or epoch <= stop else {})}
             for name in COMPONENTS:
                 training = getattr(cfg, f"{name}_training")
                 if epoch > training.start_after_epochs and training.steps_per_epoch > 0:
@@ -287,8 +293,8 @@ class OnlineLoop:
         if finished:
             self.store.append(finished)
         returns = [float(e.rewards.sum()) for e in finished]
-        return {"collect/episodes": len(finished), "collect/return": float(np.mean(returns)) if returns else float("nan"),
-                "collect/store_steps": self.store.num_steps}  # fmt: skip
+        mean = float(np.mean(returns)) if returns else float("nan")
+        return {"collect/episodes": len(finished), "collect/return": mean, "collect/store_steps": self.store.num_steps}
 
     # ------------------------------------------------------------------ training
     def train_component(self, name: str, epoch: int) -> dict:
@@ -404,11 +410,8 @@ def _plain(value):
 
 
 def _maybe_fault(epoch: int, phase: str, step: int) -> None:
-    """Fault injection for the crash tests: ``IRIS_WM_FAULT=EPOCH:PHASE:STEP`` kills the process (SIGKILL,
-    no clean-up) when the loop reaches that step."""
-    fault = os.environ.get("IRIS_WM_FAULT")
-    if fault and fault == f"{epoch}:{phase}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    """``IRIS_WM_FAULT=EPOCH:PHASE:STEP`` kills the run there (iris_wm.faults)."""
+    maybe_fault(f"{epoch}:{phase}:{step}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,7 +95,8 @@ class TokenEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2 or tokens.shape[1] != self.K or tokens.is_floating_point():
-            raise ValueError(f"The actor-critic reads token ids (B, {self.K}); got {tokens.dtype} {tuple(tokens.shape)}.")
+            raise ValueError(f"The actor-critic reads token ids (B, {self.K}); "
+                             f"got {tokens.dtype} {tuple(tokens.shape)}.")
         x = self.embedding(tokens.long()) + self.slot  # (B, K, E)
         return self.project(rearrange(x, "b k e -> b (k e)"))
 

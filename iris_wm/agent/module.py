@@ -20,7 +20,6 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from lightning import LightningModule
 
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig, State

@@ -50,8 +50,8 @@ def test_tokenizer_verbs_have_help(verb, capsys):
 
 
 AGENT_CONFIGS = sorted((REPO / "configs" / "agent").glob("*.yaml"))
-CONFIGS = [(run_tokenizer_cli, c) for c in TOKENIZER_CONFIGS] + [(run_world_model_cli, c) for c in WORLD_MODEL_CONFIGS] \
-    + [(run_agent_cli, c) for c in AGENT_CONFIGS]
+CONFIGS = ([(run_tokenizer_cli, c) for c in TOKENIZER_CONFIGS] + [(run_world_model_cli, c) for c in WORLD_MODEL_CONFIGS]
+           + [(run_agent_cli, c) for c in AGENT_CONFIGS])
 
 
 @pytest.mark.parametrize("run, config", CONFIGS, ids=lambda x: getattr(x, "name", ""))

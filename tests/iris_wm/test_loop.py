@@ -129,3 +129,22 @@ def test_a_damaged_checkpoint_is_refused_with_a_fix(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ValueError, match="move it away"):
         OnlineLoop(_config(tmp_path, epochs=2))
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs" / "run").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_run_config_parses(config):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--config", action="config")
+    parser.add_class_arguments(RunConfig, "run")
+    run = parser.instantiate_classes(parser.parse_args(["--config", str(config)])).run
+    assert run.epochs > 0 and run.collection.steps_per_epoch > 0
+
+
+def test_unknown_run_keys_are_refused(tmp_path, capsys):
+    from iris_wm.loop import main
+
+    with pytest.raises(SystemExit):
+        main(["--config", str(DEBUG), "--run.collection.stepz", "3"])
+    assert "stepz" in capsys.readouterr().err
