@@ -11,7 +11,7 @@ counters, every random generator, the emulator's state and the unfinished episod
 number of store shards it has seen. Episodes are appended to the store once per epoch, before the
 checkpoint; on resume, shards the checkpoint does not know of (an epoch that crashed after appending) are
 rolled back and collected again, identically. A resumed run so reaches the state of an uninterrupted one,
-bitwise on CPU (tests/iris_wm/test_loop.py kills a run with SIGKILL mid-epoch and compares).
+bitwise on CPU (tests/reliability/test_loop_faults.py kills a run with SIGKILL mid-epoch and compares).
 
 The world model and the agent read tokens from a cache of the whole store: new rows are encoded as they
 arrive, and everything is re-encoded with the current tokenizer every ``reencode_every_epochs`` epochs in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -20,9 +21,13 @@ def save_checkpoint(out: Path, state: dict) -> Path:
     path = checkpoint_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    # Serialise in memory first: torch.save reports a failed write as a RuntimeError of its zip writer, while
+    # a plain write raises OSError with the reason (disk full, read-only).
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     try:
         with open(partial, "wb") as f:
-            torch.save(state, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI
 
 from iris_wm.data.datamodule import StoreDataModule
 from iris_wm.data.token_writer import TokenStoreWriter
+from iris_wm.faults import maybe_fault
 from sequence_model.gpt import GPTConfig
 from sequence_model.module import WorldModelModule
 from sequence_model.world_model import WorldModelConfig
@@ -26,14 +28,43 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+class ResumeState(Callback):
+    """Saves the global random state in each checkpoint and restores it on resume, so dropout and sampling
+    continue as in an uninterrupted run (Lightning restores weights, optimisers and counters, not RNGs).
+    With :class:`~iris_wm.data.datamodule.ResumableRandomSampler` a resumed fit is bitwise the same on CPU."""
+
+    def state_dict(self) -> dict:
+        return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                else []}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"]:
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class FaultInjection(Callback):
+    """``IRIS_WM_FAULT=<stage>:<step>`` kills the process after that optimiser step (the crash tests)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        maybe_fault(f"{self.stage}:{trainer.global_step}")
+
+
 class StageCLI(LightningCLI):
     """LightningCLI limited to the verbs a stage supports (no `test`: validation data plays that role)."""
 
     verbs: tuple[str, ...] = ("fit", "validate", "predict")
+    stage = "stage"
 
     @classmethod
     def subcommands(cls) -> dict[str, set[str]]:
         return {k: v for k, v in LightningCLI.subcommands().items() if k in cls.verbs}
+
+    def before_fit(self) -> None:
+        self.trainer.callbacks.extend([ResumeState(), FaultInjection(self.stage)])
 
     def before_instantiate_classes(self) -> None:
         # bf16 configs are written for CPUs with bf16 hardware; where it would be emulated, train in fp32.
@@ -46,12 +77,15 @@ class StageCLI(LightningCLI):
 
 
 class TokenizerCLI(StageCLI):
+    stage = "tokenizer"
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(TokenStoreWriter, "token_writer")
 
 
 class WorldModelCLI(StageCLI):
     verbs = ("fit", "validate")
+    stage = "world_model"
 
     def add_arguments_to_parser(self, parser) -> None:
         # Windows are as long as the context; sizes that come from the data are read from the token store.
@@ -62,6 +96,7 @@ class WorldModelCLI(StageCLI):
 
 class AgentCLI(StageCLI):
     verbs = ("fit",)
+    stage = "agent"
 
     def add_arguments_to_parser(self, parser) -> None:
         # Burn-in windows are served whole from the token store; its sizes are linked, not typed.

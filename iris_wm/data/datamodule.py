@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from iris_wm.data.store import EpisodeStore, StepStore, TokenStore, Verify
 from iris_wm.data.windows import Pad, WindowDataset, collate_batch, split_episodes
@@ -20,6 +20,30 @@ def open_store(root: str | Path, verify: Verify = "checksum") -> StepStore:
     manifest = Path(root) / "manifest.json"
     kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
     return (TokenStore if kind == "tokens" else EpisodeStore).open(root, verify=verify)
+
+
+class ResumableRandomSampler(Sampler[int]):
+    """A shuffled order that is a function of (seed, epoch) and starts past the batches already trained on.
+
+    ``position()`` is read when iteration begins (the generator's body runs at the first ``next``, after
+    Lightning has restored its counters from a checkpoint), so a run resumed mid-epoch continues with the
+    very batch the interrupted run would have trained on next.
+    """
+
+    def __init__(self, size: int, seed: int, batch_size: int, position):
+        self.size, self.seed, self.batch_size, self.position = size, seed, batch_size, position
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        epoch, batches_done = self.position()
+        # The order of torch's RandomSampler with a generator seeded once (which draws two permutations per
+        # epoch and yields the first), so an uninterrupted run trains on exactly the batches it did before.
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(2 * epoch + 1):
+            order = torch.randperm(self.size, generator=generator)
+        yield from order[batches_done * self.batch_size:].tolist()
 
 
 class StoreDataModule(L.LightningDataModule):
@@ -93,16 +117,29 @@ class StoreDataModule(L.LightningDataModule):
         return int(self._token_store().manifest["settings"]["vocab_size"])
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.shuffle_seed) if shuffle else None
+        sampler = ResumableRandomSampler(len(dataset), self.hparams.shuffle_seed, self.hparams.batch_size,
+                                         self._position) if shuffle else None  # fmt: skip
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
+            # Each new iterator draws a base seed; from its own generator it leaves the global random state
+            # (dropout, sampling in imagination) alone, so validations do not shift a resumed run's stream.
+            generator=torch.Generator().manual_seed(self.hparams.shuffle_seed),
             collate_fn=collate_batch,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def _position(self) -> tuple[int, int]:
+        """(epoch, batches of it already trained on), from the trainer's restored counters."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 0
+        done = trainer.global_step * trainer.accumulate_grad_batches
+        per_epoch = trainer.num_training_batches
+        start = done - trainer.current_epoch * per_epoch if per_epoch not in (0, float("inf")) else 0
+        return trainer.current_epoch, max(0, int(start))
 
     def train_dataloader(self) -> DataLoader:
         if len(self.train_set) == 0:

@@ -1,0 +1,57 @@
+"""A full disk, simulated for real with RLIMIT_FSIZE (writes past the limit fail with EFBIG): a clear error,
+and the store and the last checkpoint stay as they were."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from iris_wm.data.store import EpisodeStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent("""
+    import resource, signal, sys
+    import numpy as np, torch
+    sys.path.insert(0, "tests")
+    from helpers.counting import counting_episode
+    from iris_wm.data.store import EpisodeStore, StoreError
+    from iris_wm.loop_state import save_checkpoint
+
+    root = sys.argv[1]
+    store = EpisodeStore.create(root + "/store", EpisodeStore.frame_spec(8), 4, {"env": "counting"})
+    store.append([counting_episode(0, 20, size=8)])
+    save_checkpoint(root + "/run", {"format": 1, "weights": torch.zeros(10)})
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+    try:
+        store.append([counting_episode(1, 500, size=8)])
+    except StoreError as error:
+        print("STORE:", error)
+    try:
+        save_checkpoint(root + "/run", {"format": 1, "weights": torch.zeros(100_000)})
+    except OSError as error:
+        print("CHECKPOINT:", error)
+""")
+
+
+def test_a_full_disk_gives_a_clear_error_and_loses_nothing(tmp_path):
+    import torch
+
+    from iris_wm.loop_state import load_checkpoint
+
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    store_line = next(line for line in done.stdout.splitlines() if line.startswith("STORE:"))
+    assert "File too large" in store_line and "The store is unchanged" in store_line and "free disk space" in store_line
+    checkpoint_line = next(line for line in done.stdout.splitlines() if line.startswith("CHECKPOINT:"))
+    assert "the previous checkpoint is kept" in checkpoint_line and "Free disk space" in checkpoint_line
+    store = EpisodeStore.open(tmp_path / "store")  # every shard's checksum is verified on opening
+    assert (store.num_episodes, store.num_steps) == (1, 20)
+    assert not [p.name for p in (tmp_path / "store").rglob(".tmp-*")], "no temporary file is left behind"
+    np.testing.assert_array_equal(store.columns.action, np.arange(20) % 4)
+    state = load_checkpoint(tmp_path / "run")
+    assert torch.equal(state["weights"], torch.zeros(10))
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.partial"))

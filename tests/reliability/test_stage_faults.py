@@ -1,0 +1,78 @@
+"""kill -9 in the middle of each Lightning stage (tokenizer, world model, agent), then ``--ckpt_path last``:
+the resumed fit ends with exactly the weights and optimiser state of an uninterrupted one (bitwise, CPU)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from iris_wm.cli import main as iris_wm
+from iris_wm.training import run_agent_cli, run_tokenizer_cli, run_world_model_cli
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+COMMANDS = {"tokenizer": "tokenizer", "world_model": "world-model", "agent": "agent"}
+RUNNERS = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "agent": run_agent_cli}
+
+
+def _args(stage, root, out, *extra):
+    data = "episodes" if stage == "tokenizer" else "tokens"
+    return ["fit", "--config", str(CONFIGS / stage / "debug.yaml"), "--data.root", str(root / data),
+            "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
+            "--trainer.callbacks.init_args.dirpath", str(out / "ckpt"),
+            "--trainer.callbacks.init_args.every_n_train_steps", "2", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Episodes, a debug tokenizer, its token store and a debug world model."""
+    root = tmp_path_factory.mktemp("pipeline")
+    iris_wm(["collect", "--out", str(root / "episodes"), "--steps", "200", "--env.max_episode_steps", "40"])
+    run_tokenizer_cli(_args("tokenizer", root, root / "tok"))
+    run_tokenizer_cli(["predict", "--config", str(CONFIGS / "tokenizer/debug.yaml"), "--data.root",
+                       str(root / "episodes"), "--ckpt_path", str(root / "tok" / "ckpt" / "last.ckpt"),
+                       "--trainer.logger", "false", "--token_writer.output", str(root / "tokens")])  # fmt: skip
+    run_world_model_cli(_args("world_model", root, root / "wm"))
+    return root
+
+
+def _extra(stage, root):
+    if stage != "agent":
+        return []
+    return ["--model.world_model", str(root / "wm" / "ckpt" / "last.ckpt"),
+            "--model.tokenizer", str(root / "tok" / "ckpt" / "last.ckpt"), "--trainer.max_steps", "6"]
+
+
+def _state(path):
+    saved = torch.load(path, weights_only=True)
+    return saved["global_step"], saved["state_dict"], saved["optimizer_states"]
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "world_model", "agent"])
+def test_a_stage_killed_mid_fit_resumes_to_the_uninterrupted_result(pipeline, stage, tmp_path):
+    extra = _extra(stage, pipeline)
+    RUNNERS[stage](_args(stage, pipeline, tmp_path / "ref", *extra))
+    out = tmp_path / "crashed"
+    command = [sys.executable, "-m", "iris_wm.cli", COMMANDS[stage], *_args(stage, pipeline, out, *extra)]
+    env = dict(os.environ, IRIS_WM_FAULT=f"{stage}:5", OMP_NUM_THREADS="1")
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert _state(out / "ckpt" / "last.ckpt")[0] == 4, "the last checkpoint before the crash is step 4's"
+    RUNNERS[stage](_args(stage, pipeline, out, *extra, "--ckpt_path", "last"))
+    reference, resumed = _state(tmp_path / "ref" / "ckpt" / "last.ckpt"), _state(out / "ckpt" / "last.ckpt")
+    assert reference[0] == resumed[0] == 6
+    assert _same(reference[1], resumed[1]), "weights differ from the uninterrupted fit"
+    assert _same(reference[2], resumed[2]), "optimiser state differs from the uninterrupted fit"
