@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv test test-slow lint demo bench scaling clean
+.PHONY: venv test test-slow lint demo bench bench-memory scaling clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ demo: $(STAMP)  ## collect Breakout, train the demo tokenizer, write runs/demo/r
 
 bench: $(STAMP)  ## throughput benchmarks -> docs/benchmarks.json and docs/BENCHMARKS.md
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run.py --json docs/benchmarks.json --markdown docs/BENCHMARKS.md
+
+bench-memory: $(STAMP)  ## peak memory of sampling from a 1M-frame store (12 GB on disk) -> docs/store_memory.json
+	$(PY) benchmarks/store_memory.py --json docs/store_memory.json
 
 scaling: $(STAMP)  ## collect and encode Breakout, sweep, fit, report -> runs/scaling/cpu_default/report.md
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli scaling run --spec configs/scaling/cpu_default.yaml --workers 2

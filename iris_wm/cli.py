@@ -29,6 +29,7 @@ commands:
                (iris-wm agent fit --config configs/agent/demo.yaml --model.world_model ... --model.tokenizer ...)
   evaluate     play episodes of the real game with an agent (or the random policy), returns to JSON
   aggregate    mean, median and interquartile mean of human-normalised scores over games and seeds
+  push-to-hub  export a checkpoint as a pretrained folder with a model card, and push it (or a store) to the Hub
   run          the online IRIS loop: collect, train tokenizer, world model and agent in turn, resumable
                (iris-wm run --config configs/run/demo.yaml)
   scaling      sweep model and data size, fit scaling laws with intervals, report
@@ -142,6 +143,53 @@ def _aggregate(argv: list[str]) -> None:
         open(args.out, "w").write(json.dumps(summary, indent=1))
 
 
+def _push_to_hub(argv: list[str]) -> None:
+    import argparse
+    import json
+
+    from iris_wm.hub import CardInfo, export_checkpoint, push_to_hub
+
+    parser = argparse.ArgumentParser(prog="iris-wm push-to-hub", description="Export a stage's checkpoint as a "
+                                     "pretrained folder (config.json, model.safetensors, model card) and push it to "
+                                     "the Hub; or push an episode/token store as a dataset. The token comes from "
+                                     "HF_TOKEN or `hf auth login`.")  # fmt: skip
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="A .ckpt of `iris-wm tokenizer|world-model|agent fit`.")
+    source.add_argument("--store", help="An episode or token store folder, pushed as a dataset repository.")
+    parser.add_argument("--out", help="Folder for the exported model (kept; default: a folder beside the checkpoint).")
+    parser.add_argument("--repo_id", help="owner/name on the Hub; without it the model is only exported.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--results", nargs="*", default=[], help="`iris-wm evaluate` JSON files shown in the card.")
+    parser.add_argument("--environment", help="The game, for the card (default: from the results).")
+    parser.add_argument("--dataset", help="Hub id of the training data, for the card.")
+    parser.add_argument("--command", help="The command that reproduces the card's figures.")
+    args = parser.parse_args(argv)
+    if args.store:
+        from iris_wm.data.hub_store import push_store
+
+        if not args.repo_id:
+            raise SystemExit("iris-wm push-to-hub: --store needs --repo_id.")
+        print(push_store(args.store, args.repo_id, private=args.private))
+        return
+    metrics, environment = {}, args.environment
+    for path in args.results:
+        result = json.loads(open(path).read())
+        label = "random policy" if result["policy"] == "random" else "agent"
+        metrics[f"{label}: mean return ({result['episodes']} episodes)"] = result["mean"]
+        metrics[f"{label}: standard error"] = result["stderr"]
+        if result.get("human_normalized") is not None:
+            metrics[f"{label}: human-normalised score"] = result["human_normalized"]
+        environment = environment or result["game"]
+    card = CardInfo(environment=environment, dataset=args.dataset, metrics=metrics, command=args.command)
+    from pathlib import Path
+
+    out = args.out or str(Path(args.checkpoint).with_suffix("")) + "-pretrained"
+    kind, folder = export_checkpoint(args.checkpoint, out, card)
+    print(f"exported the {kind} to {folder}")
+    if args.repo_id:
+        print(push_to_hub(folder, args.repo_id, private=args.private))
+
+
 def _run_loop(argv: list[str]) -> None:
     from iris_wm.loop import main as loop
 
@@ -162,6 +210,7 @@ def _scaling(argv: list[str]) -> None:
 
 COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "world-model": _world_model,
             "imagine": _imagine, "agent": _agent, "evaluate": _evaluate, "aggregate": _aggregate, "run": _run_loop,
+            "push-to-hub": _push_to_hub,
             "scaling": _scaling}
 
 

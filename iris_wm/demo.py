@@ -10,6 +10,7 @@ Stages (each skipped when its output already exists, so an interrupted demo resu
 7. ``iris-wm agent fit``: the demo actor-critic, trained in the world model's imagination
    (configs/agent/demo.yaml).
 8. ``iris-wm evaluate``: the agent and the random policy on the same seeded episodes of the real game.
+9. ``iris-wm push-to-hub`` without a repository: the agent exported as a pretrained folder with its card.
 Then ``<out>/report.md`` gathers the figures, the reconstruction grid, the imagined rollouts and the
 learning curves (``<out>/curves.png``).
 """
@@ -127,6 +128,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
                  "--num_envs", "8", "--seed", str(1000 + seed), "--env.max_episode_steps", str(eval_max_steps)])
         evaluation[name] = json.loads((out / "evaluate" / f"{name}.json").read_text())
         timings[f"evaluate {name}"] = time.perf_counter() - start
+    export_pretrained(out, agent_checkpoint)
     plot_curves(out)
     summary = {"metrics": metrics, "imagination": imagination, "evaluation": evaluation, "timings_s": timings,
                "checkpoint": str(checkpoint),
@@ -167,6 +169,11 @@ def write_report(out: Path, summary: dict) -> Path:
         f"| world model: held-out termination F1 | {wm.get('termination_f1', nan):.3f} |",
     ]
     lines += [f"| time: {stage} (s) | {seconds:.0f} |" for stage, seconds in summary["timings_s"].items()]
+    if (out / "pretrained" / "agent.json").exists():
+        lines += ["", "The agent as a pretrained folder (tokenizer, world model, actor-critic as safetensors, with a "
+                  "model card): `pretrained/`. Load it with `iris_wm.hub.load_agent`, evaluate it with "
+                  "`iris-wm evaluate --agent runs/demo/pretrained`, push it with "
+                  "`iris-wm push-to-hub --checkpoint runs/demo/agent/checkpoints/last.ckpt --repo_id OWNER/NAME`."]
     imagination = summary.get("imagination")
     if imagination:
         lines += ["", f"## Imagination: {imagination['episodes']} held-out windows, {imagination['burn_in']} real "
@@ -192,6 +199,14 @@ def write_report(out: Path, summary: dict) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def export_pretrained(out: Path, agent_checkpoint: Path) -> Path:
+    """The trained agent as a pretrained folder (safetensors, configs, a model card with the evaluation)."""
+    iris_wm(["push-to-hub", "--checkpoint", str(agent_checkpoint), "--out", str(out / "pretrained"),
+             "--results", str(out / "evaluate" / "agent.json"), str(out / "evaluate" / "random.json"),
+             "--command", "make demo"])  # fmt: skip
+    return out / "pretrained"
 
 
 def _evaluation_lines(evaluation: dict) -> list[str]:

@@ -18,11 +18,19 @@ REPORTED_HORIZONS = (1, 5, 10, 20)
 
 
 def load_models(world_model: str | Path, tokenizer: str | Path):
-    """Frozen world model and tokenizer from Lightning checkpoints (read with ``weights_only=True``)."""
+    """Frozen world model and tokenizer, each from a Lightning checkpoint (read with ``weights_only=True``), a
+    folder written by save_pretrained, or a Hub repository id."""
     import iris_wm.training  # noqa: F401  (registers our config classes as safe to load)
+    from iris_wm.hub import from_pretrained
 
-    wm = WorldModelModule.load_from_checkpoint(world_model, map_location="cpu", weights_only=True).world_model
-    tok = TokenizerModule.load_from_checkpoint(tokenizer, map_location="cpu", weights_only=True).tokenizer
+    if Path(world_model).is_file():
+        wm = WorldModelModule.load_from_checkpoint(world_model, map_location="cpu", weights_only=True).world_model
+    else:
+        wm = from_pretrained(world_model, "world_model")
+    if Path(tokenizer).is_file():
+        tok = TokenizerModule.load_from_checkpoint(tokenizer, map_location="cpu", weights_only=True).tokenizer
+    else:
+        tok = from_pretrained(tokenizer, "tokenizer")
     if (tok.vocab_size, tok.tokens_per_frame) != (wm.config.vocab_size, wm.config.tokens_per_frame):
         raise ValueError(
             f"The tokenizer ({tok.vocab_size} codes, {tok.tokens_per_frame} tokens per frame) does not match the "

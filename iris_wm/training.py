@@ -43,6 +43,24 @@ class ResumeState(Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class FiniteLoss(Callback):
+    """Stops training at the first NaN or infinite loss, before the backward pass can spoil the weights, so
+    the last checkpoint on disk is still a good one."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if not bool(torch.isfinite(loss.detach())):
+            folder = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else trainer.default_root_dir
+            raise FloatingPointError(
+                f"The {self.stage} loss became {float(loss):.4g} at step {trainer.global_step}; training stopped "
+                f"before updating the weights, and the last good checkpoint is in {folder}. Lower the learning "
+                "rate, enable gradient clipping (--trainer.gradient_clip_val), or use fp32 "
+                "(--trainer.precision 32-true), then resume with --ckpt_path last."
+            )
+
+
 class FaultInjection(Callback):
     """``IRIS_WM_FAULT=<stage>:<step>`` kills the process after that optimiser step (the crash tests)."""
 
@@ -64,6 +82,7 @@ class StageCLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in cls.verbs}
 
     def before_fit(self) -> None:
+        self.trainer.callbacks[:0] = [FiniteLoss(self.stage)]
         self.trainer.callbacks.extend([ResumeState(), FaultInjection(self.stage)])
 
     def before_instantiate_classes(self) -> None:

@@ -147,7 +147,11 @@ class StepStore:
             raise StoreError(f"{root} already holds a store; open it with {cls.__name__}.open(...) instead.")
         if root.exists() and any(root.iterdir()):
             raise StoreError(f"{root} exists and is not empty: choose a new folder for the store.")
-        (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"Cannot create the store folder {root} ({err.strerror or err}): choose a folder you "
+                             "can write to.") from err
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": cls.kind,

@@ -162,6 +162,21 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
         result = json.loads((tmp_path / f"{name}.json").read_text())
         assert len(result["returns"]) == 3 and all(n <= 30 for n in result["lengths"])
         assert result["human_normalized"] == pytest.approx((result["mean"] - 1.7) / (30.5 - 1.7))
+    # The agent as a pretrained folder (safetensors + card): evaluating it plays exactly the same games.
+    iris_wm(["push-to-hub", "--checkpoint", str(agent_checkpoint), "--out", str(tmp_path / "pretrained"),
+             "--results", str(tmp_path / "agent.json"), str(tmp_path / "random.json"), "--command", "make demo"])
+    card = (tmp_path / "pretrained" / "README.md").read_text()
+    assert "library_name: iris-wm" in card and "agent: mean return (3 episodes)" in card
+    iris_wm(["evaluate", "--out", str(tmp_path / "pretrained.json"), "--agent", str(tmp_path / "pretrained"),
+             "--episodes", "3", "--num_envs", "2", "--env.max_episode_steps", "30"])  # fmt: skip
+    again = json.loads((tmp_path / "pretrained.json").read_text())
+    assert again["returns"] == json.loads((tmp_path / "agent.json").read_text())["returns"]
+    iris_wm(["imagine", "--world_model", str(tmp_path / "pretrained" / "world_model"), "--tokenizer",
+             str(tmp_path / "pretrained" / "tokenizer"), "--episodes", str(tmp_path / "episodes"), "--tokens",
+             str(tmp_path / "tokens"), "--out", str(tmp_path / "imagine-pretrained"), "--burn_in", "2",
+             "--horizon", "3", "--num_episodes", "2"])  # fmt: skip
+    assert json.loads((tmp_path / "imagine-pretrained" / "metrics.json").read_text())["per_horizon"] == \
+        metrics["per_horizon"]
     with pytest.raises(ValueError, match="actions but ALE/Pong-v5 has"):
         iris_wm(["evaluate", "--out", str(tmp_path / "pong.json"), "--agent", str(agent_checkpoint),
                  "--env.game", "Pong", "--episodes", "1"])  # fmt: skip

@@ -37,6 +37,16 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def test_an_unwritable_output_folder_gives_a_clear_error():
+    import pytest
+
+    from iris_wm.data.store import StoreError
+
+    # /proc accepts no new folders, even for root (for whom permission bits do not stop writes).
+    with pytest.raises(StoreError, match="Cannot create the store folder /proc/iris-wm-test.*folder you can write"):
+        EpisodeStore.create("/proc/iris-wm-test/store", EpisodeStore.frame_spec(8), 4, {})
+
+
 def test_a_full_disk_gives_a_clear_error_and_loses_nothing(tmp_path):
     import torch
 

@@ -120,6 +120,11 @@ def test_size_mismatches_are_refused():
     config = ActorCriticConfig(num_actions=A, observation="tokens", vocab_size=V * 2, tokens_per_frame=K)
     with pytest.raises(ValueError, match="link the sizes"):
         ActorCriticModule(config, world_model_config=asdict(wm_config()), tokenizer_config=asdict(tok_config()))
+    other = asdict(tok_config())
+    other["quantizer"]["codebook_size"] = V * 2
+    config = ActorCriticConfig(num_actions=A, observation="tokens", vocab_size=V, tokens_per_frame=K)
+    with pytest.raises(ValueError, match="tokenizer whose token store the world model was trained on"):
+        ActorCriticModule(config, world_model_config=asdict(wm_config()), tokenizer_config=other)
     with pytest.raises(ValueError, match="uint8"):
         ActorCritic(ActorCriticConfig(frame_size=16, channels=(4, 4)))(torch.zeros(1, 3, 16, 16),
                                                                         ActorCritic().initial_state(1))
