@@ -248,8 +248,12 @@ class StepStore:
             raise StoreError(f"Shard {path} cannot be read as Arrow ({err}); it is damaged.") from err
         if table.num_rows != shard.rows or not table.schema.equals(self.schema(), check_metadata=False):
             raise StoreError(f"Shard {path} does not have the rows or columns its manifest records.")
-        values = table.column(self.spec.name).combine_chunks().values
-        obs = values.to_numpy(zero_copy_only=True).reshape(table.num_rows, *self.spec.shape)
+        # A shard is one record batch: take its chunk as it is. combine_chunks() copies even a single chunk into
+        # anonymous memory, which held every frame of the store in RAM (a 1M-frame store was OOM-killed at
+        # 12 GB; benchmarks/store_memory.py).
+        column = table.column(self.spec.name)
+        array = column.chunk(0) if column.num_chunks == 1 and column.chunk(0).offset == 0 else column.combine_chunks()
+        obs = array.values.to_numpy(zero_copy_only=True).reshape(table.num_rows, *self.spec.shape)
         return table, obs
 
     def _refresh_episode_table(self) -> None:
