@@ -74,18 +74,25 @@ def _tokenizer(argv: list[str]) -> None:
     run_tokenizer_cli(argv)
 
 
-def _imagine(argv: list[str]) -> None:
+def _function_arguments(function, prog: str, argv: list[str]) -> dict:
+    """Parse ``argv`` into the keyword arguments of ``function`` (its signature and docstring give the options;
+    ``--config`` reads them from YAML), with dataclass arguments instantiated."""
     from jsonargparse import ArgumentParser
 
-    from iris_wm.imagine import imagine
-
-    parser = ArgumentParser(prog="iris-wm imagine", description=imagine.__doc__.split("\n")[0])
+    parser = ArgumentParser(prog=prog, description=function.__doc__.split("\n")[0])
     parser.add_argument("--config", action="config", help="YAML file with any of the options below.")
-    parser.add_function_arguments(imagine)
+    parser.add_function_arguments(function)
     cfg = parser.parse_args(argv)
     cfg.pop("config", None)
-    metrics = imagine(**cfg.as_dict())
-    print(f"{metrics['episodes']} held-out windows imagined; strips, GIFs and metrics.json in {cfg.out}")
+    return parser.instantiate_classes(cfg).as_dict()
+
+
+def _imagine(argv: list[str]) -> None:
+    from iris_wm.imagine import imagine
+
+    kwargs = _function_arguments(imagine, "iris-wm imagine", argv)
+    metrics = imagine(**kwargs)
+    print(f"{metrics['episodes']} held-out windows imagined; strips, GIFs and metrics.json in {kwargs['out']}")
     for h, row in metrics["reported"].items():
         print(f"  {h}: token accuracy {row['token_accuracy']:.3f}, frame PSNR {row['frame_psnr']:.2f} dB")
 
@@ -97,21 +104,14 @@ def _agent(argv: list[str]) -> None:
 
 
 def _evaluate(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
-
     from iris_wm.evaluate import evaluate
 
-    parser = ArgumentParser(prog="iris-wm evaluate", description=evaluate.__doc__.split("\n")[0])
-    parser.add_argument("--config", action="config", help="YAML file with any of the options below.")
-    parser.add_function_arguments(evaluate)
-    cfg = parser.parse_args(argv)
-    cfg.pop("config", None)
-    cfg = parser.instantiate_classes(cfg)
-    result = evaluate(**cfg.as_dict())
+    kwargs = _function_arguments(evaluate, "iris-wm evaluate", argv)
+    result = evaluate(**kwargs)
     hns = result["human_normalized"]
     print(f"{result['game']}, {result['policy']}: mean return {result['mean']:.2f} +- {result['stderr']:.2f} "
           f"(standard error, {result['episodes']} episodes)" + (f", human-normalised {hns:.3f}" if hns is not None
-                                                                else "") + f"; written to {cfg.out}")
+                                                                else "") + f"; written to {kwargs['out']}")
 
 
 def _aggregate(argv: list[str]) -> None:

@@ -414,7 +414,8 @@ def _maybe_fault(epoch: int, phase: str, step: int) -> None:
     maybe_fault(f"{epoch}:{phase}:{step}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser():
+    """The parser of `iris-wm run`: ``--config`` YAML, every field of :class:`RunConfig` under ``--run.``."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(prog="iris-wm run", description=__doc__.split("\n")[0])
@@ -422,6 +423,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_class_arguments(RunConfig, "run", help="The run.")
     parser.add_argument("--export_agent", type=str, default=None,
                         help="When done, also write the agent as a checkpoint for `iris-wm evaluate --agent`.")
+    return parser
+
+
+def parse_run_config(argv: list[str]) -> RunConfig:
+    """A :class:`RunConfig` from command-line arguments (as `iris-wm run` reads them)."""
+    parser = build_parser()
+    return parser.instantiate_classes(parser.parse_args(argv)).run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     cfg = parser.parse_args(argv)
     run_config = parser.instantiate_classes(cfg).run
     loop = OnlineLoop(run_config)

@@ -17,7 +17,7 @@ the live models it trains instead (:meth:`attach`).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from lightning import LightningModule
@@ -126,8 +126,8 @@ class ActorCriticModule(LightningModule):
             raise ValueError(f"burn_in and horizon must be at least 1; got {burn_in} and {self.objective.horizon}.")
         wm, tok = self._frozen_models(world_model, tokenizer, world_model_config, tokenizer_config)
         self.save_hyperparameters()
-        self.hparams.world_model_config = _as_dict(wm.config) if wm is not None else None
-        self.hparams.tokenizer_config = _as_dict(tok.config) if tok is not None else None
+        self.hparams.world_model_config = asdict(wm.config) if wm is not None else None
+        self.hparams.tokenizer_config = asdict(tok.config) if tok is not None else None
         self.actor_critic = ActorCritic(config)
         self.target_critic = None
         if self.objective.target_critic_decay is not None:
@@ -298,8 +298,3 @@ class ActorCriticModule(LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.actor_critic.parameters(), lr=self.hparams.learning_rate)
 
-
-def _as_dict(config) -> dict:
-    from dataclasses import asdict
-
-    return asdict(config)

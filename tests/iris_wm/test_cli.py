@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.stages import debug_args
 from iris_wm.cli import main as iris_wm
 from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.training import run_agent_cli, run_tokenizer_cli, run_world_model_cli
@@ -77,28 +78,16 @@ def test_collect_command_validates_its_options(capsys):
     assert "steps" in capsys.readouterr().err
 
 
+def _debug_run(run, verb, stage, data, out, *extra):
+    return run(debug_args(verb, stage, data, out, *extra))
+
+
 def _debug_stage(verb, tmp_path, *extra):
-    return run_tokenizer_cli([
-        verb, "--config", str(REPO / "configs/tokenizer/debug.yaml"),
-        "--data.root", str(tmp_path / "episodes"),
-        "--trainer.default_root_dir", str(tmp_path / "tok"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "tok"),
-        "--trainer.callbacks.init_args.dirpath", str(tmp_path / "tok" / "ckpt"),
-        *extra,
-    ])  # fmt: skip
+    return _debug_run(run_tokenizer_cli, verb, "tokenizer", tmp_path / "episodes", tmp_path / "tok", *extra)
 
 
 def _debug_agent(tmp_path, *extra):
-    from iris_wm.training import run_agent_cli
-
-    return run_agent_cli([
-        "fit", "--config", str(REPO / "configs/agent/debug.yaml"),
-        "--data.root", str(tmp_path / "tokens"),
-        "--trainer.default_root_dir", str(tmp_path / "agent"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "agent"),
-        "--trainer.callbacks.init_args.dirpath", str(tmp_path / "agent" / "ckpt"),
-        *extra,
-    ])  # fmt: skip
+    return _debug_run(run_agent_cli, "fit", "agent", tmp_path / "tokens", tmp_path / "agent", *extra)
 
 
 def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
@@ -129,13 +118,7 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
     np.testing.assert_array_equal(tokens.observations(rows), expected.numpy())
 
     # Stage 2 on the token store: sizes are read from its manifest, not typed.
-    run_world_model_cli([
-        "fit", "--config", str(REPO / "configs/world_model/debug.yaml"),
-        "--data.root", str(tmp_path / "tokens"),
-        "--trainer.default_root_dir", str(tmp_path / "wm"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "wm"),
-        "--trainer.callbacks.init_args.dirpath", str(tmp_path / "wm" / "ckpt"),
-    ])  # fmt: skip
+    _debug_run(run_world_model_cli, "fit", "world_model", tmp_path / "tokens", tmp_path / "wm")
     world_model = WorldModelModule.load_from_checkpoint(tmp_path / "wm" / "ckpt" / "last.ckpt", weights_only=True)
     cfg = world_model.config
     assert (cfg.vocab_size, cfg.tokens_per_frame, cfg.num_actions) == (32, 256, episodes.num_actions)

@@ -1,22 +1,17 @@
 """NaN and inf losses, crafted pickles, and determinism of the debug configs."""
 
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers.stages import debug_args
 from iris_wm.cli import main as iris_wm
 from iris_wm.training import run_tokenizer_cli
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _tokenizer_fit(root, out, *extra):
-    return run_tokenizer_cli([
-        "fit", "--config", str(REPO / "configs/tokenizer/debug.yaml"), "--data.root", str(root / "episodes"),
-        "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
-        "--trainer.callbacks.init_args.dirpath", str(out / "ckpt"), *extra])  # fmt: skip
+    return run_tokenizer_cli(debug_args("fit", "tokenizer", root / "episodes", out, *extra))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from iris_wm.data.store import EpisodeStore
-from iris_wm.loop import OnlineLoop, RunConfig
+from iris_wm.loop import OnlineLoop, RunConfig, parse_run_config
 from iris_wm.loop_state import checkpoint_path, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,15 +19,10 @@ DEBUG = REPO / "configs" / "run" / "debug.yaml"
 
 
 def _config(out, **overrides) -> RunConfig:
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser()
-    parser.add_argument("--config", action="config")
-    parser.add_class_arguments(RunConfig, "run")
     args = ["--config", str(DEBUG), "--run.out", str(out)]
     for key, value in overrides.items():
         args += [f"--run.{key}", str(value)]
-    return parser.instantiate_classes(parser.parse_args(args)).run
+    return parse_run_config(args)
 
 
 def _run_killed(out, fault):
@@ -133,12 +128,7 @@ def test_a_damaged_checkpoint_is_refused_with_a_fix(tmp_path):
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs" / "run").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_run_config_parses(config):
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser()
-    parser.add_argument("--config", action="config")
-    parser.add_class_arguments(RunConfig, "run")
-    run = parser.instantiate_classes(parser.parse_args(["--config", str(config)])).run
+    run = parse_run_config(["--config", str(config)])
     assert run.epochs > 0 and run.collection.steps_per_epoch > 0
 
 

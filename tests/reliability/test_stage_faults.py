@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.stages import debug_args
 from iris_wm.cli import main as iris_wm
 from iris_wm.training import run_agent_cli, run_tokenizer_cli, run_world_model_cli
 
@@ -19,11 +20,8 @@ RUNNERS = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "
 
 
 def _args(stage, root, out, *extra):
-    data = "episodes" if stage == "tokenizer" else "tokens"
-    return ["fit", "--config", str(CONFIGS / stage / "debug.yaml"), "--data.root", str(root / data),
-            "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
-            "--trainer.callbacks.init_args.dirpath", str(out / "ckpt"),
-            "--trainer.callbacks.init_args.every_n_train_steps", "2", *extra]  # fmt: skip
+    data = root / ("episodes" if stage == "tokenizer" else "tokens")
+    return debug_args("fit", stage, data, out, "--trainer.callbacks.init_args.every_n_train_steps", "2", *extra)
 
 
 @pytest.fixture(scope="module")
