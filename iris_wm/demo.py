@@ -128,9 +128,13 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
                  "--num_envs", "8", "--seed", str(1000 + seed), "--env.max_episode_steps", str(eval_max_steps)])
         evaluation[name] = json.loads((out / "evaluate" / f"{name}.json").read_text())
         timings[f"evaluate {name}"] = time.perf_counter() - start
-    export_pretrained(out, agent_checkpoint)
+    start = time.perf_counter()
+    round_trip = check_round_trip(out, export_pretrained(out, agent_checkpoint), agent_checkpoint,
+                                  metrics["world_model/val/observation_ce"])  # fmt: skip
+    timings["export and round trip"] = time.perf_counter() - start
     plot_curves(out)
     summary = {"metrics": metrics, "imagination": imagination, "evaluation": evaluation, "timings_s": timings,
+               "round_trip": round_trip,
                "checkpoint": str(checkpoint),
                "tokens": str(tokens),
                "validation_frames": len(cli.datamodule.val_set), "training_frames": len(cli.datamodule.train_set)}
@@ -174,6 +178,14 @@ def write_report(out: Path, summary: dict) -> Path:
                   "model card): `pretrained/`. Load it with `iris_wm.hub.load_agent`, evaluate it with "
                   "`iris-wm evaluate --agent runs/demo/pretrained`, push it with "
                   "`iris-wm push-to-hub --checkpoint runs/demo/agent/checkpoints/last.ckpt --repo_id OWNER/NAME`."]
+        trip = summary.get("round_trip")
+        if trip:
+            same = ", ".join(f"{kind} {'identical' if ok else 'DIFFERENT'}" for kind, ok in
+                             trip["identical_weights"].items())  # fmt: skip
+            lines += ["", f"Round trip: weights in the folder vs the checkpoint: {same}. `world-model validate "
+                      f"--model.from_pretrained pretrained/` gives a held-out CE of "
+                      f"{trip['observation_ce_pretrained']:.6f} against {trip['observation_ce_checkpoint']:.6f} "
+                      f"from the checkpoint (|difference| {trip['observation_ce_abs_difference']:.1e})."]
     imagination = summary.get("imagination")
     if imagination:
         lines += ["", f"## Imagination: {imagination['episodes']} held-out windows, {imagination['burn_in']} real "
@@ -207,6 +219,21 @@ def export_pretrained(out: Path, agent_checkpoint: Path) -> Path:
              "--results", str(out / "evaluate" / "agent.json"), str(out / "evaluate" / "random.json"),
              "--command", "make demo"])  # fmt: skip
     return out / "pretrained"
+
+
+def check_round_trip(out: Path, folder: Path, agent_checkpoint: Path, observation_ce: float) -> dict:
+    """The exported folder holds exactly the trained weights (digests of each component, checkpoint vs folder),
+    and `world-model validate --model.from_pretrained` on it gives the checkpoint's held-out figure."""
+    from iris_wm.hub import load_model
+    from iris_wm.provenance import weights_digest
+
+    same = {kind: weights_digest(load_model(agent_checkpoint, kind)) == weights_digest(load_model(folder, kind))
+            for kind in ("tokenizer", "world_model", "actor_critic")}  # fmt: skip
+    cli = run_stage("world_model", "validate", out, "tokens", "--model.from_pretrained", str(folder),
+                    "--data.max_val_windows", "null")  # fmt: skip
+    again = float(cli.trainer.callback_metrics["val/observation_ce"])
+    return {"identical_weights": same, "observation_ce_checkpoint": observation_ce,
+            "observation_ce_pretrained": again, "observation_ce_abs_difference": abs(again - observation_ce)}
 
 
 def _evaluation_lines(evaluation: dict) -> list[str]:

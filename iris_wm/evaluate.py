@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pickle
 import time
 from pathlib import Path
 
@@ -26,27 +25,19 @@ from iris_wm.provenance import provenance
 
 
 def load_agent(checkpoint: str | Path, map_location: str = "cpu"):
-    """The actor-critic and tokenizer of an `iris-wm agent fit` (or `iris-wm run`) checkpoint, of an agent
-    folder written by ``iris_wm.hub.save_agent``, or of a Hub repository id."""
-    from iris_wm.agent.module import ActorCriticModule
+    """The actor-critic and tokenizer of an `iris-wm agent fit` (or `iris-wm run --export_agent`) checkpoint, of
+    an agent folder written by ``iris_wm.hub.save_agent``, or of a Hub repository id."""
+    from iris_wm.hub import PretrainedError, load_stage_checkpoint
+    from iris_wm.hub import load_agent as load_pretrained_agent
 
     path = Path(checkpoint)
-    if path.is_dir() or (not path.exists() and str(checkpoint).count("/") == 1 and not path.suffix):
-        from iris_wm.hub import load_agent as load_pretrained_agent
-
+    if not (path.is_file() or path.suffix == ".ckpt"):
         tokenizer, _, actor_critic = load_pretrained_agent(checkpoint, map_location=map_location)
         return actor_critic, tokenizer
-    if not path.is_file():
-        raise FileNotFoundError(f"No agent checkpoint at {path}: give the .ckpt that `iris-wm agent fit` wrote, an "
-                                "agent folder, or a Hub repository id.")  # fmt: skip
-    try:
-        module = ActorCriticModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError) as error:
-        raise ValueError(f"{path} cannot be read as an agent checkpoint ({type(error).__name__}). It is damaged, "
-                         "or not a checkpoint of `iris-wm agent fit` / `iris-wm run --export_agent`; it was read "
-                         "with weights_only=True, so nothing in it ran.") from error
-    if module.tokenizer is None:
-        raise ValueError(f"{path} holds no tokenizer: it was not written by `iris-wm agent fit`.")
+    stage, module = load_stage_checkpoint(path, map_location)
+    if stage != "agent" or module.tokenizer is None:
+        raise PretrainedError(f"{path} is not an agent checkpoint: give the .ckpt that `iris-wm agent fit` or "
+                              "`iris-wm run --export_agent` wrote, or an agent folder.")  # fmt: skip
     return module.actor_critic.eval(), module.tokenizer.eval()
 
 

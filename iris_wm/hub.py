@@ -241,9 +241,16 @@ def write_card(folder: Path, kind: str, config: dict, card: CardInfo) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo | None = None) -> tuple[str, Path]:
-    """Turn a Lightning checkpoint of a stage (tokenizer, world model or agent fit) into a pretrained folder.
-    Returns ``(kind, folder)``; the checkpoint is read with ``weights_only=True``."""
+STAGES = {"agent": "`iris-wm agent fit`", "world_model": "`iris-wm world-model fit`",
+          "tokenizer": "`iris-wm tokenizer fit`"}  # fmt: skip
+
+
+def load_stage_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
+    """``(stage, module)``: the Lightning module of a ``.ckpt`` written by `iris-wm tokenizer|world-model|agent
+    fit`, read with ``weights_only=True`` (a damaged file or a pickle payload is refused, and nothing in it runs)."""
+    import pickle
+    import zipfile
+
     import iris_wm.training  # noqa: F401  (registers the config classes as safe to load)
     from iris_wm.agent.module import ActorCriticModule
     from sequence_model.module import WorldModelModule
@@ -252,16 +259,49 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo
     path = Path(checkpoint)
     if not path.is_file():
         raise PretrainedError(f"No checkpoint at {path}: give the .ckpt a stage wrote "
-                              "(e.g. .../checkpoints/last.ckpt).")
-    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    inputs = {"checkpoint": str(path.resolve())}
-    if "objective" in hparams:
-        module = ActorCriticModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-        return "agent", save_agent(folder, module.tokenizer, module.world_model, module.actor_critic, card, inputs)
-    if "weight_decay" in hparams:
-        module = WorldModelModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-        return "world_model", save_pretrained(module.world_model, folder, card, inputs)
-    if "l1_weight" in hparams:
-        module = TokenizerModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-        return "tokenizer", save_pretrained(module.tokenizer, folder, card, inputs)
-    raise PretrainedError(f"{path} is not a checkpoint of `iris-wm tokenizer|world-model|agent fit`.")
+                              "(e.g. .../checkpoints/last.ckpt), a pretrained folder, or a Hub repository id.")
+    try:
+        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        if "objective" in hparams:
+            stage, module_class = "agent", ActorCriticModule
+        elif "weight_decay" in hparams:
+            stage, module_class = "world_model", WorldModelModule
+        elif "l1_weight" in hparams:
+            stage, module_class = "tokenizer", TokenizerModule
+        else:
+            raise PretrainedError(f"{path} is not a checkpoint of `iris-wm tokenizer|world-model|agent fit`.")
+        return stage, module_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, KeyError, AttributeError) as error:
+        raise PretrainedError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error}). It is "
+                              "damaged (e.g. truncated by a crash while it was written) or not a checkpoint of "
+                              "iris-wm; it was read with weights_only=True, so nothing in it ran. Use another "
+                              "checkpoint (ModelCheckpoint keeps the last good one as last.ckpt).") from error
+
+
+def load_model(source: str | Path, kind: str, revision: str | None = None, map_location: str = "cpu"):
+    """The ``kind`` model (``tokenizer``, ``world_model`` or ``actor_critic``) from whichever a user has: a
+    ``.ckpt`` of a stage that holds it, a folder written by save_pretrained, a whole-agent folder (its
+    component), or a Hub repository id of either folder. Returned in eval mode."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, not {kind!r}.")
+    path = Path(source)
+    if path.is_file() or (path.suffix == ".ckpt" and not path.exists()):
+        stage, module = load_stage_checkpoint(path, map_location)
+        model = getattr(module, kind, None)
+        if model is None:
+            raise PretrainedError(f"{path} is a checkpoint of {STAGES[stage]}; it holds no {kind.replace('_', ' ')}.")
+        return model.eval()
+    folder = resolve(source, revision, "model")
+    if (folder / AGENT_FILE).is_file():
+        folder = folder / kind
+    return from_pretrained(folder, kind, map_location=map_location)
+
+
+def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo | None = None) -> tuple[str, Path]:
+    """Turn a Lightning checkpoint of a stage (tokenizer, world model or agent fit) into a pretrained folder.
+    Returns ``(kind, folder)``; the checkpoint is read with ``weights_only=True``."""
+    stage, module = load_stage_checkpoint(checkpoint)
+    inputs = {"checkpoint": str(Path(checkpoint).resolve())}
+    if stage == "agent":
+        return stage, save_agent(folder, module.tokenizer, module.world_model, module.actor_critic, card, inputs)
+    return stage, save_pretrained(getattr(module, stage), folder, card, inputs)

@@ -9,28 +9,20 @@ import numpy as np
 import torch
 
 from iris_wm.data.store import EpisodeStore, TokenStore
+from iris_wm.data.token_writer import check_tokenizer
 from iris_wm.data.windows import split_episodes
 from iris_wm.imagination import ImaginationConfig, ImaginationEnv
-from sequence_model.module import WorldModelModule
-from tokenizer.module import TokenizerModule, psnr
+from tokenizer.module import psnr
 
 REPORTED_HORIZONS = (1, 5, 10, 20)
 
 
 def load_models(world_model: str | Path, tokenizer: str | Path):
     """Frozen world model and tokenizer, each from a Lightning checkpoint (read with ``weights_only=True``), a
-    folder written by save_pretrained, or a Hub repository id."""
-    import iris_wm.training  # noqa: F401  (registers our config classes as safe to load)
-    from iris_wm.hub import from_pretrained
+    folder written by save_pretrained or save_agent, or a Hub repository id (:func:`iris_wm.hub.load_model`)."""
+    from iris_wm.hub import load_model
 
-    if Path(world_model).is_file():
-        wm = WorldModelModule.load_from_checkpoint(world_model, map_location="cpu", weights_only=True).world_model
-    else:
-        wm = from_pretrained(world_model, "world_model")
-    if Path(tokenizer).is_file():
-        tok = TokenizerModule.load_from_checkpoint(tokenizer, map_location="cpu", weights_only=True).tokenizer
-    else:
-        tok = from_pretrained(tokenizer, "tokenizer")
+    wm, tok = load_model(world_model, "world_model"), load_model(tokenizer, "tokenizer")
     if (tok.vocab_size, tok.tokens_per_frame) != (wm.config.vocab_size, wm.config.tokens_per_frame):
         raise ValueError(
             f"The tokenizer ({tok.vocab_size} codes, {tok.tokens_per_frame} tokens per frame) does not match the "
@@ -90,6 +82,12 @@ def imagine(
     """
     wm, tok = load_models(world_model, tokenizer)
     token_store, frame_store = TokenStore.open(tokens), EpisodeStore.open(episodes)
+    check_tokenizer(token_store, tok)
+    lengths = token_store.episode_lengths
+    if not np.array_equal(frame_store.episode_lengths[:len(lengths)], lengths):
+        raise ValueError(f"The token store {tokens} was not encoded from the episode store {episodes} (their "
+                         f"episodes differ; it names {token_store.manifest['settings'].get('source_store')}): "
+                         "pass the episode store it was made from.")  # fmt: skip
     rng = np.random.default_rng(seed)
     length = burn_in + horizon
     picks = _choose(token_store, length, num_episodes, val_fraction, split_seed, rng)

@@ -52,3 +52,19 @@ def git_sha(path: Path | None = None) -> str | None:
 def provenance() -> dict:
     """The record every saved artefact carries."""
     return {"git_sha": git_sha(), "libraries": library_versions()}
+
+
+def weights_digest(module) -> str:
+    """sha256 of a module's state (names, dtypes, shapes and bytes of every tensor in its state_dict). It is the
+    same for a model read from a Lightning checkpoint or from a pretrained folder, and differs for any other
+    weights: a token store records its tokenizer's, so a different tokenizer can be caught later."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

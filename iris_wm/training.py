@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI
 
@@ -72,41 +75,146 @@ class FaultInjection(Callback):
 
 
 class StageCLI(LightningCLI):
-    """LightningCLI limited to the verbs a stage supports (no `test`: validation data plays that role)."""
+    """LightningCLI limited to the verbs a stage supports (no `test`: validation data plays that role), with
+    ``--model.from_pretrained SOURCE``: the stage's model starts from (fit) or is (validate, predict) the one in
+    a pretrained folder, a whole-agent folder, a Hub repository id or a ``.ckpt``
+    (:func:`iris_wm.hub.load_model`). Its architecture replaces ``model.config``; the weights are loaded after
+    the module is built, and sizes linked from the data must agree with them."""
 
     verbs: tuple[str, ...] = ("fit", "validate", "predict")
     stage = "stage"
+    kind = "model"  # the attribute of the Lightning module that holds the model (a kind of iris_wm.hub)
 
-    @classmethod
-    def subcommands(cls) -> dict[str, set[str]]:
-        return {k: v for k, v in LightningCLI.subcommands().items() if k in cls.verbs}
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--model.from_pretrained", type=str | None, default=None,
+                            help=f"Pretrained {self.kind.replace('_', ' ')} to start from (fit) or to use (validate, "
+                            "predict): a folder of save_pretrained or save_agent, a Hub repository id, or a .ckpt. "
+                            "Its config replaces model.config.")  # fmt: skip
 
     def before_fit(self) -> None:
+        self._check_ckpt_path()
         self.trainer.callbacks[:0] = [FiniteLoss(self.stage)]
         self.trainer.callbacks.extend([ResumeState(), FaultInjection(self.stage)])
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads a --ckpt_path file's hyperparameters while parsing, before any public hook runs.
+        if self.config.get("subcommand"):
+            check_checkpoint_file(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._check_ckpt_path()
+
+    def _check_ckpt_path(self) -> None:
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        callback = self.trainer.checkpoint_callback
+        if ckpt_path == "last" and callback is not None and callback.dirpath:
+            ckpt_path = str(Path(callback.dirpath) / "last.ckpt")
+        check_checkpoint_file(ckpt_path)
+
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
         # bf16 configs are written for CPUs with bf16 hardware; where it would be emulated, train in fp32.
-        trainer = self.config[self.subcommand].trainer
+        trainer = config.trainer
         on_cpu = trainer.accelerator in ("cpu", "auto") and not torch.cuda.is_available()
         if on_cpu and str(trainer.precision).startswith("bf16") and not cpu_has_native_bf16():
             print(f"iris-wm: this CPU has no bf16 hardware (emulated bf16 is about 15x slower); "
                   f"precision {trainer.precision} -> 32-true.", file=sys.stderr)
             trainer.precision = "32-true"
+        # The module does not know this option: take it out for instantiation, put it back for config.yaml.
+        self.pretrained_source = config.model.pop("from_pretrained", None)
+        self.pretrained = None
+        if self.pretrained_source is None:
+            return
+        if config.get("ckpt_path"):
+            raise ValueError("Give --model.from_pretrained or --ckpt_path, not both: a checkpoint restores the "
+                             "weights itself (to fine-tune from pretrained weights, start a new fit without "
+                             "--ckpt_path).")  # fmt: skip
+        from iris_wm.hub import load_model
+
+        self.pretrained = load_model(self.pretrained_source, self.kind)
+        given = _flatten(config.model.config.as_dict())
+        wanted = _flatten(asdict(self.pretrained.config))
+        changed = [f"{k} {given.get(k)} -> {v}" for k, v in wanted.items() if _plain(given.get(k)) != _plain(v)]
+        if changed:
+            print(f"iris-wm: model.config from {self.pretrained_source}: {', '.join(changed)}.", file=sys.stderr)
+        config.model.config = Namespace()
+        for key, value in wanted.items():
+            config.model.config[key] = value
+
+    def after_instantiate_classes(self) -> None:
+        if self.pretrained_source is None:
+            return
+        self.config[self.subcommand].model.from_pretrained = self.pretrained_source
+        model = getattr(self.model, self.kind)
+        built, wanted = _flatten(asdict(model.config)), _flatten(asdict(self.pretrained.config))
+        differ = [f"{k}: {wanted[k]} in the pretrained model, {built.get(k)} from the data" for k in wanted
+                  if _plain(built.get(k)) != _plain(wanted[k])]  # fmt: skip
+        if differ:
+            raise ValueError(f"The {self.kind.replace('_', ' ')} in {self.pretrained_source} does not fit the data "
+                             f"at {self.config[self.subcommand].data.root} ({'; '.join(differ)}): use data of the "
+                             "same game, encoded by the tokenizer that model was trained with.")  # fmt: skip
+        model.load_state_dict(self.pretrained.state_dict())
+        self.pretrained = None  # the module holds the weights now
+
+
+def check_checkpoint_file(ckpt_path: str | None) -> None:
+    """Refuse a ``--ckpt_path`` file that is not a whole checkpoint before Lightning reads it: the archive's
+    CRCs are checked (nothing is unpickled), so a file truncated by a crash gets a message with the fix
+    rather than a deep stack from the unpickler."""
+    import zipfile
+
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or not Path(ckpt_path).is_file():
+        return
+    try:
+        with zipfile.ZipFile(ckpt_path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as error:
+        damaged = f"not a complete archive: {error}"
+    if damaged is not None:
+        raise ValueError(f"--ckpt_path {ckpt_path} is damaged ({damaged}); it was not read. It was probably cut off "
+                         "by a crash or a full disk while it was written: resume from another checkpoint of the "
+                         "run (ModelCheckpoint keeps its best, epoch=...-step=....ckpt, beside last.ckpt), or "
+                         "start again.")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 class TokenizerCLI(StageCLI):
-    stage = "tokenizer"
+    stage = kind = "tokenizer"
 
     def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.add_lightning_class_args(TokenStoreWriter, "token_writer")
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, TokenStoreWriter):
+                callback.tokenizer_source = self.pretrained_source
 
 
 class WorldModelCLI(StageCLI):
     verbs = ("fit", "validate")
-    stage = "world_model"
+    stage = kind = "world_model"
 
     def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         # Windows are as long as the context; sizes that come from the data are read from the token store.
         parser.link_arguments("model.config.context_steps", "data.sequence_length", apply_on="parse")
         for name in ("vocab_size", "tokens_per_frame", "num_actions"):
@@ -116,12 +224,31 @@ class WorldModelCLI(StageCLI):
 class AgentCLI(StageCLI):
     verbs = ("fit",)
     stage = "agent"
+    kind = "actor_critic"
 
     def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         # Burn-in windows are served whole from the token store; its sizes are linked, not typed.
         parser.link_arguments("model.burn_in", "data.sequence_length", apply_on="parse")
         for name in ("vocab_size", "tokens_per_frame", "num_actions"):
             parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        model = self.config[self.subcommand].model
+        if self.pretrained_source is None or Path(self.pretrained_source).is_file():
+            return
+        from iris_wm.hub import AGENT_FILE, resolve
+
+        folder = resolve(self.pretrained_source, None, "model")
+        if (folder / AGENT_FILE).is_file():
+            # A whole agent goes on training in its own world model, read through its own tokenizer (to pair
+            # its actor-critic with others, give FOLDER/actor_critic and --model.world_model/--model.tokenizer).
+            ours = str(folder / "world_model"), str(folder / "tokenizer")
+            if (model.world_model, model.tokenizer) != ours and model.world_model is not None:
+                print(f"iris-wm: --model.from_pretrained {self.pretrained_source} is a whole agent; its world "
+                      "model and tokenizer replace --model.world_model and --model.tokenizer.", file=sys.stderr)
+            model.world_model, model.tokenizer = ours
 
 
 def _run(cli_class: type[StageCLI], model_class, prog: str, argv: list[str]) -> StageCLI:

@@ -286,6 +286,15 @@ class ActorCriticModule(LightningModule):
             target.lerp_(source, 1.0 - decay)
 
     # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str) -> None:
+        # A token store encoded by another tokenizer would have the agent read codes the world model never saw.
+        from iris_wm.data.store import TokenStore
+        from iris_wm.data.token_writer import check_tokenizer
+
+        store = getattr(getattr(self.trainer, "datamodule", None), "store", None)
+        if self._frozen and self.tokenizer is not None and isinstance(store, TokenStore):
+            check_tokenizer(store, self.tokenizer)
+
     def training_step(self, batch, batch_idx):
         total, metrics = self.loss(batch)
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=len(batch))

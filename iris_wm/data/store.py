@@ -431,7 +431,12 @@ class _Lock:
         self.path = root / ".lock"
 
     def __enter__(self):
-        self.handle = open(self.path, "a")
+        try:
+            self.handle = open(self.path, "a")
+        except OSError as err:
+            raise StoreError(f"Cannot write to the store {self.path.parent} ({err.strerror or err}): the folder is "
+                             "read-only or not yours. The store is unchanged; make it writable (or copy it to a "
+                             "folder you can write) and try again.") from err
         fcntl.flock(self.handle, fcntl.LOCK_EX)
 
     def __exit__(self, *exc):

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from iris_wm.data.store import Episode, EpisodeStore, TokenStore
+from iris_wm.provenance import weights_digest
 
 
 class TokenStoreWriter(BasePredictionWriter):
@@ -31,6 +32,8 @@ class TokenStoreWriter(BasePredictionWriter):
         self.output = output
         self.episodes_per_shard = episodes_per_shard
         self._tokens: np.ndarray | None = None
+        self.tokenizer_source: str | None = None
+        """Where the tokenizer came from when it was not a --ckpt_path (the CLI sets --model.from_pretrained)."""
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.output:
@@ -52,8 +55,9 @@ class TokenStoreWriter(BasePredictionWriter):
         source: EpisodeStore = trainer.datamodule.store
         if (self._tokens < 0).any():
             raise RuntimeError("Some frames were not encoded; the token store was not written.")
-        write_token_store(self.output, source, self._tokens, pl_module.config, trainer.ckpt_path,
-                          self.episodes_per_shard)  # fmt: skip
+        write_token_store(self.output, source, self._tokens, pl_module.config,
+                          trainer.ckpt_path or self.tokenizer_source, self.episodes_per_shard,
+                          weights_digest(pl_module.tokenizer))  # fmt: skip
 
 
 def write_token_store(
@@ -63,14 +67,19 @@ def write_token_store(
     tokenizer_config,
     checkpoint: str | None,
     episodes_per_shard: int = 256,
+    tokenizer_digest: str | None = None,
 ) -> TokenStore:
-    """Write ``tokens`` (one row per row of ``source``) as a token store beside the source's other columns."""
+    """Write ``tokens`` (one row per row of ``source``) as a token store beside the source's other columns.
+    ``checkpoint`` names the tokenizer (a .ckpt, a pretrained folder or a Hub id) and ``tokenizer_digest`` is
+    :func:`~iris_wm.provenance.weights_digest` of it, which :func:`check_tokenizer` compares later."""
     manifest_digest = hashlib.sha256((source.root / "manifest.json").read_bytes()).hexdigest()
     settings = {
         "env": source.manifest["settings"].get("env"),
         "source_store": str(Path(source.root).resolve()),
         "source_manifest_sha256": manifest_digest,
-        "tokenizer_checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+        "tokenizer_checkpoint": (str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint))
+        if checkpoint else None,
+        "tokenizer_digest": tokenizer_digest,
         "tokens_per_frame": int(tokenizer_config.tokens_per_frame),
         "vocab_size": int(tokenizer_config.vocab_size),
         "frame_shape": list(source.spec.shape),
@@ -87,6 +96,25 @@ def write_token_store(
             store.append(batch)
             batch = []
     return store
+
+
+def check_tokenizer(store: TokenStore, tokenizer) -> None:
+    """Refuse a tokenizer other than the one that encoded ``store``: with the same sizes, its token ids would
+    name other codes and everything read through it would be silently wrong. Stores written before the
+    digest was recorded are checked on sizes only."""
+    settings = store.manifest["settings"]
+    if (settings["vocab_size"], settings["tokens_per_frame"]) != (tokenizer.vocab_size, tokenizer.tokens_per_frame):
+        raise ValueError(f"The token store {store.root} holds {settings['tokens_per_frame']} tokens of "
+                         f"{settings['vocab_size']} codes per frame, but the tokenizer makes "
+                         f"{tokenizer.tokens_per_frame} of {tokenizer.vocab_size}: pass the tokenizer that encoded "
+                         f"the store ({settings.get('tokenizer_checkpoint')}).")  # fmt: skip
+    recorded = settings.get("tokenizer_digest")
+    if recorded is not None and recorded != weights_digest(tokenizer):
+        raise ValueError(f"The token store {store.root} was encoded by another tokenizer "
+                         f"({settings.get('tokenizer_checkpoint')}, weights digest {recorded[:12]}) than the one "
+                         f"given (digest {weights_digest(tokenizer)[:12]}): its token ids would mean other codes. "
+                         "Pass the tokenizer that encoded the store, or encode the episodes again with this one "
+                         "(`iris-wm tokenizer predict --ckpt_path ... --token_writer.output NEW_FOLDER`).")
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
-"""A full disk, simulated for real with RLIMIT_FSIZE (writes past the limit fail with EFBIG): a clear error,
-and the store and the last checkpoint stay as they were."""
+"""A full disk, simulated for real with RLIMIT_FSIZE (writes past the limit fail with EFBIG), and a read-only
+output folder (permission bits, enforced by dropping root): a clear error, and the store and the last
+checkpoint stay as they were."""
 
 import subprocess
 import sys
@@ -35,6 +36,63 @@ SCRIPT = textwrap.dedent("""
     except OSError as error:
         print("CHECKPOINT:", error)
 """)
+
+
+READ_ONLY = textwrap.dedent("""
+    import os, sys
+    import torch
+    sys.path.insert(0, "tests")
+    from helpers.counting import counting_episode
+    from iris_wm.data.store import EpisodeStore, StoreError
+    from iris_wm.loop_state import save_checkpoint
+
+    root = sys.argv[1]
+    store = EpisodeStore.create(root + "/store", EpisodeStore.frame_spec(8), 4, {"env": "counting"})
+    store.append([counting_episode(0, 20, size=8)])
+    save_checkpoint(root + "/run", {"format": 1, "weights": torch.zeros(10)})
+    for folder, _, _ in os.walk(root):
+        os.chmod(folder, 0o555)
+    if os.geteuid() == 0:
+        os.setuid(65534)  # permission bits do not stop root; the user nobody is stopped by them
+    for name, write in (("STORE", lambda: store.append([counting_episode(1, 30, size=8)])),
+                        ("NEW STORE", lambda: EpisodeStore.create(root + "/other", EpisodeStore.frame_spec(8), 4, {})),
+                        ("CHECKPOINT", lambda: save_checkpoint(root + "/run", {"format": 1, "weights": torch.ones(10)}))):
+        try:
+            write()
+            print(name + ": written")
+        except (StoreError, OSError) as error:
+            print(name + ":", error)
+""")
+
+
+def test_a_read_only_output_folder_gives_a_clear_error_and_loses_nothing():
+    import shutil
+    import tempfile
+
+    import pytest
+    import torch
+
+    from iris_wm.loop_state import load_checkpoint
+
+    root = Path(tempfile.mkdtemp(prefix="iris-wm-read-only-"))  # not under pytest's 0700 folder: nobody must enter
+    root.chmod(0o755)
+    try:
+        done = subprocess.run([sys.executable, "-c", READ_ONLY, str(root)], capture_output=True, text=True, cwd=REPO)
+        if "Operation not permitted" in done.stderr and "setuid" in done.stderr:
+            pytest.skip("running as root without the right to drop to another user, read-only folders cannot be made")
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+        assert "Permission denied" in lines["STORE"] and "The store is unchanged" in lines["STORE"]
+        assert "make it writable" in lines["STORE"]
+        assert "Cannot create the store folder" in lines["NEW STORE"] and "folder you can write" in lines["NEW STORE"]
+        assert "the previous checkpoint is kept" in lines["CHECKPOINT"] and "writable" in lines["CHECKPOINT"]
+        store = EpisodeStore.open(root / "store")
+        assert (store.num_episodes, store.num_steps) == (1, 20)
+        assert torch.equal(load_checkpoint(root / "run")["weights"], torch.zeros(10))
+    finally:
+        for folder, _, _ in __import__("os").walk(root):
+            Path(folder).chmod(0o755)
+        shutil.rmtree(root)
 
 
 def test_an_unwritable_output_folder_gives_a_clear_error():
