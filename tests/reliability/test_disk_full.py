@@ -54,9 +54,10 @@ READ_ONLY = textwrap.dedent("""
         os.chmod(folder, 0o555)
     if os.geteuid() == 0:
         os.setuid(65534)  # permission bits do not stop root; the user nobody is stopped by them
+    spec, ones = EpisodeStore.frame_spec(8), {"format": 1, "weights": torch.ones(10)}
     for name, write in (("STORE", lambda: store.append([counting_episode(1, 30, size=8)])),
-                        ("NEW STORE", lambda: EpisodeStore.create(root + "/other", EpisodeStore.frame_spec(8), 4, {})),
-                        ("CHECKPOINT", lambda: save_checkpoint(root + "/run", {"format": 1, "weights": torch.ones(10)}))):
+                        ("NEW STORE", lambda: EpisodeStore.create(root + "/other", spec, 4, {})),
+                        ("CHECKPOINT", lambda: save_checkpoint(root + "/run", ones))):
         try:
             write()
             print(name + ": written")
