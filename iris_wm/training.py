@@ -84,6 +84,7 @@ class StageCLI(LightningCLI):
     verbs: tuple[str, ...] = ("fit", "validate", "predict")
     stage = "stage"
     kind = "model"  # the attribute of the Lightning module that holds the model (a kind of iris_wm.hub)
+    data_linked: tuple[str, ...] = ()  # fields of model.config that are read from the data
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--model.from_pretrained", type=str | None, default=None,
@@ -146,19 +147,29 @@ class StageCLI(LightningCLI):
             config.model.config[key] = value
 
     def after_instantiate_classes(self) -> None:
-        if self.pretrained_source is None:
+        config = self.config[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if self.pretrained_source is not None:
+            config.model.from_pretrained = self.pretrained_source
+            source, wanted = self.pretrained_source, asdict(self.pretrained.config)
+        elif ckpt_path and Path(ckpt_path).is_file() and self.data_linked:
+            # LightningCLI has put the checkpoint's hyperparameters in the config; the data's sizes replaced them.
+            given = config.model.config
+            given = given.as_dict() if isinstance(given, Namespace) else dict(given)
+            source, wanted = ckpt_path, {k: given[k] for k in self.data_linked if k in given}
+        else:
             return
-        self.config[self.subcommand].model.from_pretrained = self.pretrained_source
         model = getattr(self.model, self.kind)
-        built, wanted = _flatten(asdict(model.config)), _flatten(asdict(self.pretrained.config))
-        differ = [f"{k}: {wanted[k]} in the pretrained model, {built.get(k)} from the data" for k in wanted
+        built, wanted = _flatten(asdict(model.config)), _flatten(wanted)
+        differ = [f"{k}: {wanted[k]} in the model, {built.get(k)} in the data" for k in wanted
                   if _plain(built.get(k)) != _plain(wanted[k])]  # fmt: skip
         if differ:
-            raise ValueError(f"The {self.kind.replace('_', ' ')} in {self.pretrained_source} does not fit the data "
-                             f"at {self.config[self.subcommand].data.root} ({'; '.join(differ)}): use data of the "
-                             "same game, encoded by the tokenizer that model was trained with.")  # fmt: skip
-        model.load_state_dict(self.pretrained.state_dict())
-        self.pretrained = None  # the module holds the weights now
+            raise ValueError(f"The {self.kind.replace('_', ' ')} in {source} does not fit the data at "
+                             f"{config.data.root} ({'; '.join(differ)}): use data of the game it was trained on, "
+                             "encoded by the tokenizer it was trained with.")  # fmt: skip
+        if self.pretrained is not None:
+            model.load_state_dict(self.pretrained.state_dict())
+            self.pretrained = None  # the module holds the weights now
 
 
 def check_checkpoint_file(ckpt_path: str | None) -> None:
@@ -212,12 +223,13 @@ class TokenizerCLI(StageCLI):
 class WorldModelCLI(StageCLI):
     verbs = ("fit", "validate")
     stage = kind = "world_model"
+    data_linked = ("vocab_size", "tokens_per_frame", "num_actions")
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         # Windows are as long as the context; sizes that come from the data are read from the token store.
         parser.link_arguments("model.config.context_steps", "data.sequence_length", apply_on="parse")
-        for name in ("vocab_size", "tokens_per_frame", "num_actions"):
+        for name in self.data_linked:
             parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
 
 
@@ -225,12 +237,13 @@ class AgentCLI(StageCLI):
     verbs = ("fit",)
     stage = "agent"
     kind = "actor_critic"
+    data_linked = ("vocab_size", "tokens_per_frame", "num_actions")
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         # Burn-in windows are served whole from the token store; its sizes are linked, not typed.
         parser.link_arguments("model.burn_in", "data.sequence_length", apply_on="parse")
-        for name in ("vocab_size", "tokens_per_frame", "num_actions"):
+        for name in self.data_linked:
             parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:

@@ -100,9 +100,20 @@ def test_a_pretrained_model_that_does_not_fit_the_data_is_refused(pipeline, tmp_
     wm = from_pretrained(pipeline / "wm-pretrained")
     config = wm.config.__class__(**{**wm.config.__dict__, "num_actions": wm.config.num_actions + 1})
     save_pretrained(WorldModel(config), tmp_path / "other-game")
-    with pytest.raises(ValueError, match=r"num_actions: 5 in the pretrained model, 4 from the data"):
+    with pytest.raises(ValueError, match=r"other-game does not fit .*num_actions: 5 in the model, 4 in the data"):
         _validate(run_world_model_cli, "world_model", pipeline / "tokens", tmp_path / "v",
                   "--model.from_pretrained", str(tmp_path / "other-game"))  # fmt: skip
+
+    # A Breakout world model (4 actions) on Pong's tokens (6 actions), from its checkpoint or its folder.
+    iris_wm(["collect", "--out", str(tmp_path / "pong"), "--steps", "60", "--env.game", "Pong",
+             "--env.max_episode_steps", "30"])  # fmt: skip
+    run_tokenizer_cli(["predict", "--config", "configs/tokenizer/debug.yaml", "--data.root", str(tmp_path / "pong"),
+                       "--trainer.logger", "false", "--token_writer.output", str(tmp_path / "pong-tokens"),
+                       "--ckpt_path", str(pipeline / "tok" / "ckpt" / "last.ckpt")])  # fmt: skip
+    for source in (["--ckpt_path", str(pipeline / "wm" / "ckpt" / "last.ckpt")],
+                   ["--model.from_pretrained", str(pipeline / "wm-pretrained")]):  # fmt: skip
+        with pytest.raises(ValueError, match=r"does not fit the data .*num_actions: 4 in the model, 6 in the data"):
+            _validate(run_world_model_cli, "world_model", tmp_path / "pong-tokens", tmp_path / "v", *source)
 
 
 def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path):
