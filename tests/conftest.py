@@ -19,3 +19,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data not found at {SHARED_DATA} (it lives in ../shared/data beside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch):
+    """An in-memory Hub that huggingface_hub pushes to and downloads from during the test (helpers/hub.py)."""
+    from helpers.hub import serve
+
+    yield from serve(tmp_path, monkeypatch)

@@ -154,3 +154,14 @@ def test_a_damaged_checkpoint_path_is_refused_before_it_is_read(pipeline, tmp_pa
         _validate(run_tokenizer_cli, "tokenizer", pipeline / "episodes", tmp_path / "v", "--ckpt_path", str(cut))
     with pytest.raises(PretrainedError, match="cannot be read as a checkpoint"):
         load_model(cut, "tokenizer")
+
+
+def test_push_a_checkpoint_and_use_it_by_repository_id(pipeline, tmp_path, local_hub):
+    iris_wm(["push-to-hub", "--checkpoint", str(pipeline / "tok" / "ckpt" / "last.ckpt"), "--out",
+             str(tmp_path / "export"), "--repo_id", "someone/iris-tokenizer"])  # fmt: skip
+    assert {"config.json", "model.safetensors", "README.md"} <= set(local_hub.repos["someone/iris-tokenizer"])
+    _predict(pipeline, tmp_path / "tokens", "--model.from_pretrained", "someone/iris-tokenizer")
+    ours, theirs = TokenStore.open(tmp_path / "tokens"), TokenStore.open(pipeline / "tokens")
+    rows = np.arange(theirs.num_steps)
+    np.testing.assert_array_equal(ours.observations(rows), theirs.observations(rows))
+    assert ours.manifest["settings"]["tokenizer_checkpoint"] == "someone/iris-tokenizer"
