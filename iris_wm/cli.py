@@ -160,6 +160,7 @@ def _push_to_hub(argv: list[str]) -> None:
     parser.add_argument("--repo_id", help="owner/name on the Hub; without it the model is only exported.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--results", nargs="*", default=[], help="`iris-wm evaluate` JSON files shown in the card.")
+    parser.add_argument("--metrics", help="A JSON file of more figures for the card: {\"name\": number, ...}.")
     parser.add_argument("--environment", help="The game, for the card (default: from the results).")
     parser.add_argument("--dataset", help="Hub id of the training data, for the card.")
     parser.add_argument("--command", help="The command that reproduces the card's figures.")
@@ -180,6 +181,11 @@ def _push_to_hub(argv: list[str]) -> None:
         if result.get("human_normalized") is not None:
             metrics[f"{label}: human-normalised score"] = result["human_normalized"]
         environment = environment or result["game"]
+    if args.metrics:
+        extra = json.loads(open(args.metrics).read())
+        if not isinstance(extra, dict) or not all(isinstance(v, (int, float)) for v in extra.values()):
+            raise SystemExit(f"iris-wm push-to-hub: {args.metrics} must hold one JSON object of figure -> number.")
+        metrics.update(extra)
     card = CardInfo(environment=environment, dataset=args.dataset, metrics=metrics, command=args.command)
     from pathlib import Path
 

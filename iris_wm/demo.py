@@ -129,6 +129,13 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
         evaluation[name] = json.loads((out / "evaluate" / f"{name}.json").read_text())
         timings[f"evaluate {name}"] = time.perf_counter() - start
     start = time.perf_counter()
+    card_metrics = {"tokenizer: held-out PSNR (dB)": metrics.get("val/psnr"),
+                    "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
+                    "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame")}
+    for row in imagination["per_horizon"]:
+        if row["horizon"] in (1, 5, 10, 20):
+            card_metrics[f"imagination: token accuracy at horizon {row['horizon']}"] = row["token_accuracy"]
+    (out / "card_metrics.json").write_text(json.dumps({k: v for k, v in card_metrics.items() if v is not None}))
     round_trip = check_round_trip(out, export_pretrained(out, agent_checkpoint), agent_checkpoint,
                                   metrics["world_model/val/observation_ce"])  # fmt: skip
     timings["export and round trip"] = time.perf_counter() - start
@@ -217,6 +224,7 @@ def export_pretrained(out: Path, agent_checkpoint: Path) -> Path:
     """The trained agent as a pretrained folder (safetensors, configs, a model card with the evaluation)."""
     iris_wm(["push-to-hub", "--checkpoint", str(agent_checkpoint), "--out", str(out / "pretrained"),
              "--results", str(out / "evaluate" / "agent.json"), str(out / "evaluate" / "random.json"),
+             *(["--metrics", str(out / "card_metrics.json")] if (out / "card_metrics.json").exists() else []),
              "--command", "make demo"])  # fmt: skip
     return out / "pretrained"
 

@@ -299,9 +299,39 @@ def load_model(source: str | Path, kind: str, revision: str | None = None, map_l
 
 def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo | None = None) -> tuple[str, Path]:
     """Turn a Lightning checkpoint of a stage (tokenizer, world model or agent fit) into a pretrained folder.
-    Returns ``(kind, folder)``; the checkpoint is read with ``weights_only=True``."""
+    Returns ``(kind, folder)``; the checkpoint is read with ``weights_only=True``. The card's training config
+    defaults to the checkpoint's hyperparameters (model and data), and the provenance names the checkpoint
+    and the manifest of the store it was trained on."""
+    import dataclasses
+    import hashlib
+
     stage, module = load_stage_checkpoint(checkpoint)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    data = {k: v for k, v in (saved.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     inputs = {"checkpoint": str(Path(checkpoint).resolve())}
+    manifest = Path(str(data.get("root", ""))) / "manifest.json"
+    if data.get("root") and manifest.is_file():
+        inputs["data"] = {"store": str(manifest.parent.resolve()),
+                          "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}  # fmt: skip
+    card = dataclasses.replace(card or CardInfo())
+    if not card.training_config:
+        model = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
+        card.training_config = _plain_json({"stage": stage, "model": model, "data": data})
     if stage == "agent":
         return stage, save_agent(folder, module.tokenizer, module.world_model, module.actor_critic, card, inputs)
     return stage, save_pretrained(getattr(module, stage), folder, card, inputs)
+
+
+def _plain_json(value):
+    """Dataclasses, tuples and paths as JSON-ready values (for the card's YAML and config.json)."""
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value):
+        return _plain_json(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -146,10 +146,16 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
         assert len(result["returns"]) == 3 and all(n <= 30 for n in result["lengths"])
         assert result["human_normalized"] == pytest.approx((result["mean"] - 1.7) / (30.5 - 1.7))
     # The agent as a pretrained folder (safetensors + card): evaluating it plays exactly the same games.
+    (tmp_path / "figures.json").write_text(json.dumps({"world model: held-out bits per frame": 6.5}))
     iris_wm(["push-to-hub", "--checkpoint", str(agent_checkpoint), "--out", str(tmp_path / "pretrained"),
-             "--results", str(tmp_path / "agent.json"), str(tmp_path / "random.json"), "--command", "make demo"])
+             "--results", str(tmp_path / "agent.json"), str(tmp_path / "random.json"), "--command", "make demo",
+             "--metrics", str(tmp_path / "figures.json")])  # fmt: skip
     card = (tmp_path / "pretrained" / "README.md").read_text()
     assert "library_name: iris-wm" in card and "agent: mean return (3 episodes)" in card
+    assert "| world model: held-out bits per frame | 6.5 |" in card and "training_config:" in card
+    inputs = json.loads((tmp_path / "pretrained" / "agent.json").read_text())["provenance"]["inputs"]
+    assert inputs["data"]["store"] == str((tmp_path / "tokens").resolve())
+    assert len(inputs["data"]["manifest_sha256"]) == 64
     iris_wm(["evaluate", "--out", str(tmp_path / "pretrained.json"), "--agent", str(tmp_path / "pretrained"),
              "--episodes", "3", "--num_envs", "2", "--env.max_episode_steps", "30"])  # fmt: skip
     again = json.loads((tmp_path / "pretrained.json").read_text())
