@@ -72,6 +72,15 @@ def test_unknown_config_key_is_refused(capsys):
     assert "chanels" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value", [("--model.learning_rate", "fast"), ("--model.config.channel_mult", "4"),
+                                           ("--model.config.quantizer.kind", "lfq")])  # fmt: skip
+def test_a_wrong_type_is_refused_by_name(option, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tokenizer_cli(["fit", "--config", str(REPO / "configs/tokenizer/debug.yaml"), option, value])
+    assert exit_info.value.code != 0
+    assert option.removeprefix("--").split(".")[-1] in capsys.readouterr().err
+
+
 def test_collect_command_validates_its_options(capsys):
     with pytest.raises(SystemExit):
         iris_wm(["collect", "--out", "x", "--steps", "ten"])
