@@ -137,7 +137,8 @@ class StageCLI(LightningCLI):
         from iris_wm.hub import load_model
 
         self.pretrained = load_model(self.pretrained_source, self.kind)
-        given = _flatten(config.model.config.as_dict())
+        given = config.model.config
+        given = _flatten(given.as_dict() if isinstance(given, Namespace) else dict(given))
         wanted = _flatten(asdict(self.pretrained.config))
         changed = [f"{k} {given.get(k)} -> {v}" for k, v in wanted.items() if _plain(given.get(k)) != _plain(v)]
         if changed:
@@ -183,6 +184,7 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
     try:
         with zipfile.ZipFile(ckpt_path) as archive:
             damaged = archive.testzip()
+        damaged = damaged and f"its entry {damaged} fails its CRC check"
     except (zipfile.BadZipFile, OSError) as error:
         damaged = f"not a complete archive: {error}"
     if damaged is not None:

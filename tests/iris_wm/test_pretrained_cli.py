@@ -152,6 +152,11 @@ def test_a_damaged_checkpoint_path_is_refused_before_it_is_read(pipeline, tmp_pa
     cut.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match="is damaged"):
         _validate(run_tokenizer_cli, "tokenizer", pipeline / "episodes", tmp_path / "v", "--ckpt_path", str(cut))
+    flipped = tmp_path / "flipped.ckpt"  # whole length, one byte of the weights changed
+    middle = len(whole) // 2
+    flipped.write_bytes(whole[:middle] + bytes([whole[middle] ^ 0xFF]) + whole[middle + 1:])
+    with pytest.raises(ValueError, match="fails its CRC check"):
+        _validate(run_tokenizer_cli, "tokenizer", pipeline / "episodes", tmp_path / "v", "--ckpt_path", str(flipped))
     with pytest.raises(PretrainedError, match="cannot be read as a checkpoint"):
         load_model(cut, "tokenizer")
 
