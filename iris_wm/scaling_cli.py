@@ -38,8 +38,9 @@ def _parser(verb: str):
         parser.add_argument("--workers", type=int, default=1,
                             help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU).")
     if verb == "run":
-        parser.add_argument("--prepare_steps", type=int, default=100_000,
-                            help="Breakout steps to collect when the spec's token store does not exist yet.")
+        parser.add_argument("--prepare_steps", type=int | None, default=None,
+                            help="Breakout steps to collect when the spec's token store does not exist yet "
+                            "(default: the series' `steps`).")
     return parser
 
 
@@ -123,10 +124,16 @@ def main(argv: list[str]) -> None:
         from iris_wm.scaling_data import prepare_tokens
 
         for series in spec.series:
-            if not (Path(series.store) / "manifest.json").exists():
+            steps = cfg.prepare_steps or series.steps
+            manifest = Path(series.store) / "manifest.json"
+            if not manifest.exists():
                 start = time.perf_counter()
-                prepare_tokens(Path(series.store).parent, cfg.prepare_steps)
+                prepare_tokens(Path(series.store).parent, steps or 100_000)
                 _add_timing(out, f"prepare {series.name}", time.perf_counter() - start)
+            elif steps and (held := json.loads(manifest.read_text())["num_steps"]) < steps:
+                raise SystemExit(f"iris-wm scaling: the token store {series.store} holds {held:,} steps, but series "
+                                 f"{series.name} asks for {steps:,}. Point `store` at a new folder (it is built "
+                                 "there), or remove this one and its episodes to build it again.")  # fmt: skip
     try:
         if verb in ("sweep", "run"):
             _sweep(spec, out, cfg.device, cfg.workers)

@@ -163,3 +163,12 @@ def test_scaling_cli_explains_itself_and_its_errors(tmp_path, capsys):
         scaling_cli(["fit", "--spec", str(bad)])
     with pytest.raises(SystemExit, match="run the sweep first|No .*records|Only 0 finished"):
         scaling_cli(["fit", "--spec", str(REPO / "configs" / "scaling" / "cpu_fast.yaml"), "--out", str(tmp_path)])
+
+
+def test_run_refuses_a_store_smaller_than_the_series_asks(store, tmp_path, capsys):
+    spec = _spec_file(tmp_path, store)
+    data = yaml.safe_load(spec.read_text())
+    data["series"][0]["steps"] = 10**6  # the synthetic store has 30,000
+    spec.write_text(yaml.safe_dump(data))
+    with pytest.raises(SystemExit, match="holds 30,000 steps, but series .* asks for 1,000,000"):
+        scaling_cli(["run", "--spec", str(spec), "--out", str(tmp_path / "out")])
