@@ -31,6 +31,14 @@ def run_fit(spec: SweepSpec, out: Path | None = None) -> dict:
     records = read_records(out / "records.jsonl")
     if not records:
         raise ValueError(f"No records in {out / 'records.jsonl'}: run the sweep first (`iris-wm scaling sweep`).")
+    stores: dict[str, set] = {}
+    for record in records:
+        stores.setdefault(record["series"], set()).add(record.get("store_digest"))
+    mixed = {name: sorted(map(str, digests)) for name, digests in stores.items() if len(digests) > 1}
+    if mixed:
+        raise ValueError(f"{out / 'records.jsonl'} holds points from more than one token store for series "
+                         f"{', '.join(f'{k} (store digests {v})' for k, v in mixed.items())}: they would be fitted "
+                         "as one. Give the sweep another `out` folder, or move the old records away.")
     write_csv(records, out / "runs.csv")
     fits = fit_records(records, fit_config(spec))
     fits["spec"] = spec.to_dict()

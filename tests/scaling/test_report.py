@@ -49,3 +49,19 @@ def test_two_series_give_a_tokenizer_axis_and_a_full_report(tmp_path):
     report = write_report(spec, fits).read_text()
     assert "## Tokenizer axis" in report and "## Series K4" in report and "## Series K16" in report
     assert len(list(tmp_path.glob("*.png"))) == 10
+
+
+def test_records_of_two_stores_in_one_series_are_refused(tmp_path):
+    import pytest
+
+    from scaling.laws import ParametricLaw
+
+    law = ParametricLaw(0.3, 9.0, 60.0, 0.3, 0.4)
+    for digest in ("old", "new"):
+        for r in _records("K16", 16, law, np.random.default_rng(0)):
+            append_record(tmp_path / "records.jsonl", {**r, "key": r["key"] + digest, "store_digest": digest})
+    spec = spec_from_dict({"name": "mixed", "out": str(tmp_path), "sizes": SIZES, "budgets": BUDGETS,
+                           "series": [{"name": "K16", "store": "b"}]})  # fmt: skip
+    with pytest.raises(ValueError, match=r"more than one token store for series K16 .*'new', 'old'"):
+        run_fit(spec)
+    assert not (tmp_path / "fit.json").exists()
