@@ -46,7 +46,7 @@ class Series:
     """Environment steps that `iris-wm scaling run` collects when it builds the store (episodes, tokenizer and
     tokens in the store's parent folder; default 100,000); an existing store with fewer is refused. Choose
     enough that the largest run sees its data about once: a held-out run that repeated its data 2.4 times
-    came out 13.5% above its prediction, 3.3% with 2.5x the data (docs/LOG.md)."""
+    came out 13.5% above its prediction; with 2.5x the data, +3.25% and -8.6% (docs/LOG.md)."""
 
 
 @dataclass(frozen=True)
