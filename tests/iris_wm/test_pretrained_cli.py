@@ -130,6 +130,12 @@ def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path):
              str(pipeline / "wm-pretrained"), "--model.tokenizer", str(tmp_path / "other-tok"))  # fmt: skip
     iris_wm(["imagine", *sources, "--tokenizer", str(pipeline / "tok-pretrained")])
     assert json.loads((tmp_path / "imagine" / "metrics.json").read_text())["episodes"] == 1
+    # Episodes other than the ones the tokens were encoded from: the frames would not match the tokens.
+    iris_wm(["collect", "--out", str(tmp_path / "other"), "--steps", "60", "--seed", "7",
+             "--env.max_episode_steps", "25"])  # fmt: skip
+    others = [a if a != str(pipeline / "episodes") else str(tmp_path / "other") for a in sources]
+    with pytest.raises(ValueError, match="was not encoded from the episode store"):
+        iris_wm(["imagine", *others, "--tokenizer", str(pipeline / "tok-pretrained")])
 
 
 def test_an_agent_goes_on_training_from_its_pretrained_folder(pipeline, tmp_path):
