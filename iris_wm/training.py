@@ -86,6 +86,10 @@ class StageCLI(LightningCLI):
     kind = "model"  # the attribute of the Lightning module that holds the model (a kind of iris_wm.hub)
     data_linked: tuple[str, ...] = ()  # fields of model.config that are read from the data
 
+    @classmethod
+    def subcommands(cls) -> dict[str, set[str]]:
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in cls.verbs}
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--model.from_pretrained", type=str | None, default=None,
                             help=f"Pretrained {self.kind.replace('_', ' ')} to start from (fit) or to use (validate, "

@@ -50,6 +50,15 @@ def test_tokenizer_verbs_have_help(verb, capsys):
     assert "Adam learning rate" in text  # option help comes from the docstrings
 
 
+@pytest.mark.parametrize("run, verb", [(run_tokenizer_cli, "test"), (run_world_model_cli, "predict"),
+                                       (run_agent_cli, "validate")])  # fmt: skip
+def test_verbs_a_stage_does_not_have_are_refused(run, verb, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run([verb, "--help"])
+    assert exit_info.value.code != 0
+    assert verb in capsys.readouterr().err
+
+
 AGENT_CONFIGS = sorted((REPO / "configs" / "agent").glob("*.yaml"))
 CONFIGS = ([(run_tokenizer_cli, c) for c in TOKENIZER_CONFIGS] + [(run_world_model_cli, c) for c in WORLD_MODEL_CONFIGS]
            + [(run_agent_cli, c) for c in AGENT_CONFIGS])
