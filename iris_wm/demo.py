@@ -232,10 +232,11 @@ def export_pretrained(out: Path, agent_checkpoint: Path) -> Path:
 def check_round_trip(out: Path, folder: Path, agent_checkpoint: Path, observation_ce: float) -> dict:
     """The exported folder holds exactly the trained weights (digests of each component, checkpoint vs folder),
     and `world-model validate --model.from_pretrained` on it gives the checkpoint's held-out figure."""
-    from iris_wm.hub import load_model
+    from iris_wm.hub import load_model, load_stage_checkpoint
     from iris_wm.provenance import weights_digest
 
-    same = {kind: weights_digest(load_model(agent_checkpoint, kind)) == weights_digest(load_model(folder, kind))
+    _, trained = load_stage_checkpoint(agent_checkpoint)
+    same = {kind: weights_digest(getattr(trained, kind)) == weights_digest(load_model(folder, kind))
             for kind in ("tokenizer", "world_model", "actor_critic")}  # fmt: skip
     cli = run_stage("world_model", "validate", out, "tokens", "--model.from_pretrained", str(folder),
                     "--data.max_val_windows", "null")  # fmt: skip

@@ -27,11 +27,11 @@ from iris_wm.provenance import provenance
 def load_agent(checkpoint: str | Path, map_location: str = "cpu"):
     """The actor-critic and tokenizer of an `iris-wm agent fit` (or `iris-wm run --export_agent`) checkpoint, of
     an agent folder written by ``iris_wm.hub.save_agent``, or of a Hub repository id."""
-    from iris_wm.hub import PretrainedError, load_stage_checkpoint
+    from iris_wm.hub import PretrainedError, is_checkpoint_path, load_stage_checkpoint
     from iris_wm.hub import load_agent as load_pretrained_agent
 
     path = Path(checkpoint)
-    if not (path.is_file() or path.suffix == ".ckpt"):
+    if not is_checkpoint_path(path):
         tokenizer, _, actor_critic = load_pretrained_agent(checkpoint, map_location=map_location)
         return actor_critic, tokenizer
     stage, module = load_stage_checkpoint(path, map_location)

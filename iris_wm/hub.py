@@ -245,9 +245,23 @@ STAGES = {"agent": "`iris-wm agent fit`", "world_model": "`iris-wm world-model f
           "tokenizer": "`iris-wm tokenizer fit`"}  # fmt: skip
 
 
+def is_checkpoint_path(source: str | Path) -> bool:
+    """Whether ``source`` names a Lightning ``.ckpt`` (a file, or a missing ``.ckpt``, refused with its path)
+    rather than a pretrained folder or a Hub repository id."""
+    path = Path(source)
+    return path.is_file() or (path.suffix == ".ckpt" and not path.is_dir())
+
+
 def load_stage_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
     """``(stage, module)``: the Lightning module of a ``.ckpt`` written by `iris-wm tokenizer|world-model|agent
     fit`, read with ``weights_only=True`` (a damaged file or a pickle payload is refused, and nothing in it runs)."""
+    stage, module, _ = _read_stage_checkpoint(checkpoint, map_location)
+    return stage, module
+
+
+def _read_stage_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
+    """``(stage, module, saved)``, ``saved`` being the checkpoint's dictionary (read once from disk)."""
+    import io
     import pickle
     import zipfile
 
@@ -261,7 +275,9 @@ def load_stage_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
         raise PretrainedError(f"No checkpoint at {path}: give the .ckpt a stage wrote "
                               "(e.g. .../checkpoints/last.ckpt), a pretrained folder, or a Hub repository id.")
     try:
-        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        payload = path.read_bytes()
+        saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        hparams = saved.get("hyper_parameters", {})
         if "objective" in hparams:
             stage, module_class = "agent", ActorCriticModule
         elif "weight_decay" in hparams:
@@ -270,12 +286,14 @@ def load_stage_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
             stage, module_class = "tokenizer", TokenizerModule
         else:
             raise PretrainedError(f"{path} is not a checkpoint of `iris-wm tokenizer|world-model|agent fit`.")
-        return stage, module_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        module = module_class.load_from_checkpoint(io.BytesIO(payload), map_location=map_location, weights_only=True)
+        return stage, module, saved
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, KeyError, AttributeError) as error:
         raise PretrainedError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error}). It is "
                               "damaged (e.g. truncated by a crash while it was written) or not a checkpoint of "
                               "iris-wm; it was read with weights_only=True, so nothing in it ran. Use another "
-                              "checkpoint (ModelCheckpoint keeps the last good one as last.ckpt).") from error
+                              "checkpoint (ModelCheckpoint keeps its best, epoch=...-step=....ckpt, beside "
+                              "last.ckpt).") from error
 
 
 def load_model(source: str | Path, kind: str, revision: str | None = None, map_location: str = "cpu"):
@@ -285,7 +303,7 @@ def load_model(source: str | Path, kind: str, revision: str | None = None, map_l
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, not {kind!r}.")
     path = Path(source)
-    if path.is_file() or (path.suffix == ".ckpt" and not path.exists()):
+    if is_checkpoint_path(path):
         stage, module = load_stage_checkpoint(path, map_location)
         model = getattr(module, kind, None)
         if model is None:
@@ -305,8 +323,7 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo
     import dataclasses
     import hashlib
 
-    stage, module = load_stage_checkpoint(checkpoint)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    stage, module, saved = _read_stage_checkpoint(checkpoint)
     data = {k: v for k, v in (saved.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     inputs = {"checkpoint": str(Path(checkpoint).resolve())}
     manifest = Path(str(data.get("root", ""))) / "manifest.json"

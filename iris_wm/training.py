@@ -141,10 +141,8 @@ class StageCLI(LightningCLI):
         from iris_wm.hub import load_model
 
         self.pretrained = load_model(self.pretrained_source, self.kind)
-        given = config.model.config
-        given = _flatten(given.as_dict() if isinstance(given, Namespace) else dict(given))
         wanted = _flatten(asdict(self.pretrained.config))
-        changed = [f"{k} {given.get(k)} -> {v}" for k, v in wanted.items() if _plain(given.get(k)) != _plain(v)]
+        changed = [f"{k} {old} -> {new}" for k, new, old in _differences(wanted, _as_dict(config.model.config))]
         if changed:
             print(f"iris-wm: model.config from {self.pretrained_source}: {', '.join(changed)}.", file=sys.stderr)
         config.model.config = Namespace()
@@ -159,15 +157,13 @@ class StageCLI(LightningCLI):
             source, wanted = self.pretrained_source, asdict(self.pretrained.config)
         elif ckpt_path and Path(ckpt_path).is_file() and self.data_linked:
             # LightningCLI has put the checkpoint's hyperparameters in the config; the data's sizes replaced them.
-            given = config.model.config
-            given = given.as_dict() if isinstance(given, Namespace) else dict(given)
+            given = _as_dict(config.model.config)
             source, wanted = ckpt_path, {k: given[k] for k in self.data_linked if k in given}
         else:
             return
         model = getattr(self.model, self.kind)
-        built, wanted = _flatten(asdict(model.config)), _flatten(wanted)
-        differ = [f"{k}: {wanted[k]} in the model, {built.get(k)} in the data" for k in wanted
-                  if _plain(built.get(k)) != _plain(wanted[k])]  # fmt: skip
+        differ = [f"{k}: {ours} in the model, {data} in the data"
+                  for k, ours, data in _differences(_flatten(wanted), asdict(model.config))]  # fmt: skip
         if differ:
             raise ValueError(f"The {self.kind.replace('_', ' ')} in {source} does not fit the data at "
                              f"{config.data.root} ({'; '.join(differ)}): use data of the game it was trained on, "
@@ -208,8 +204,19 @@ def _flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
+def _as_dict(config) -> dict:
+    return config.as_dict() if isinstance(config, Namespace) else dict(config)
+
+
+def _differences(wanted: dict, other: dict) -> list[tuple]:
+    """``(key, wanted value, other value)`` for each flattened key of ``wanted`` whose value ``other`` does not
+    have (tuples and lists compare equal)."""
+    flat = _flatten(other)
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else value
+
+    return [(k, v, flat.get(k)) for k, v in wanted.items() if plain(flat.get(k)) != plain(v)]
 
 
 class TokenizerCLI(StageCLI):
@@ -255,9 +262,10 @@ class AgentCLI(StageCLI):
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
         model = self.config[self.subcommand].model
-        if self.pretrained_source is None or Path(self.pretrained_source).is_file():
+        from iris_wm.hub import AGENT_FILE, is_checkpoint_path, resolve
+
+        if self.pretrained_source is None or is_checkpoint_path(self.pretrained_source):
             return
-        from iris_wm.hub import AGENT_FILE, resolve
 
         folder = resolve(self.pretrained_source, None, "model")
         if (folder / AGENT_FILE).is_file():

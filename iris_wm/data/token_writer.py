@@ -109,10 +109,11 @@ def check_tokenizer(store: TokenStore, tokenizer) -> None:
                          f"{tokenizer.tokens_per_frame} of {tokenizer.vocab_size}: pass the tokenizer that encoded "
                          f"the store ({settings.get('tokenizer_checkpoint')}).")  # fmt: skip
     recorded = settings.get("tokenizer_digest")
-    if recorded is not None and recorded != weights_digest(tokenizer):
+    given = weights_digest(tokenizer) if recorded is not None else None
+    if recorded != given:
         raise ValueError(f"The token store {store.root} was encoded by another tokenizer "
                          f"({settings.get('tokenizer_checkpoint')}, weights digest {recorded[:12]}) than the one "
-                         f"given (digest {weights_digest(tokenizer)[:12]}): its token ids would mean other codes. "
+                         f"given (digest {given[:12]}): its token ids would mean other codes. "
                          "Pass the tokenizer that encoded the store, or encode the episodes again with this one "
                          "(`iris-wm tokenizer predict --ckpt_path ... --token_writer.output NEW_FOLDER`).")
 

@@ -13,9 +13,10 @@ from iris_wm.data.store import EpisodeStore
 
 REPO = Path(__file__).resolve().parents[2]
 
-SCRIPT = textwrap.dedent("""
-    import resource, signal, sys
-    import numpy as np, torch
+# Both scripts start from a store with one 20-step episode and a checkpoint of zeros, then try to write more.
+SETUP = textwrap.dedent("""
+    import os, resource, signal, sys
+    import torch
     sys.path.insert(0, "tests")
     from helpers.counting import counting_episode
     from iris_wm.data.store import EpisodeStore, StoreError
@@ -25,6 +26,9 @@ SCRIPT = textwrap.dedent("""
     store = EpisodeStore.create(root + "/store", EpisodeStore.frame_spec(8), 4, {"env": "counting"})
     store.append([counting_episode(0, 20, size=8)])
     save_checkpoint(root + "/run", {"format": 1, "weights": torch.zeros(10)})
+""")
+
+SCRIPT = SETUP + textwrap.dedent("""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing the process
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
     try:
@@ -37,19 +41,7 @@ SCRIPT = textwrap.dedent("""
         print("CHECKPOINT:", error)
 """)
 
-
-READ_ONLY = textwrap.dedent("""
-    import os, sys
-    import torch
-    sys.path.insert(0, "tests")
-    from helpers.counting import counting_episode
-    from iris_wm.data.store import EpisodeStore, StoreError
-    from iris_wm.loop_state import save_checkpoint
-
-    root = sys.argv[1]
-    store = EpisodeStore.create(root + "/store", EpisodeStore.frame_spec(8), 4, {"env": "counting"})
-    store.append([counting_episode(0, 20, size=8)])
-    save_checkpoint(root + "/run", {"format": 1, "weights": torch.zeros(10)})
+READ_ONLY = SETUP + textwrap.dedent("""
     for folder, _, _ in os.walk(root):
         os.chmod(folder, 0o555)
     if os.geteuid() == 0:
@@ -66,14 +58,24 @@ READ_ONLY = textwrap.dedent("""
 """)
 
 
+def _nothing_lost(root: Path) -> EpisodeStore:
+    """The store still holds exactly the first episode (every checksum verified) and the checkpoint its zeros."""
+    import torch
+
+    from iris_wm.loop_state import load_checkpoint
+
+    store = EpisodeStore.open(root / "store")
+    assert (store.num_episodes, store.num_steps) == (1, 20)
+    assert torch.equal(load_checkpoint(root / "run")["weights"], torch.zeros(10))
+    return store
+
+
 def test_a_read_only_output_folder_gives_a_clear_error_and_loses_nothing():
+    import os
     import shutil
     import tempfile
 
     import pytest
-    import torch
-
-    from iris_wm.loop_state import load_checkpoint
 
     root = Path(tempfile.mkdtemp(prefix="iris-wm-read-only-"))  # not under pytest's 0700 folder: nobody must enter
     root.chmod(0o755)
@@ -87,11 +89,9 @@ def test_a_read_only_output_folder_gives_a_clear_error_and_loses_nothing():
         assert "make it writable" in lines["STORE"]
         assert "Cannot create the store folder" in lines["NEW STORE"] and "folder you can write" in lines["NEW STORE"]
         assert "the previous checkpoint is kept" in lines["CHECKPOINT"] and "writable" in lines["CHECKPOINT"]
-        store = EpisodeStore.open(root / "store")
-        assert (store.num_episodes, store.num_steps) == (1, 20)
-        assert torch.equal(load_checkpoint(root / "run")["weights"], torch.zeros(10))
+        _nothing_lost(root)
     finally:
-        for folder, _, _ in __import__("os").walk(root):
+        for folder, _, _ in os.walk(root):
             Path(folder).chmod(0o755)
         shutil.rmtree(root)
 
@@ -107,20 +107,13 @@ def test_an_unwritable_output_folder_gives_a_clear_error():
 
 
 def test_a_full_disk_gives_a_clear_error_and_loses_nothing(tmp_path):
-    import torch
-
-    from iris_wm.loop_state import load_checkpoint
-
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     store_line = next(line for line in done.stdout.splitlines() if line.startswith("STORE:"))
     assert "File too large" in store_line and "The store is unchanged" in store_line and "free disk space" in store_line
     checkpoint_line = next(line for line in done.stdout.splitlines() if line.startswith("CHECKPOINT:"))
     assert "the previous checkpoint is kept" in checkpoint_line and "Free disk space" in checkpoint_line
-    store = EpisodeStore.open(tmp_path / "store")  # every shard's checksum is verified on opening
-    assert (store.num_episodes, store.num_steps) == (1, 20)
+    store = _nothing_lost(tmp_path)
     assert not [p.name for p in (tmp_path / "store").rglob(".tmp-*")], "no temporary file is left behind"
     np.testing.assert_array_equal(store.columns.action, np.arange(20) % 4)
-    state = load_checkpoint(tmp_path / "run")
-    assert torch.equal(state["weights"], torch.zeros(10))
     assert not list((tmp_path / "run" / "checkpoints").glob("*.partial"))
