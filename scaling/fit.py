@@ -122,14 +122,22 @@ def _prediction_interval(theta_samples, N, D, sigma_log: float, rng) -> dict:
 def holdout_check(holdouts: list[dict], law: ParametricLaw, boot: dict, noise: dict, residual_sigma: float,
                   flops: FlopsPerToken, config: FitConfig) -> list[dict]:  # fmt: skip
     """Observed vs predicted loss of each pre-registered held-out run, with a 95% prediction interval from the
-    bootstrap replicates plus seed noise (the fit's residual scatter where no point was repeated)."""
+    bootstrap replicates plus seed noise (the fit's residual scatter where no point was repeated). Runs of one
+    size and budget with several seeds are one check: their mean log loss against the prediction, with the
+    seed-noise term divided by sqrt(seeds)."""
     rng = np.random.default_rng(config.seed + 1)
     sigma = noise["sigma_log"] if noise["sigma_log"] is not None else residual_sigma
-    results = []
+    groups: dict[tuple, list[dict]] = {}
     for r in holdouts:
-        N, D, observed = r["params"], r["tokens"], r["val_obs_ce"]
+        groups.setdefault((r["size"], r["budget"]), []).append(r)
+    results = []
+    for runs in groups.values():
+        runs = sorted(runs, key=lambda r: r.get("seed", 0))
+        r = runs[0]
+        N, D = r["params"], r["tokens"]
+        observed = float(np.exp(np.mean([np.log(x["val_obs_ce"]) for x in runs])))
         predicted = float(law(N, D))
-        pi = _prediction_interval(boot["theta"], N, D, sigma, rng)
+        pi = _prediction_interval(boot["theta"], N, D, sigma / math.sqrt(len(runs)), rng)
         # The compute at which the law predicts the observed loss for this size, over the run's compute.
         floor = law.E + law.A / N**law.alpha
         if observed > floor:
@@ -141,6 +149,7 @@ def holdout_check(holdouts: list[dict], law: ParametricLaw, boot: dict, noise: d
         results.append({
             "size": r["size"], "params": N, "tokens": D, "flops": r["flops"], "budget": r["budget"],
             "optimal_params_predicted": optimal_size(law, r["budget"], flops),
+            "seeds": [x.get("seed", 0) for x in runs], "observed_each": [x["val_obs_ce"] for x in runs],
             "observed": observed, "predicted": predicted, "absolute_error": observed - predicted,
             "relative_error": (observed - predicted) / observed, "prediction_interval": pi,
             "inside_95": bool(lo is not None and lo <= observed <= hi), "compute_equivalent_factor": factor,

@@ -95,13 +95,18 @@ def _series_section(name: str, fit: dict, plots: list[Path], out: Path) -> list[
         lines.append("No held-out run recorded yet.")
     for h in fit["holdout"]:
         lo, hi = h["prediction_interval"]["ci95"] or (math.nan, math.nan)
+        seeds = h.get("observed_each", [h["observed"]])
+        each = ""
+        if len(seeds) > 1:
+            each = f" (geometric mean of {len(seeds)} seeds: {', '.join(f'{x:.4f}' for x in seeds)})"
         lines += [f"- {h['size']} (N = {h['params']:,}) at {h['budget']:.3g} FLOPs (predicted optimum "
-                  f"N = {h['optimal_params_predicted']:,.0f}): observed {h['observed']:.4f}, predicted "
+                  f"N = {h['optimal_params_predicted']:,.0f}): observed {h['observed']:.4f}{each}, predicted "
                   f"{h['predicted']:.4f} nats/token; error {h['absolute_error']:+.4f} "
                   f"({100 * h['relative_error']:+.2f}%); "
                   f"95% prediction interval [{lo:.4f}, {hi:.4f}] ({'inside' if h['inside_95'] else 'OUTSIDE'}; noise "
-                  f"from {h['noise_source']}, sigma {h['noise_sigma_log']:.4f} in log loss); compute-equivalent factor "
-                  f"{h['compute_equivalent_factor']:.2f}; {h['epochs']:.2f} epochs over the unique training tokens."]
+                  f"from {h['noise_source']}, sigma {h['noise_sigma_log']:.4f} in log loss per run); "
+                  f"compute-equivalent factor {h['compute_equivalent_factor']:.2f}; {h['epochs']:.2f} epochs over "
+                  "the unique training tokens."]
     noise = fit["seed_noise"]
     if noise["sigma_log"] is not None:
         lines += ["", f"Seed noise: sigma {noise['sigma_log']:.4f} in log loss from {noise['points']} "

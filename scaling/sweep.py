@@ -252,9 +252,10 @@ class Sweep:
             self.log(f"[{series.name}] held-out budget {budget:.3g}: predicted N_opt {n_opt:,.0f}; "
                      f"running {size.label} (N = {candidates[size]['params']:,})")  # fmt: skip
             lr = self.learning_rate(candidates[size]["params"], factor)
-            trunk = make_trunk("holdout", series, size, spec.seeds[0], lr, candidates[size], [budget], spec)
-            check_trunk(trunk, spec)
-            trunks.append(trunk)
+            for seed in range(spec.seeds[0], spec.seeds[0] + spec.holdout.seeds):
+                trunk = make_trunk("holdout", series, size, seed, lr, candidates[size], [budget], spec)
+                check_trunk(trunk, spec)
+                trunks.append(trunk)
         return trunks
 
     # ------------------------------------------------------------------ execution

@@ -50,7 +50,7 @@ def test_cpu_fast_end_to_end_then_rerun_skips_everything(tmp_path, store, capsys
         best = min(tried, key=tried.get)
         assert len(tried) >= len(spec.learning_rate.multipliers)
         assert min(tried) < best < max(tried) or len(tried) == len(spec.learning_rate.multipliers) + 3
-    assert roles.count("repeat") == 1 and roles.count("holdout") == 1
+    assert roles.count("repeat") == 1 and roles.count("holdout") == 2  # two seeds of one held-out run
     for r in records:  # exact counts and provenance in every record
         assert r["flops"] == pytest.approx(r["tokens"] * r["flops_per_token"])
         assert r["tokens"] == r["steps"] * spec.batch_size * spec.context_steps * 5
@@ -59,7 +59,8 @@ def test_cpu_fast_end_to_end_then_rerun_skips_everything(tmp_path, store, capsys
     fit = fits["series"]["K4"]
     assert fit["points"] == n_sizes * n_budgets  # the held-out run never enters a fit
     assert fit["parametric_law"]["converged"]
-    holdout = fit["holdout"][0]
+    (holdout,) = fit["holdout"]  # one check on the mean of both seeds
+    assert holdout["seeds"] == [0, 1] and len(holdout["observed_each"]) == 2
     assert holdout["budget"] == pytest.approx(3 * max(spec.budgets))
     assert holdout["prediction_interval"]["ci95"][0] < holdout["predicted"] < holdout["prediction_interval"]["ci95"][1]
     report = (out / "report.md").read_text()

@@ -65,3 +65,31 @@ def test_records_of_two_stores_in_one_series_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"more than one token store for series K16 .*'new', 'old'"):
         run_fit(spec)
     assert not (tmp_path / "fit.json").exists()
+
+
+def test_held_out_seeds_are_one_check_on_their_mean_log_loss(tmp_path):
+    """Two seeds of the held-out run: observed is their geometric mean, and the interval is narrower than with one
+    (its seed-noise part shrinks by sqrt(2))."""
+    from scaling.laws import ParametricLaw
+
+    law = ParametricLaw(0.3, 9.0, 60.0, 0.3, 0.4)
+    records = _records("K16", 16, law, np.random.default_rng(0))
+    spec = spec_from_dict({"name": "seeds", "out": str(tmp_path), "sizes": SIZES, "budgets": BUDGETS,
+                           "series": [{"name": "K16", "store": "b"}], "fit": {"bootstrap": 30},
+                           "holdout": {"seeds": 2}})  # fmt: skip
+    for r in records:
+        append_record(tmp_path / "records.jsonl", r)
+    # A repeated fit point, so the seed noise is measured (sigma of log loss between two seeds at one point).
+    fit_point = next(r for r in records if r["role"] == "fit" and r["size"] == "s2")
+    append_record(tmp_path / "records.jsonl", {**fit_point, "key": "repeat", "trunk": "r", "role": "repeat",
+                                               "seed": 1, "val_obs_ce": fit_point["val_obs_ce"] * 1.04})  # fmt: skip
+    one = run_fit(spec)["series"]["K16"]["holdout"]
+    held = next(r for r in records if r["role"] == "holdout")
+    append_record(tmp_path / "records.jsonl", {**held, "key": "second seed", "seed": 1,
+                                               "val_obs_ce": held["val_obs_ce"] * 1.02})  # fmt: skip
+    two = run_fit(spec)["series"]["K16"]["holdout"]
+    assert len(one) == len(two) == 1 and two[0]["seeds"] == [0, 1]
+    np.testing.assert_allclose(two[0]["observed"], held["val_obs_ce"] * np.sqrt(1.02), rtol=1e-12)
+    width = [h["prediction_interval"]["ci95"][1] - h["prediction_interval"]["ci95"][0] for h in (one[0], two[0])]
+    assert width[1] < width[0]
+    assert "geometric mean of 2 seeds" in write_report(spec, run_fit(spec)).read_text()

@@ -55,6 +55,7 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     ({"repeats": [{"size": 0, "budget": 2e9}]}, "not one of budgets"),
     ({"repeats": [{"size": 0, "budget": 1e9, "seed": 0}]}, "already a main seed"),
     ({"precision": "16"}, "precision"),
+    ({"holdout": {"seeds": 0}}, "holdout.seeds must be at least 1"),
     ({"sizes": [{"embed_dim": 10, "num_layers": 1, "num_heads": 3}] * 3}, "not divisible"),
 ])
 def test_inconsistent_specs_are_refused(change, message):
