@@ -42,7 +42,7 @@ Each command explains its options with --help.
 def _collect(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
-    from iris_wm.collect import collect
+    from iris_wm.collect import collect, collect_parallel
     from iris_wm.env import EnvConfig
 
     parser = ArgumentParser(prog="iris-wm collect", description=collect.__doc__, default_config_files=[])
@@ -51,10 +51,20 @@ def _collect(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, required=True, help="Total steps the store must hold when done.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the environment and the random policy.")
     parser.add_argument("--flush_steps", type=int, default=5_000, help="Append finished episodes every N steps.")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Processes collecting shares of the steps at once (one emulator each; 2 on 2 cores take "
+                             "about half the time). The store then differs from a 1-worker one after the first "
+                             "share; rerun an interrupted collection with the same number.")
     parser.add_class_arguments(EnvConfig, "env", help="Environment protocol (IRIS training defaults).")
     cfg = parser.parse_args(argv)
+    if cfg.workers < 1:
+        parser.error(f"--workers must be at least 1, got {cfg.workers}.")
     env = EnvConfig(**cfg.env.as_dict())
-    summary = collect(cfg.out, cfg.steps, env, seed=cfg.seed, flush_steps=cfg.flush_steps)
+    if cfg.workers > 1:
+        summary = collect_parallel(cfg.out, cfg.steps, env, seed=cfg.seed, workers=cfg.workers,
+                                   flush_steps=cfg.flush_steps)  # fmt: skip
+    else:
+        summary = collect(cfg.out, cfg.steps, env, seed=cfg.seed, flush_steps=cfg.flush_steps)
     mean = sum(summary.returns) / len(summary.returns) if summary.returns else float("nan")
     print(
         f"{summary.store}: added {summary.steps_added} steps in {summary.episodes_added} episodes "

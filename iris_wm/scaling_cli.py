@@ -36,7 +36,8 @@ def _parser(verb: str):
         parser.add_argument("--series", type=list[str] | None, default=None,
                             help="Sweep only these series of the spec (one process per GPU, say).")
         parser.add_argument("--workers", type=int, default=1,
-                            help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU).")
+                            help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU); "
+                            "with `run`, also the processes that collect a missing token store's episodes.")
     if verb == "run":
         parser.add_argument("--prepare_steps", type=int | None, default=None,
                             help="Breakout steps to collect when the spec's token store does not exist yet "
@@ -128,7 +129,7 @@ def main(argv: list[str]) -> None:
             manifest = Path(series.store) / "manifest.json"
             if not manifest.exists():
                 start = time.perf_counter()
-                prepare_tokens(Path(series.store).parent, steps or 100_000)
+                prepare_tokens(Path(series.store).parent, steps or 100_000, workers=cfg.workers)
                 _add_timing(out, f"prepare {series.name}", time.perf_counter() - start)
             elif steps and (held := json.loads(manifest.read_text())["num_steps"]) < steps:
                 raise SystemExit(f"iris-wm scaling: the token store {series.store} holds {held:,} steps, but series "

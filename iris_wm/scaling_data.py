@@ -1,7 +1,7 @@
 """The token store a CPU scaling sweep trains on: random-policy Breakout episodes, encoded once.
 
 Each stage is skipped when its output exists, so `make scaling` resumes like `make demo`:
-1. ``iris-wm collect``: random-policy Breakout steps into ``<root>/episodes``.
+1. ``iris-wm collect``: random-policy Breakout steps into ``<root>/episodes`` (in ``workers`` processes).
 2. ``iris-wm tokenizer fit`` with ``configs/tokenizer/scaling.yaml`` (256 codes, 16 tokens per frame).
 3. ``iris-wm tokenizer predict``: the token store ``<root>/tokens``.
 """
@@ -19,14 +19,16 @@ def _tokenizer_stage(verb: str, root: Path, *extra: str) -> None:
     run_stage("tokenizer", verb, root, "episodes", *extra, config="scaling.yaml")
 
 
-def prepare_tokens(root: str | Path, steps: int, seed: int = 1, log=print) -> Path:
-    """Collect, train the tokenizer, encode; returns the token store's folder ``<root>/tokens``."""
+def prepare_tokens(root: str | Path, steps: int, seed: int = 1, workers: int = 1, log=print) -> Path:
+    """Collect (in ``workers`` processes), train the tokenizer, encode; returns the token store's folder
+    ``<root>/tokens``."""
     root = Path(root)
     tokens = root / "tokens"
     if (tokens / "manifest.json").exists():
         return tokens
     start = time.perf_counter()
-    iris_wm(["collect", "--out", str(root / "episodes"), "--steps", str(steps), "--seed", str(seed)])
+    iris_wm(["collect", "--out", str(root / "episodes"), "--steps", str(steps), "--seed", str(seed),
+             "--workers", str(workers)])  # fmt: skip
     log(f"collect: {time.perf_counter() - start:.0f} s")
     checkpoint = root / "tokenizer" / "checkpoints" / "last.ckpt"
     if not checkpoint.exists():
