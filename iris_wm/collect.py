@@ -135,10 +135,13 @@ def _part_folder(out: Path, part: int) -> Path:
 
 
 def _remove_parts(out: Path, plan_file: Path) -> None:
-    for folder in out.parent.glob(f"{out.name}.part*"):
-        if folder.is_dir():
-            shutil.rmtree(folder)
-    plan_file.unlink(missing_ok=True)
+    """Remove the part stores of the plan in ``plan_file``, then the plan (last, so a crash here is finished by a
+    rerun)."""
+    if not plan_file.exists():
+        return
+    for w in range(1, json.loads(plan_file.read_text())["workers"]):
+        shutil.rmtree(_part_folder(out, w), ignore_errors=True)
+    plan_file.unlink()
 
 
 def _collect_share(args: tuple) -> CollectSummary:
@@ -167,7 +170,9 @@ def collect_parallel(out: str | Path, steps: int, env_config: EnvConfig | None =
         raise StoreError(f"{plan_file} records an unfinished parallel collection with other settings "
                          f"({plan_file.read_text().strip()}); rerun it with those, or delete it and the "
                          f"{out.name}.part* folders to start the shares again.")  # fmt: skip
-    if (out / "manifest.json").exists() and EpisodeStore.open(out, verify="size").num_steps >= steps:
+    start = EpisodeStore.open(out, verify="size") if (out / "manifest.json").exists() else None
+    start_steps, start_episodes = (start.num_steps, start.num_episodes) if start else (0, 0)
+    if start_steps >= steps:
         _remove_parts(out, plan_file)  # a crash after the last append left them
         return collect(out, steps, env_config, seed=seed, progress=False)  # nothing to do; checks the settings
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,9 +189,8 @@ def collect_parallel(out: str | Path, steps: int, env_config: EnvConfig | None =
     for w in range(1, workers):
         _append_share(store, EpisodeStore.open(folders[w]), offset=sum(shares[:w]), flush_steps=flush_steps, index=w)
     _remove_parts(out, plan_file)
-    added = sum(s.steps_added for s in summaries)
-    return CollectSummary(out, added, sum(s.episodes_added for s in summaries), store.num_steps, store.num_episodes,
-                          [r for s in summaries for r in s.returns])  # fmt: skip
+    return CollectSummary(out, store.num_steps - start_steps, store.num_episodes - start_episodes, store.num_steps,
+                          store.num_episodes, [r for s in summaries for r in s.returns])  # fmt: skip
 
 
 def _append_share(store: EpisodeStore, part: EpisodeStore, offset: int, flush_steps: int, index: int) -> None:
