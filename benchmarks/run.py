@@ -256,7 +256,8 @@ def markdown(record: dict) -> str:
         "# Benchmarks",
         "",
         f"Machine: {record['machine']}. Command: `{record['command']}`. Date: {record['date']}.",
-        f"Torch threads: {record['threads']}. Figures are medians of {record['repeats']} runs after a warm-up.",
+        f"Torch threads: {record['threads']}. Figures are medians of {record['repeats']} runs after a warm-up; "
+        f"imagination rollouts: 2 at batch 1 and 1 above, reference-design training: {max(1, record['repeats'] // 2)}.",
         "",
         "Matmul peak in the same run (2048^3): "
         + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peak.items())

@@ -93,9 +93,10 @@ class Holdout:
     """Shapes to choose the held-out size from (default: the ladder itself)."""
     seeds: int = 1
     """Seeds of each held-out run (the first main seed and the ones after it). The check compares the
-    prediction with their mean log loss, and the seed-noise part of its interval shrinks by sqrt(seeds): on
-    CPU one run's own seed noise (sigma 2.6-5.2% in log loss, docs/LOG.md) is as large as SCALING.md's 3% bar.
-    With ``--workers 2`` a second seed costs no wall time (the held-out run otherwise trains alone)."""
+    prediction with their mean log loss, and the seed-noise part of its interval shrinks by sqrt(seeds). On
+    CPU the repeated fit points measure seed noise of 2.6-5.2% in log loss, as large as SCALING.md's 3% bar
+    (the held-out runs' own two seeds have differed by under 1%; docs/LOG.md). With ``--workers 2`` a second
+    seed costs no wall time (the held-out run otherwise trains alone)."""
 
 
 @dataclass(frozen=True)
