@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from reference_design import ReferenceImagination, ReferenceWorldModel
+from reference_design import GivenTokens, ReferenceImagination, ReferenceWorldModel
 
 from iris_wm.data.store import EpisodeStore
 from iris_wm.data.windows import WindowDataset
@@ -34,6 +34,7 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 # quoted in issue 3. The side-by-side figures come from benchmarks/reference_design.py, measured in this run.
 QUOTED = {"imagination_b1": 5.5, "imagination_b64": 37.0, "wm_train_tokens_per_s": 360.0,
           "wm_train_cached_tokens_per_s": 960.0, "tokenizer_encode_decode_b64": 16.0}  # fmt: skip
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 KEPT = "<!-- Below this line the file is written by hand; make bench keeps it. -->"
 # Issue 3's targets: our figure over the reference's, at the same sizes on the same machine.
 TARGETS = {"imagination_b1": 5.0, "imagination_b64": 4.0, "imagination_tokens_b64": 20.0,
@@ -70,8 +71,7 @@ def matmul_peak(repeats: int) -> dict[str, float]:
     """GFLOP/s of a 2048^3 matmul in fp32 and bf16: the ceiling the model figures are compared with."""
     out = {}
     for name in precisions():
-        dtype = torch.bfloat16 if name == "bf16" else torch.float32
-        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a, b = torch.randn(2048, 2048, dtype=DTYPES[name]), torch.randn(2048, 2048, dtype=DTYPES[name])
         out[name] = 2 * 2048**3 / timed(lambda: a @ b, repeats) / 1e9  # noqa: B023
     return out
 
@@ -82,7 +82,7 @@ def tokenizer_throughput(name: str, config: TokenizerConfig, batch: int, repeats
     tokens = model.encode(frames)
     rows = []
     for precision in precisions():
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        autocast = _autocast(precision)
 
         def run(fn, autocast=autocast):
             with torch.inference_mode(), autocast:
@@ -116,10 +116,9 @@ def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
     every op, which made batch-1 decoding slower than fp32 (docs/LOG.md)."""
     rows = []
     for precision in precisions():
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         torch.manual_seed(0)
-        wm = WorldModel(WorldModelConfig(num_actions=4)).eval().to(dtype)
-        tok = Tokenizer(TokenizerConfig()).eval().to(dtype)
+        wm = WorldModel(WorldModelConfig(num_actions=4)).eval().to(DTYPES[precision])
+        tok = Tokenizer(TokenizerConfig()).eval().to(DTYPES[precision])
         runs = [(batch, decode, 1) for batch in batches for decode in (False, True)] + [(max(batches), False, None)]
         for batch, decode, reprime in runs:
             env = ImaginationEnv(wm, tok, ImaginationConfig(temperature=1.0, reprime_steps=reprime),
@@ -172,15 +171,9 @@ def reference_training(batch: int, repeats: int, peak: dict[str, float]) -> list
     actions, rewards = torch.randint(0, 4, (batch, 20)), torch.zeros(batch, 20)
     ends = torch.zeros(batch, 20, dtype=torch.bool)
     tokens = tok.encode(frames.flatten(0, 1)).view(batch, 20, 16)
-
-    class Cached:  # tokens handed over as they are, for the figure without re-tokenization
-        @staticmethod
-        def encode(x):
-            return x
-
     flops = WorldModel(WorldModelConfig(num_actions=4)).flops_per_token(training=True)
     rows = []
-    for retokenize, inputs, tokenizer in ((True, frames, tok), (False, tokens, Cached)):
+    for retokenize, inputs, tokenizer in ((True, frames, tok), (False, tokens, GivenTokens)):
 
         def train_step(inputs=inputs, tokenizer=tokenizer):
             wm.loss(tokenizer, inputs, actions, rewards, ends).backward()
@@ -362,12 +355,17 @@ def write_markdown(path: Path, generated: str) -> None:
     path.write_text(generated + "\n" + kept)
 
 
+def measure_imagination(record: dict, steps: int) -> None:
+    """Our imagination rows and the reference design's, measured one after the other into ``record``."""
+    record["imagination_steps"] = steps
+    record["imagination"] = imagination_throughput((1, 16, 64), steps)
+    record["reference_imagination"] = reference_imagination((1, 16, 64), steps)
+
+
 def _only_imagination(path: Path, steps: int) -> None:
     """Re-measure the imagination rows, ours and the reference design's, of an existing record."""
     record = json.loads(path.read_text())
-    record["imagination"] = imagination_throughput((1, 16, 64), steps)
-    record["reference_imagination"] = reference_imagination((1, 16, 64), steps)
-    record["imagination_steps"] = steps
+    measure_imagination(record, steps)
     record["ratios"] = ratios(record)
     path.write_text(json.dumps(record, indent=1))
 
@@ -402,9 +400,7 @@ def main() -> None:
                       tokenizer_throughput(name, cfg, args.batch, args.repeats)],  # fmt: skip
         "store": store_sampling(args.store_steps, args.repeats * 4),
     }
-    record["imagination_steps"] = args.imagination_steps
-    record["imagination"] = imagination_throughput((1, 16, 64), args.imagination_steps)
-    record["reference_imagination"] = reference_imagination((1, 16, 64), args.imagination_steps)
+    measure_imagination(record, args.imagination_steps)
     record["world_model_training"] = world_model_training(args.batch, args.repeats, record["matmul_gflops"])
     record["reference_training"] = reference_training(args.batch, max(1, args.repeats // 2), record["matmul_gflops"])
     record["ratios"] = ratios(record)
