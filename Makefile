@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+SOURCES := iris_wm tokenizer sequence_model scaling tests benchmarks
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv test test-slow lint demo bench bench-memory scaling clean
+.PHONY: venv test test-slow lint format demo bench bench-memory scaling clean
 
 venv: $(STAMP)
 
@@ -22,8 +23,12 @@ test: $(STAMP)  ## the test suite (fast; a few minutes on 2 cores)
 test-slow: $(STAMP)  ## the slow checks (planted law with many replicates); minutes
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slow
 
-lint: $(STAMP)
-	$(PY) -m ruff check iris_wm tokenizer sequence_model scaling tests benchmarks
+lint: $(STAMP)  ## ruff's linter and its formatter (make format applies the formatting)
+	$(PY) -m ruff check $(SOURCES)
+	$(PY) -m ruff format --check $(SOURCES)
+
+format: $(STAMP)
+	$(PY) -m ruff format $(SOURCES)
 
 demo: $(STAMP)  ## collect Breakout, train the demo tokenizer, write runs/demo/report.md
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.demo --out runs/demo

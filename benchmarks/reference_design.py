@@ -46,7 +46,7 @@ class LayerCache:
 
     def write(self, x: torch.Tensor) -> torch.Tensor:
         end = self.size + x.shape[2]
-        self.buffer[:, :, self.size:end] = x
+        self.buffer[:, :, self.size : end] = x
         self.size = end
         return self.buffer[:, :, :end]
 
@@ -67,7 +67,7 @@ class Attention(nn.Module):
             past = cache[0].size
             k, v = cache[0].write(k), cache[1].write(v)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])
-        scores = scores.masked_fill(self.causal[past:past + n, :past + n] == 0, float("-inf"))
+        scores = scores.masked_fill(self.causal[past : past + n, : past + n] == 0, float("-inf"))
         out = self.attn_drop(scores.softmax(-1)) @ v
         return self.resid_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
 
@@ -77,8 +77,9 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
         self.attn = Attention()
-        self.mlp = nn.Sequential(nn.Linear(WIDTH, 4 * WIDTH), nn.GELU(), nn.Linear(4 * WIDTH, WIDTH),
-                                 nn.Dropout(DROPOUT))  # fmt: skip
+        self.mlp = nn.Sequential(
+            nn.Linear(WIDTH, 4 * WIDTH), nn.GELU(), nn.Linear(4 * WIDTH, WIDTH), nn.Dropout(DROPOUT)
+        )
 
     def forward(self, x, cache):
         x = x + self.attn(self.ln1(x), cache)
@@ -125,11 +126,20 @@ class ReferenceWorldModel(nn.Module):
             x = block(x, cache[i] if cache is not None else None)
         x = self.ln_f(x)
         actions = _positions(self.ACTIONS, past + n, past)
-        return (self.obs_head(x[:, _positions(self.PREDICTS_OBSERVATION, past + n, past)]),
-                self.reward_head(x[:, actions]), self.end_head(x[:, actions]))  # fmt: skip
+        return (
+            self.obs_head(x[:, _positions(self.PREDICTS_OBSERVATION, past + n, past)]),
+            self.reward_head(x[:, actions]),
+            self.end_head(x[:, actions]),
+        )
 
-    def loss(self, tokenizer: Tokenizer, frames: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-             ends: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def loss(
+        self,
+        tokenizer: Tokenizer,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        ends: torch.Tensor,
+    ) -> torch.Tensor:
         """One training loss: frames ``uint8 (B, T, 3, H, W)`` are tokenized again first, as the reference does."""
         B, T = actions.shape
         with torch.no_grad():
@@ -137,9 +147,11 @@ class ReferenceWorldModel(nn.Module):
         ids = rearrange(torch.cat([obs, actions[..., None]], dim=-1), "b t k -> b (t k)")
         obs_logits, reward_logits, end_logits = self(ids)
         targets = rearrange(obs, "b t k -> b (t k)")[:, 1:]
-        return (F.cross_entropy(obs_logits[:, :-1].flatten(0, 1), targets.flatten())
-                + F.cross_entropy(reward_logits.flatten(0, 1), (rewards.sign() + 1).long().flatten())
-                + F.cross_entropy(end_logits.flatten(0, 1), ends.long().flatten()))  # fmt: skip
+        return (
+            F.cross_entropy(obs_logits[:, :-1].flatten(0, 1), targets.flatten())
+            + F.cross_entropy(reward_logits.flatten(0, 1), (rewards.sign() + 1).long().flatten())
+            + F.cross_entropy(end_logits.flatten(0, 1), ends.long().flatten())
+        )
 
 
 class GivenTokens:
@@ -185,9 +197,11 @@ def copy_weights(source: nn.Module, target: ReferenceWorldModel) -> None:
     """Give ``target`` the weights of an iris-wm ``WorldModel`` at IRIS size (fused qkv split in three), so a
     test can check that both compute the same function."""
     state = dict(source.state_dict())
-    renamed = {"tables.0.weight": state.pop("observation_embedding.weight"),
-               "tables.1.weight": state.pop("action_embedding.weight"),
-               "pos.weight": state.pop("position_embedding.weight")}  # fmt: skip
+    renamed = {
+        "tables.0.weight": state.pop("observation_embedding.weight"),
+        "tables.1.weight": state.pop("action_embedding.weight"),
+        "pos.weight": state.pop("position_embedding.weight"),
+    }
     for name, value in state.items():
         name = name.replace("transformer.", "").replace("observation_head", "obs_head")
         name = name.replace("termination_head", "end_head")

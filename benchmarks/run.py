@@ -32,16 +32,27 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 
 # The reference IRIS implementation at its default sizes on the issue author's quiet 2-core machine, as
 # quoted in issue 3. The side-by-side figures come from benchmarks/reference_design.py, measured in this run.
-QUOTED = {"imagination_b1": 5.5, "imagination_b64": 37.0, "wm_train_tokens_per_s": 360.0,
-          "wm_train_cached_tokens_per_s": 960.0, "tokenizer_encode_decode_b64": 16.0}  # fmt: skip
+QUOTED = {
+    "imagination_b1": 5.5,
+    "imagination_b64": 37.0,
+    "wm_train_tokens_per_s": 360.0,
+    "wm_train_cached_tokens_per_s": 960.0,
+    "tokenizer_encode_decode_b64": 16.0,
+}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 KEPT = "<!-- Below this line the file is written by hand; make bench keeps it. -->"
 # Issue 3's targets: our figure over the reference's, at the same sizes on the same machine.
-TARGETS = {"imagination_b1": 5.0, "imagination_b64": 4.0, "imagination_tokens_b64": 20.0,
-           "wm_train": 10.0, "tokenizer": 4.0}  # fmt: skip
+TARGETS = {
+    "imagination_b1": 5.0,
+    "imagination_b64": 4.0,
+    "imagination_tokens_b64": 20.0,
+    "wm_train": 10.0,
+    "tokenizer": 4.0,
+}
 
-DEMO_TOKENIZER = dict(channels=16, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8,),
-                      z_channels=64, embed_dim=64)  # fmt: skip  (configs/tokenizer/demo.yaml)
+DEMO_TOKENIZER = dict(
+    channels=16, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8,), z_channels=64, embed_dim=64
+)  # (configs/tokenizer/demo.yaml)
 
 
 def cpu_description() -> str:
@@ -88,11 +99,15 @@ def tokenizer_throughput(name: str, config: TokenizerConfig, batch: int, repeats
             with torch.inference_mode(), autocast:
                 fn()
 
-        for op, fn in (("encode", lambda: model.encode(frames)), ("decode", lambda: model.decode(tokens)),
-                       ("encode+decode", lambda: model.decode(model.encode(frames)))):  # fmt: skip
+        for op, fn in (
+            ("encode", lambda: model.encode(frames)),
+            ("decode", lambda: model.decode(tokens)),
+            ("encode+decode", lambda: model.decode(model.encode(frames))),
+        ):
             seconds = timed(lambda fn=fn: run(fn), repeats)
-            rows.append({"model": name, "op": op, "precision": precision, "batch": batch,
-                         "frames_per_s": batch / seconds})  # fmt: skip
+            rows.append(
+                {"model": name, "op": op, "precision": precision, "batch": batch, "frames_per_s": batch / seconds}
+            )
     return rows
 
 
@@ -121,8 +136,12 @@ def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
         tok = Tokenizer(TokenizerConfig()).eval().to(DTYPES[precision])
         runs = [(batch, decode, 1) for batch in batches for decode in (False, True)] + [(max(batches), False, None)]
         for batch, decode, reprime in runs:
-            env = ImaginationEnv(wm, tok, ImaginationConfig(temperature=1.0, reprime_steps=reprime),
-                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+            env = ImaginationEnv(
+                wm,
+                tok,
+                ImaginationConfig(temperature=1.0, reprime_steps=reprime),
+                generator=torch.Generator().manual_seed(0),
+            )
             first = torch.randint(0, 512, (batch, 1, 16))
             actions = torch.randint(0, 4, (steps, batch))
 
@@ -135,9 +154,15 @@ def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
                             env.frames()
 
             seconds = timed(rollout, 2 if batch == 1 else 1)
-            rows.append({"precision": precision, "batch": batch, "decode_frames": decode,
-                         "reprime": "last frame" if reprime == 1 else "sliding window",
-                         "env_steps_per_s": batch * steps / seconds})  # fmt: skip
+            rows.append(
+                {
+                    "precision": precision,
+                    "batch": batch,
+                    "decode_frames": decode,
+                    "reprime": "last frame" if reprime == 1 else "sliding window",
+                    "env_steps_per_s": batch * steps / seconds,
+                }
+            )
     return rows
 
 
@@ -155,8 +180,15 @@ def reference_imagination(batches: tuple[int, ...], steps: int) -> list[dict]:
                 env.step(a)
 
         seconds = timed(rollout, 2 if batch == 1 else 1)
-        rows.append({"precision": "fp32", "batch": batch, "decode_frames": True, "reprime": "last frame",
-                     "env_steps_per_s": batch * steps / seconds})  # fmt: skip
+        rows.append(
+            {
+                "precision": "fp32",
+                "batch": batch,
+                "decode_frames": True,
+                "reprime": "last frame",
+                "env_steps_per_s": batch * steps / seconds,
+            }
+        )
     return rows
 
 
@@ -182,8 +214,16 @@ def reference_training(batch: int, repeats: int, peak: dict[str, float]) -> list
 
         tokens_per_s = batch * 20 * 17 / timed(train_step, repeats)
         achieved = tokens_per_s * flops / 1e9
-        rows.append({"precision": "fp32", "batch": batch, "retokenize": retokenize, "tokens_per_s": tokens_per_s,
-                     "gflops": achieved, "mfu": achieved / peak["fp32"]})  # fmt: skip
+        rows.append(
+            {
+                "precision": "fp32",
+                "batch": batch,
+                "retokenize": retokenize,
+                "tokens_per_s": tokens_per_s,
+                "gflops": achieved,
+                "mfu": achieved / peak["fp32"],
+            }
+        )
     return rows
 
 
@@ -208,8 +248,15 @@ def world_model_training(batch: int, repeats: int, peak: dict[str, float]) -> li
         seconds = timed(train_step, repeats)
         tokens_per_s = batch * 20 * 17 / seconds
         achieved = tokens_per_s * wm.flops_per_token(training=True) / 1e9
-        rows.append({"precision": precision, "batch": batch, "tokens_per_s": tokens_per_s,
-                     "gflops": achieved, "mfu": achieved / peak[precision]})  # fmt: skip
+        rows.append(
+            {
+                "precision": precision,
+                "batch": batch,
+                "tokens_per_s": tokens_per_s,
+                "gflops": achieved,
+                "mfu": achieved / peak[precision],
+            }
+        )
     return rows
 
 
@@ -228,8 +275,11 @@ def store_sampling(steps: int, repeats: int) -> list[dict]:
                 frames = rng.integers(0, 256, (length, 3, 64, 64), dtype=np.uint8)
                 ends = np.zeros(length, bool)
                 ends[-1] = True
-                batch.append(Episode(frames, rng.integers(0, 4, length), np.zeros(length, np.float32), ends,
-                                     np.zeros(length, bool)))  # fmt: skip
+                batch.append(
+                    Episode(
+                        frames, rng.integers(0, 4, length), np.zeros(length, np.float32), ends, np.zeros(length, bool)
+                    )
+                )
             store.append(batch)
             written += 20 * length
         store = EpisodeStore.open(store.root, verify="size")
@@ -238,8 +288,15 @@ def store_sampling(steps: int, repeats: int) -> list[dict]:
             draws = [rng.integers(0, len(dataset), batch_size) for _ in range(repeats + 1)]
             it = iter(draws)
             seconds = timed(lambda: dataset.__getitems__(next(it)), repeats)  # noqa: B023
-            rows.append({"store_steps": store.num_steps, "batch": batch_size, "T": horizon,
-                         "frames_per_s": batch_size * horizon / seconds, "ms_per_batch": seconds * 1e3})  # fmt: skip
+            rows.append(
+                {
+                    "store_steps": store.num_steps,
+                    "batch": batch_size,
+                    "T": horizon,
+                    "frames_per_s": batch_size * horizon / seconds,
+                    "ms_per_batch": seconds * 1e3,
+                }
+            )
     return rows
 
 
@@ -254,8 +311,12 @@ def markdown(record: dict) -> str:
         "",
         "Matmul peak in the same run (2048^3): "
         + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peak.items())
-        + ("." if "bf16" in peak else "; no bf16 hardware (AVX512-BF16 or AMX), so no bf16 rows: emulated bf16 "
-           "would only time the emulation."),
+        + (
+            "."
+            if "bf16" in peak
+            else "; no bf16 hardware (AVX512-BF16 or AMX), so no bf16 rows: emulated bf16 "
+            "would only time the emulation."
+        ),
         "",
         "## Tokenizer (inference, frames/s)",
         "",
@@ -264,58 +325,89 @@ def markdown(record: dict) -> str:
     ]
     for row in record["tokenizer"]:
         params = record["tokenizer_params"][row["model"]]
-        lines.append(f"| {row['model']} | {params / 1e6:.2f}M | {row['op']} | {row['precision']} | {row['batch']} "
-                     f"| {row['frames_per_s']:.1f} |")  # fmt: skip
-    lines += ["", "## Episode store: random windows (memory-mapped Arrow shards)", "",
-              "| store steps | batch | T | frames/s | ms/batch |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines.append(
+            f"| {row['model']} | {params / 1e6:.2f}M | {row['op']} | {row['precision']} | {row['batch']} "
+            f"| {row['frames_per_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "## Episode store: random windows (memory-mapped Arrow shards)",
+        "",
+        "| store steps | batch | T | frames/s | ms/batch |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for row in record["store"]:
-        lines.append(f"| {row['store_steps']} | {row['batch']} | {row['T']} | {row['frames_per_s']:.0f} "
-                     f"| {row['ms_per_batch']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {row['store_steps']} | {row['batch']} | {row['T']} | {row['frames_per_s']:.0f} "
+            f"| {row['ms_per_batch']:.2f} |"
+        )
     lines += imagination_markdown(record) + training_markdown(record) + side_by_side(record)
     return "\n".join(lines) + "\n"
 
 
 def imagination_markdown(record: dict) -> list[str]:
-    lines = ["", f"## Imagination at IRIS sizes (world model 8.4M, tokenizer 4.0M; primed with one frame, "
-             f"{record['imagination_steps']} imagined steps)", "",
-             "bf16 rows use bf16 weights (no autocast). The reference design always decodes the frame.", "",
-             "| implementation | precision | batch | policy reads | context full: re-prime with | env-steps/s |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        f"## Imagination at IRIS sizes (world model 8.4M, tokenizer 4.0M; primed with one frame, "
+        f"{record['imagination_steps']} imagined steps)",
+        "",
+        "bf16 rows use bf16 weights (no autocast). The reference design always decodes the frame.",
+        "",
+        "| implementation | precision | batch | policy reads | context full: re-prime with | env-steps/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, key in (("iris-wm", "imagination"), ("reference design", "reference_imagination")):
         for row in record.get(key, []):
             reads = "decoded frames" if row["decode_frames"] else "tokens"
-            lines.append(f"| {name} | {row['precision']} | {row['batch']} | {reads} | "
-                         f"{row.get('reprime', 'last frame')} | {row['env_steps_per_s']:.1f} |")
+            lines.append(
+                f"| {name} | {row['precision']} | {row['batch']} | {reads} | "
+                f"{row.get('reprime', 'last frame')} | {row['env_steps_per_s']:.1f} |"
+            )
     return lines
 
 
 def training_markdown(record: dict) -> list[str]:
     peak = record["matmul_gflops"]
-    lines = ["", "## World-model training at IRIS size (batch of 20-step windows)", "",
-             "MFU: model FLOPs (WorldModel.flops_per_token, forward + backward) over the matmul peak of the same "
-             "precision. The reference design re-tokenizes the frames of every batch; iris-wm reads the token "
-             "cache.", "",
-             "| implementation | precision | batch | tokens from | tokens/s | GFLOP/s | MFU |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        "## World-model training at IRIS size (batch of 20-step windows)",
+        "",
+        "MFU: model FLOPs (WorldModel.flops_per_token, forward + backward) over the matmul peak of the same "
+        "precision. The reference design re-tokenizes the frames of every batch; iris-wm reads the token "
+        "cache.",
+        "",
+        "| implementation | precision | batch | tokens from | tokens/s | GFLOP/s | MFU |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     rows = [("iris-wm", row, "cache") for row in record.get("world_model_training", [])]
-    rows += [("reference design", row, "frames, encoded again" if row["retokenize"] else "given")
-             for row in record.get("reference_training", [])]
+    rows += [
+        ("reference design", row, "frames, encoded again" if row["retokenize"] else "given")
+        for row in record.get("reference_training", [])
+    ]
     for name, row, source in rows:
         mfu = f"{row['gflops'] / peak[row['precision']]:.1%}" if row["precision"] in peak else ""
-        lines.append(f"| {name} | {row['precision']} | {row['batch']} | {source} | {row['tokens_per_s']:.0f} "
-                     f"| {row['gflops']:.1f} | {mfu} |")
+        lines.append(
+            f"| {name} | {row['precision']} | {row['batch']} | {source} | {row['tokens_per_s']:.0f} "
+            f"| {row['gflops']:.1f} | {mfu} |"
+        )
     return lines
 
 
 def ratios(record: dict) -> list[dict]:
     """Issue 3's targets, each as our best figure over the reference design's, both measured in this run."""
-    ours = {(r["precision"], r["batch"], r["decode_frames"]): r["env_steps_per_s"] for r in record["imagination"]
-            if r.get("reprime", "last frame") == "last frame"}  # the same work as the reference
+    ours = {
+        (r["precision"], r["batch"], r["decode_frames"]): r["env_steps_per_s"]
+        for r in record["imagination"]
+        if r.get("reprime", "last frame") == "last frame"
+    }  # the same work as the reference
     ref = {r["batch"]: r["env_steps_per_s"] for r in record["reference_imagination"]}
     train = {r["precision"]: r["tokens_per_s"] for r in record["world_model_training"]}
     ref_train = {r["retokenize"]: r["tokens_per_s"] for r in record["reference_training"]}
-    tok = {r["precision"]: r["frames_per_s"] for r in record["tokenizer"]
-           if r["model"].startswith("iris") and r["op"] == "encode+decode"}
+    tok = {
+        r["precision"]: r["frames_per_s"]
+        for r in record["tokenizer"]
+        if r["model"].startswith("iris") and r["op"] == "encode+decode"
+    }
 
     def best(batch, decode):
         return max((v, p) for (p, b, d), v in ours.items() if b == batch and d == decode)
@@ -326,32 +418,52 @@ def ratios(record: dict) -> list[dict]:
         ("imagination, batch 64, decoded frames", "imagination_b64", best(64, True), ref[64]),
         ("imagination, batch 64, policy reads tokens", "imagination_tokens_b64", best(64, False), ref[64]),
         ("world-model training, tokens/s", "wm_train", max((v, p) for p, v in train.items()), ref_train[True]),
-        ("tokenizer encode+decode, batch 64 (the same network in both)", "tokenizer",
-         max((v, p) for p, v in tok.items()), tok["fp32"]),
-    ):  # fmt: skip
-        out.append({"what": what, "ours": value, "precision": precision, "reference": reference,
-                    "ratio": value / reference, "target": TARGETS[key]})  # fmt: skip
+        (
+            "tokenizer encode+decode, batch 64 (the same network in both)",
+            "tokenizer",
+            max((v, p) for p, v in tok.items()),
+            tok["fp32"],
+        ),
+    ):
+        out.append(
+            {
+                "what": what,
+                "ours": value,
+                "precision": precision,
+                "reference": reference,
+                "ratio": value / reference,
+                "target": TARGETS[key],
+            }
+        )
     return out
 
 
 def side_by_side(record: dict) -> list[str]:
-    lines = ["", "## Side by side with the reference design (issue 3's targets)", "",
-             "Both measured in this run on this machine; the reference design is benchmarks/reference_design.py "
-             "(fp32, as the reference runs). Quoted in issue 3 for the reference on its author's machine: "
-             f"{QUOTED['imagination_b1']} / {QUOTED['imagination_b64']} env-steps/s at batch 1 / 64, "
-             f"{QUOTED['wm_train_tokens_per_s']:.0f} training tokens/s ({QUOTED['wm_train_cached_tokens_per_s']:.0f} "
-             f"without re-tokenization), {QUOTED['tokenizer_encode_decode_b64']:.0f} tokenizer frames/s.", "",
-             "| figure | iris-wm (precision) | reference design | ratio | target |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        "## Side by side with the reference design (issue 3's targets)",
+        "",
+        "Both measured in this run on this machine; the reference design is benchmarks/reference_design.py "
+        "(fp32, as the reference runs). Quoted in issue 3 for the reference on its author's machine: "
+        f"{QUOTED['imagination_b1']} / {QUOTED['imagination_b64']} env-steps/s at batch 1 / 64, "
+        f"{QUOTED['wm_train_tokens_per_s']:.0f} training tokens/s ({QUOTED['wm_train_cached_tokens_per_s']:.0f} "
+        f"without re-tokenization), {QUOTED['tokenizer_encode_decode_b64']:.0f} tokenizer frames/s.",
+        "",
+        "| figure | iris-wm (precision) | reference design | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for row in record["ratios"]:
-        lines.append(f"| {row['what']} | {row['ours']:.1f} ({row['precision']}) | {row['reference']:.1f} "
-                     f"| {row['ratio']:.2f}x | {row['target']:.0f}x |")
+        lines.append(
+            f"| {row['what']} | {row['ours']:.1f} ({row['precision']}) | {row['reference']:.1f} "
+            f"| {row['ratio']:.2f}x | {row['target']:.0f}x |"
+        )
     return lines
 
 
 def write_markdown(path: Path, generated: str) -> None:
     """Write the generated tables, keeping the hand-written part of an existing file (after ``KEPT``)."""
     old = path.read_text() if path.exists() else ""
-    kept = old[old.index(KEPT):] if KEPT in old else KEPT + "\n"
+    kept = old[old.index(KEPT) :] if KEPT in old else KEPT + "\n"
     path.write_text(generated + "\n" + kept)
 
 
@@ -377,8 +489,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--store_steps", type=int, default=50_000)
-    parser.add_argument("--imagination_steps", type=int, default=20,
-                        help="Imagined steps per timed rollout (issue 3: horizon 20).")
+    parser.add_argument(
+        "--imagination_steps", type=int, default=20, help="Imagined steps per timed rollout (issue 3: horizon 20)."
+    )
     parser.add_argument("--only_imagination", action="store_true", help="Re-measure imagination rows only.")
     args = parser.parse_args()
     if args.only_imagination:
@@ -396,8 +509,9 @@ def main() -> None:
         "provenance": provenance(),
         "matmul_gflops": matmul_peak(args.repeats),
         "tokenizer_params": {k: sum(p.numel() for p in Tokenizer(c).parameters()) for k, c in configs.items()},
-        "tokenizer": [row for name, cfg in configs.items() for row in
-                      tokenizer_throughput(name, cfg, args.batch, args.repeats)],  # fmt: skip
+        "tokenizer": [
+            row for name, cfg in configs.items() for row in tokenizer_throughput(name, cfg, args.batch, args.repeats)
+        ],
         "store": store_sampling(args.store_steps, args.repeats * 4),
     }
     measure_imagination(record, args.imagination_steps)

@@ -80,12 +80,23 @@ def measure(root: str, batches: int, batch: int, horizon: int) -> dict:
         status = _status()
         peak_anon, peak_file = max(peak_anon, status["RssAnon"]), max(peak_file, status["RssFile"])
     seconds = time.perf_counter() - start
-    return {"store_steps": store.num_steps, "store_gib": sum(s["nbytes"] for s in store.manifest["shards"]) / 2**30,
-            "batches": batches, "batch": batch, "T": horizon, "batch_mib": out.observations.numel() / 2**20,
-            "open_s": opened_s, "ms_per_batch": seconds / batches * 1e3,
-            "rss_anon_mib": {"before_open": baseline["RssAnon"], "after_open": after_open["RssAnon"],
-                             "peak_sampling": peak_anon},
-            "rss_file_mib_peak": peak_file, "vm_hwm_mib": _status()["VmHWM"]}  # fmt: skip
+    return {
+        "store_steps": store.num_steps,
+        "store_gib": sum(s["nbytes"] for s in store.manifest["shards"]) / 2**30,
+        "batches": batches,
+        "batch": batch,
+        "T": horizon,
+        "batch_mib": out.observations.numel() / 2**20,
+        "open_s": opened_s,
+        "ms_per_batch": seconds / batches * 1e3,
+        "rss_anon_mib": {
+            "before_open": baseline["RssAnon"],
+            "after_open": after_open["RssAnon"],
+            "peak_sampling": peak_anon,
+        },
+        "rss_file_mib_peak": peak_file,
+        "vm_hwm_mib": _status()["VmHWM"],
+    }
 
 
 def main() -> None:
@@ -102,17 +113,23 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(dir=args.folder))
     try:
         build_s = build(folder / "store", args.steps)
-        done = subprocess.run([sys.executable, __file__, "--measure", str(folder / "store"), "--batches",
-                               str(args.batches)], capture_output=True, text=True, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, __file__, "--measure", str(folder / "store"), "--batches", str(args.batches)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(done.stdout.strip().splitlines()[-1]) | {"build_s": build_s}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     anon = result["rss_anon_mib"]
-    print(f"{result['store_steps']:,} frames ({result['store_gib']:.1f} GiB on disk): heap {anon['before_open']} MiB "
-          f"before opening, {anon['after_open']} MiB after, {anon['peak_sampling']} MiB at the peak of "
-          f"{result['batches']} batches of 64 x 20 frames ({result['ms_per_batch']:.1f} ms each); file-backed "
-          f"pages at most {result['rss_file_mib_peak']} MiB; written to {args.json}")
+    print(
+        f"{result['store_steps']:,} frames ({result['store_gib']:.1f} GiB on disk): heap {anon['before_open']} MiB "
+        f"before opening, {anon['after_open']} MiB after, {anon['peak_sampling']} MiB at the peak of "
+        f"{result['batches']} batches of 64 x 20 frames ({result['ms_per_batch']:.1f} ms each); file-backed "
+        f"pages at most {result['rss_file_mib_peak']} MiB; written to {args.json}"
+    )
 
 
 if __name__ == "__main__":

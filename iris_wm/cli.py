@@ -51,18 +51,23 @@ def _collect(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, required=True, help="Total steps the store must hold when done.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the environment and the random policy.")
     parser.add_argument("--flush_steps", type=int, default=5_000, help="Append finished episodes every N steps.")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="Processes collecting shares of the steps at once (one emulator each; 2 on 2 cores take "
-                             "about half the time). The store then differs from a 1-worker one after the first "
-                             "share; rerun an interrupted collection with the same number.")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Processes collecting shares of the steps at once (one emulator each; 2 on 2 cores take "
+        "about half the time). The store then differs from a 1-worker one after the first "
+        "share; rerun an interrupted collection with the same number.",
+    )
     parser.add_class_arguments(EnvConfig, "env", help="Environment protocol (IRIS training defaults).")
     cfg = parser.parse_args(argv)
     if cfg.workers < 1:
         parser.error(f"--workers must be at least 1, got {cfg.workers}.")
     env = EnvConfig(**cfg.env.as_dict())
     if cfg.workers > 1:
-        summary = collect_parallel(cfg.out, cfg.steps, env, seed=cfg.seed, workers=cfg.workers,
-                                   flush_steps=cfg.flush_steps)  # fmt: skip
+        summary = collect_parallel(
+            cfg.out, cfg.steps, env, seed=cfg.seed, workers=cfg.workers, flush_steps=cfg.flush_steps
+        )
     else:
         summary = collect(cfg.out, cfg.steps, env, seed=cfg.seed, flush_steps=cfg.flush_steps)
     mean = sum(summary.returns) / len(summary.returns) if summary.returns else float("nan")
@@ -119,9 +124,12 @@ def _evaluate(argv: list[str]) -> None:
     kwargs = _function_arguments(evaluate, "iris-wm evaluate", argv)
     result = evaluate(**kwargs)
     hns = result["human_normalized"]
-    print(f"{result['game']}, {result['policy']}: mean return {result['mean']:.2f} +- {result['stderr']:.2f} "
-          f"(standard error, {result['episodes']} episodes)" + (f", human-normalised {hns:.3f}" if hns is not None
-                                                                else "") + f"; written to {kwargs['out']}")
+    print(
+        f"{result['game']}, {result['policy']}: mean return {result['mean']:.2f} +- {result['stderr']:.2f} "
+        f"(standard error, {result['episodes']} episodes)"
+        + (f", human-normalised {hns:.3f}" if hns is not None else "")
+        + f"; written to {kwargs['out']}"
+    )
 
 
 def _aggregate(argv: list[str]) -> None:
@@ -131,8 +139,10 @@ def _aggregate(argv: list[str]) -> None:
 
     from iris_wm.agent.scores import aggregate, human_normalized
 
-    parser = argparse.ArgumentParser(prog="iris-wm aggregate", description="Aggregate human-normalised scores of "
-                                     "`iris-wm evaluate` results (one file per game and seed).")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="iris-wm aggregate",
+        description="Aggregate human-normalised scores of `iris-wm evaluate` results (one file per game and seed).",
+    )
     parser.add_argument("results", nargs="+", help="JSON files written by `iris-wm evaluate`.")
     parser.add_argument("--out", help="Also write the aggregate to this JSON file.")
     parser.add_argument("--draws", type=int, default=2000, help="Stratified bootstrap draws.")
@@ -142,8 +152,10 @@ def _aggregate(argv: list[str]) -> None:
         result = json.loads(open(path).read())
         hns = human_normalized(result["game"], result["mean"])
         if hns is None:
-            raise SystemExit(f"iris-wm aggregate: {path} is a {result['game']} result; human-normalised scores "
-                             "exist for the 26 Atari 100k games only.")  # fmt: skip
+            raise SystemExit(
+                f"iris-wm aggregate: {path} is a {result['game']} result; human-normalised scores "
+                "exist for the 26 Atari 100k games only."
+            )
         scores[result["game"]].append(hns)
     summary = aggregate(dict(scores), draws=args.draws)
     for name in ("mean", "median", "iqm"):
@@ -159,10 +171,13 @@ def _push_to_hub(argv: list[str]) -> None:
 
     from iris_wm.hub import CardInfo, export_checkpoint, push_to_hub
 
-    parser = argparse.ArgumentParser(prog="iris-wm push-to-hub", description="Export a stage's checkpoint as a "
-                                     "pretrained folder (config.json, model.safetensors, model card) and push it to "
-                                     "the Hub; or push an episode/token store as a dataset. The token comes from "
-                                     "HF_TOKEN or `hf auth login`.")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="iris-wm push-to-hub",
+        description="Export a stage's checkpoint as a "
+        "pretrained folder (config.json, model.safetensors, model card) and push it to "
+        "the Hub; or push an episode/token store as a dataset. The token comes from "
+        "HF_TOKEN or `hf auth login`.",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="A .ckpt of `iris-wm tokenizer|world-model|agent fit`.")
     source.add_argument("--store", help="An episode or token store folder, pushed as a dataset repository.")
@@ -170,7 +185,7 @@ def _push_to_hub(argv: list[str]) -> None:
     parser.add_argument("--repo_id", help="owner/name on the Hub; without it the model is only exported.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--results", nargs="*", default=[], help="`iris-wm evaluate` JSON files shown in the card.")
-    parser.add_argument("--metrics", help="A JSON file of more figures for the card: {\"name\": number, ...}.")
+    parser.add_argument("--metrics", help='A JSON file of more figures for the card: {"name": number, ...}.')
     parser.add_argument("--environment", help="The game, for the card (default: from the results).")
     parser.add_argument("--dataset", help="Hub id of the training data, for the card.")
     parser.add_argument("--command", help="The command that reproduces the card's figures.")
@@ -224,10 +239,19 @@ def _scaling(argv: list[str]) -> None:
     scaling(argv)
 
 
-COMMANDS = {"collect": _collect, "games": _games, "tokenizer": _tokenizer, "world-model": _world_model,
-            "imagine": _imagine, "agent": _agent, "evaluate": _evaluate, "aggregate": _aggregate, "run": _run_loop,
-            "push-to-hub": _push_to_hub,
-            "scaling": _scaling}
+COMMANDS = {
+    "collect": _collect,
+    "games": _games,
+    "tokenizer": _tokenizer,
+    "world-model": _world_model,
+    "imagine": _imagine,
+    "agent": _agent,
+    "evaluate": _evaluate,
+    "aggregate": _aggregate,
+    "run": _run_loop,
+    "push-to-hub": _push_to_hub,
+    "scaling": _scaling,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,8 +48,13 @@ class EpisodeBuffer:
         return len(self.actions)
 
     def to_episode(self) -> Episode:
-        return Episode(np.stack(self.obs), np.array(self.actions, np.int64), np.array(self.rewards, np.float32),
-                       np.array(self.terminated, bool), np.array(self.truncated, bool))  # fmt: skip
+        return Episode(
+            np.stack(self.obs),
+            np.array(self.actions, np.int64),
+            np.array(self.rewards, np.float32),
+            np.array(self.terminated, bool),
+            np.array(self.truncated, bool),
+        )
 
 
 def _reseed(env, seed: int, stored_episodes: int) -> np.ndarray:
@@ -96,8 +101,9 @@ def collect(
     obs = _reseed(env, seed, start_episodes)
     pending: list[Episode] = []
     buffer = EpisodeBuffer()
-    bar = tqdm(total=todo, desc=f"collect {env_config.game}", unit="step", disable=not progress,
-               position=progress_position)  # fmt: skip
+    bar = tqdm(
+        total=todo, desc=f"collect {env_config.game}", unit="step", disable=not progress, position=progress_position
+    )
     for i in range(todo):
         maybe_fault(f"collect:{i}")
         action = int(policy(obs)) if policy else int(env.action_space.sample())
@@ -120,8 +126,14 @@ def collect(
                 obs, _ = env.reset()
     bar.close()
     env.close()
-    return CollectSummary(Path(out), store.num_steps - start_steps, store.num_episodes - start_episodes,
-                          store.num_steps, store.num_episodes, returns)  # fmt: skip
+    return CollectSummary(
+        Path(out),
+        store.num_steps - start_steps,
+        store.num_episodes - start_episodes,
+        store.num_steps,
+        store.num_episodes,
+        returns,
+    )
 
 
 def part_seed(seed: int, part: int) -> int:
@@ -146,12 +158,20 @@ def _remove_parts(out: Path, plan_file: Path) -> None:
 
 def _collect_share(args: tuple) -> CollectSummary:
     folder, steps, env_config, seed, flush_steps, progress, position = args
-    return collect(folder, steps, env_config, seed=seed, flush_steps=flush_steps, progress=progress,
-                   progress_position=position)  # fmt: skip
+    return collect(
+        folder, steps, env_config, seed=seed, flush_steps=flush_steps, progress=progress, progress_position=position
+    )
 
 
-def collect_parallel(out: str | Path, steps: int, env_config: EnvConfig | None = None, seed: int = 0,
-                     workers: int = 2, flush_steps: int = 5_000, progress: bool = True) -> CollectSummary:  # fmt: skip
+def collect_parallel(
+    out: str | Path,
+    steps: int,
+    env_config: EnvConfig | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    flush_steps: int = 5_000,
+    progress: bool = True,
+) -> CollectSummary:
     """:func:`collect` in ``workers`` processes: the emulator runs on one core, so 2 workers on 2 cores take
     about half the time (random policy only).
 
@@ -167,9 +187,11 @@ def collect_parallel(out: str | Path, steps: int, env_config: EnvConfig | None =
     plan_file = out.with_name(f"{out.name}.parts.json")
     plan = {"steps": steps, "workers": workers, "seed": seed, "shares": shares}
     if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
-        raise StoreError(f"{plan_file} records an unfinished parallel collection with other settings "
-                         f"({plan_file.read_text().strip()}); rerun it with those, or delete it and the "
-                         f"{out.name}.part* folders to start the shares again.")  # fmt: skip
+        raise StoreError(
+            f"{plan_file} records an unfinished parallel collection with other settings "
+            f"({plan_file.read_text().strip()}); rerun it with those, or delete it and the "
+            f"{out.name}.part* folders to start the shares again."
+        )
     start = EpisodeStore.open(out, verify="size") if (out / "manifest.json").exists() else None
     start_steps, start_episodes = (start.num_steps, start.num_episodes) if start else (0, 0)
     if start_steps >= steps:
@@ -183,14 +205,22 @@ def collect_parallel(out: str | Path, steps: int, env_config: EnvConfig | None =
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             summaries = list(pool.map(_collect_share, jobs))
     except BrokenProcessPool as error:
-        raise StoreError(f"A collection worker died ({error}). Every episode it appended is kept: rerun the same "
-                         "command to finish the shares and merge them.") from error  # fmt: skip
+        raise StoreError(
+            f"A collection worker died ({error}). Every episode it appended is kept: rerun the same "
+            "command to finish the shares and merge them."
+        ) from error
     store = EpisodeStore.open(out)
     for w in range(1, workers):
         _append_share(store, EpisodeStore.open(folders[w]), offset=sum(shares[:w]), flush_steps=flush_steps, index=w)
     _remove_parts(out, plan_file)
-    return CollectSummary(out, store.num_steps - start_steps, store.num_episodes - start_episodes, store.num_steps,
-                          store.num_episodes, [r for s in summaries for r in s.returns])  # fmt: skip
+    return CollectSummary(
+        out,
+        store.num_steps - start_steps,
+        store.num_episodes - start_episodes,
+        store.num_steps,
+        store.num_episodes,
+        [r for s in summaries for r in s.returns],
+    )
 
 
 def _append_share(store: EpisodeStore, part: EpisodeStore, offset: int, flush_steps: int, index: int) -> None:
@@ -198,9 +228,11 @@ def _append_share(store: EpisodeStore, part: EpisodeStore, offset: int, flush_st
     have = store.num_steps - offset
     lengths = np.cumsum(part.episode_lengths)
     if have < 0 or (have and have not in lengths):
-        raise StoreError(f"{store.root} holds {store.num_steps} steps, which is not the end of an episode of "
-                         f"{part.root} after its first {offset}; the stores do not belong together. Collect again "
-                         "into a new folder.")  # fmt: skip
+        raise StoreError(
+            f"{store.root} holds {store.num_steps} steps, which is not the end of an episode of "
+            f"{part.root} after its first {offset}; the stores do not belong together. Collect again "
+            "into a new folder."
+        )
     pending: list[Episode] = []
     chunk = 0
     for position in range(int(np.searchsorted(lengths, have, side="right")), part.num_episodes):

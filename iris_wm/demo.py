@@ -34,13 +34,18 @@ def run_stage(stage: str, verb: str, out: Path, data: str, *extra: str, config: 
     run = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "agent": run_agent_cli}[stage]
     args = [
         verb,
-        "--config", str(CONFIGS / stage / config),
-        "--data.root", str(out / data),
-        "--trainer.default_root_dir", str(out / stage),
-        "--trainer.logger.init_args.save_dir", str(out / stage),
-        "--trainer.callbacks.init_args.dirpath", str(out / stage / "checkpoints"),
+        "--config",
+        str(CONFIGS / stage / config),
+        "--data.root",
+        str(out / data),
+        "--trainer.default_root_dir",
+        str(out / stage),
+        "--trainer.logger.init_args.save_dir",
+        str(out / stage),
+        "--trainer.callbacks.init_args.dirpath",
+        str(out / stage / "checkpoints"),
         *extra,
-    ]  # fmt: skip
+    ]
     return run(args)
 
 
@@ -59,10 +64,12 @@ def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
     train, val = datamodule.train_set, datamodule.val_set
     total = np.zeros((3, *datamodule.store.spec.shape[1:]), np.float64)
     for start in range(0, len(train), chunk):
-        total += datamodule.store.observations(train.anchors[start:start + chunk]).sum(0, dtype=np.float64)
+        total += datamodule.store.observations(train.anchors[start : start + chunk]).sum(0, dtype=np.float64)
     mean = torch.from_numpy((total / len(train)).round().astype(np.uint8))
-    scores = [psnr(mean.expand(len(rows), -1, -1, -1), torch.from_numpy(datamodule.store.observations(rows)))
-              for rows in np.array_split(val.anchors, max(1, len(val) // chunk))]
+    scores = [
+        psnr(mean.expand(len(rows), -1, -1, -1), torch.from_numpy(datamodule.store.observations(rows)))
+        for rows in np.array_split(val.anchors, max(1, len(val) // chunk))
+    ]
     return float(torch.cat(scores).mean())
 
 
@@ -101,8 +108,9 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
         run_stage("world_model", "fit", out, "tokens", "--seed_everything", str(seed))
         timings["world model fit"] = time.perf_counter() - start
     start = time.perf_counter()
-    wm_cli = run_stage("world_model", "validate", out, "tokens", "--ckpt_path", str(wm_checkpoint),
-                    "--data.max_val_windows", "null")  # fmt: skip
+    wm_cli = run_stage(
+        "world_model", "validate", out, "tokens", "--ckpt_path", str(wm_checkpoint), "--data.max_val_windows", "null"
+    )
     metrics.update({f"world_model/{k}": float(v) for k, v in wm_cli.trainer.callback_metrics.items()})
     val_rows = wm_cli.datamodule.val_set.anchors
     metrics["baseline/zero_reward_accuracy"] = float((wm_cli.datamodule.store.columns.reward[val_rows] == 0).mean())
@@ -111,40 +119,82 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
     from iris_wm.imagine import imagine
 
     start = time.perf_counter()
-    imagination = imagine(str(wm_checkpoint), str(checkpoint), str(out / "episodes"), str(tokens),
-                          str(out / "imagine"), burn_in=4, horizon=20, num_episodes=8, seed=seed)  # fmt: skip
+    imagination = imagine(
+        str(wm_checkpoint),
+        str(checkpoint),
+        str(out / "episodes"),
+        str(tokens),
+        str(out / "imagine"),
+        burn_in=4,
+        horizon=20,
+        num_episodes=8,
+        seed=seed,
+    )
     timings["imagine"] = time.perf_counter() - start
 
     agent_checkpoint = out / "agent" / "checkpoints" / "last.ckpt"
     if not agent_checkpoint.exists():
         start = time.perf_counter()
-        run_stage("agent", "fit", out, "tokens", "--seed_everything", str(seed),
-                  "--model.world_model", str(wm_checkpoint), "--model.tokenizer", str(checkpoint))  # fmt: skip
+        run_stage(
+            "agent",
+            "fit",
+            out,
+            "tokens",
+            "--seed_everything",
+            str(seed),
+            "--model.world_model",
+            str(wm_checkpoint),
+            "--model.tokenizer",
+            str(checkpoint),
+        )
         timings["agent fit"] = time.perf_counter() - start
     evaluation = {}
     for name, policy in (("agent", ["--agent", str(agent_checkpoint)]), ("random", [])):
         start = time.perf_counter()
-        iris_wm(["evaluate", "--out", str(out / "evaluate" / f"{name}.json"), *policy, "--episodes", str(eval_episodes),
-                 "--num_envs", "8", "--seed", str(1000 + seed), "--env.max_episode_steps", str(eval_max_steps)])
+        iris_wm(
+            [
+                "evaluate",
+                "--out",
+                str(out / "evaluate" / f"{name}.json"),
+                *policy,
+                "--episodes",
+                str(eval_episodes),
+                "--num_envs",
+                "8",
+                "--seed",
+                str(1000 + seed),
+                "--env.max_episode_steps",
+                str(eval_max_steps),
+            ]
+        )
         evaluation[name] = json.loads((out / "evaluate" / f"{name}.json").read_text())
         timings[f"evaluate {name}"] = time.perf_counter() - start
     start = time.perf_counter()
-    card_metrics = {"tokenizer: held-out PSNR (dB)": metrics.get("val/psnr"),
-                    "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
-                    "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame")}
+    card_metrics = {
+        "tokenizer: held-out PSNR (dB)": metrics.get("val/psnr"),
+        "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
+        "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame"),
+    }
     for row in imagination["per_horizon"]:
         if row["horizon"] in (1, 5, 10, 20):
             card_metrics[f"imagination: token accuracy at horizon {row['horizon']}"] = row["token_accuracy"]
     (out / "card_metrics.json").write_text(json.dumps({k: v for k, v in card_metrics.items() if v is not None}))
-    round_trip = check_round_trip(out, export_pretrained(out, agent_checkpoint), agent_checkpoint,
-                                  metrics["world_model/val/observation_ce"])  # fmt: skip
+    round_trip = check_round_trip(
+        out, export_pretrained(out, agent_checkpoint), agent_checkpoint, metrics["world_model/val/observation_ce"]
+    )
     timings["export and round trip"] = time.perf_counter() - start
     plot_curves(out)
-    summary = {"metrics": metrics, "imagination": imagination, "evaluation": evaluation, "timings_s": timings,
-               "round_trip": round_trip,
-               "checkpoint": str(checkpoint),
-               "tokens": str(tokens),
-               "validation_frames": len(cli.datamodule.val_set), "training_frames": len(cli.datamodule.train_set)}
+    summary = {
+        "metrics": metrics,
+        "imagination": imagination,
+        "evaluation": evaluation,
+        "timings_s": timings,
+        "round_trip": round_trip,
+        "checkpoint": str(checkpoint),
+        "tokens": str(tokens),
+        "validation_frames": len(cli.datamodule.val_set),
+        "training_frames": len(cli.datamodule.train_set),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     write_report(out, summary)
     return summary
@@ -181,40 +231,65 @@ def write_report(out: Path, summary: dict) -> Path:
     ]
     lines += [f"| time: {stage} (s) | {seconds:.0f} |" for stage, seconds in summary["timings_s"].items()]
     if (out / "pretrained" / "agent.json").exists():
-        lines += ["", "The agent as a pretrained folder (tokenizer, world model, actor-critic as safetensors, with a "
-                  "model card): `pretrained/`. Load it with `iris_wm.hub.load_agent`, evaluate it with "
-                  "`iris-wm evaluate --agent runs/demo/pretrained`, push it with "
-                  "`iris-wm push-to-hub --checkpoint runs/demo/agent/checkpoints/last.ckpt --repo_id OWNER/NAME`."]
+        lines += [
+            "",
+            "The agent as a pretrained folder (tokenizer, world model, actor-critic as safetensors, with a "
+            "model card): `pretrained/`. Load it with `iris_wm.hub.load_agent`, evaluate it with "
+            "`iris-wm evaluate --agent runs/demo/pretrained`, push it with "
+            "`iris-wm push-to-hub --checkpoint runs/demo/agent/checkpoints/last.ckpt --repo_id OWNER/NAME`.",
+        ]
         trip = summary.get("round_trip")
         if trip:
-            same = ", ".join(f"{kind} {'identical' if ok else 'DIFFERENT'}" for kind, ok in
-                             trip["identical_weights"].items())  # fmt: skip
-            lines += ["", f"Round trip: weights in the folder vs the checkpoint: {same}. `world-model validate "
-                      f"--model.from_pretrained pretrained/` gives a held-out CE of "
-                      f"{trip['observation_ce_pretrained']:.6f} against {trip['observation_ce_checkpoint']:.6f} "
-                      f"from the checkpoint (|difference| {trip['observation_ce_abs_difference']:.1e})."]
+            same = ", ".join(
+                f"{kind} {'identical' if ok else 'DIFFERENT'}" for kind, ok in trip["identical_weights"].items()
+            )
+            lines += [
+                "",
+                f"Round trip: weights in the folder vs the checkpoint: {same}. `world-model validate "
+                f"--model.from_pretrained pretrained/` gives a held-out CE of "
+                f"{trip['observation_ce_pretrained']:.6f} against {trip['observation_ce_checkpoint']:.6f} "
+                f"from the checkpoint (|difference| {trip['observation_ce_abs_difference']:.1e}).",
+            ]
     imagination = summary.get("imagination")
     if imagination:
-        lines += ["", f"## Imagination: {imagination['episodes']} held-out windows, {imagination['burn_in']} real "
-                  f"steps of context, then the real actions (temperature {imagination['temperature']})", "",
-                  "| horizon | token accuracy | frame PSNR (dB) | tokenizer PSNR of the real tokens (dB) |",
-                  "| --- | --- | --- | --- |"]  # fmt: skip
+        lines += [
+            "",
+            f"## Imagination: {imagination['episodes']} held-out windows, {imagination['burn_in']} real "
+            f"steps of context, then the real actions (temperature {imagination['temperature']})",
+            "",
+            "| horizon | token accuracy | frame PSNR (dB) | tokenizer PSNR of the real tokens (dB) |",
+            "| --- | --- | --- | --- |",
+        ]
         for row in imagination["per_horizon"]:
             if row["horizon"] in (1, 5, 10, 20):
-                lines.append(f"| {row['horizon']} | {row['token_accuracy']:.3f} | {row['frame_psnr']:.2f} "
-                             f"| {row['tokenizer_psnr']:.2f} |")  # fmt: skip
+                lines.append(
+                    f"| {row['horizon']} | {row['token_accuracy']:.3f} | {row['frame_psnr']:.2f} "
+                    f"| {row['tokenizer_psnr']:.2f} |"
+                )
         strips = sorted((out / "imagine").glob("*.png"))
         if strips:
-            lines += ["", "Real (top) and imagined (bottom) frames, one column per imagined step:", "",
-                      f"![imagined]({strips[0].relative_to(out)})"]  # fmt: skip
+            lines += [
+                "",
+                "Real (top) and imagined (bottom) frames, one column per imagined step:",
+                "",
+                f"![imagined]({strips[0].relative_to(out)})",
+            ]
     lines += _evaluation_lines(summary.get("evaluation") or {})
     if (out / "curves.png").exists():
-        lines += ["", "Learning curves (training losses; per agent step, the mean imagined return of a trajectory, the "
-                  "share of trajectories the world model ends within the horizon, the policy's entropy):", "",
-                  "![learning curves](curves.png)"]  # fmt: skip
+        lines += [
+            "",
+            "Learning curves (training losses; per agent step, the mean imagined return of a trajectory, the "
+            "share of trajectories the world model ends within the horizon, the policy's entropy):",
+            "",
+            "![learning curves](curves.png)",
+        ]
     if grids:
-        lines += ["", "Originals (top) and reconstructions (bottom) at the last validation:", "",
-                  f"![reconstructions]({grids[-1].relative_to(out)})"]  # fmt: skip
+        lines += [
+            "",
+            "Originals (top) and reconstructions (bottom) at the last validation:",
+            "",
+            f"![reconstructions]({grids[-1].relative_to(out)})",
+        ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -222,10 +297,21 @@ def write_report(out: Path, summary: dict) -> Path:
 
 def export_pretrained(out: Path, agent_checkpoint: Path) -> Path:
     """The trained agent as a pretrained folder (safetensors, configs, a model card with the evaluation)."""
-    iris_wm(["push-to-hub", "--checkpoint", str(agent_checkpoint), "--out", str(out / "pretrained"),
-             "--results", str(out / "evaluate" / "agent.json"), str(out / "evaluate" / "random.json"),
-             *(["--metrics", str(out / "card_metrics.json")] if (out / "card_metrics.json").exists() else []),
-             "--command", "make demo"])  # fmt: skip
+    iris_wm(
+        [
+            "push-to-hub",
+            "--checkpoint",
+            str(agent_checkpoint),
+            "--out",
+            str(out / "pretrained"),
+            "--results",
+            str(out / "evaluate" / "agent.json"),
+            str(out / "evaluate" / "random.json"),
+            *(["--metrics", str(out / "card_metrics.json")] if (out / "card_metrics.json").exists() else []),
+            "--command",
+            "make demo",
+        ]
+    )
     return out / "pretrained"
 
 
@@ -236,13 +322,27 @@ def check_round_trip(out: Path, folder: Path, agent_checkpoint: Path, observatio
     from iris_wm.provenance import weights_digest
 
     _, trained = load_stage_checkpoint(agent_checkpoint)
-    same = {kind: weights_digest(getattr(trained, kind)) == weights_digest(load_model(folder, kind))
-            for kind in ("tokenizer", "world_model", "actor_critic")}  # fmt: skip
-    cli = run_stage("world_model", "validate", out, "tokens", "--model.from_pretrained", str(folder),
-                    "--data.max_val_windows", "null")  # fmt: skip
+    same = {
+        kind: weights_digest(getattr(trained, kind)) == weights_digest(load_model(folder, kind))
+        for kind in ("tokenizer", "world_model", "actor_critic")
+    }
+    cli = run_stage(
+        "world_model",
+        "validate",
+        out,
+        "tokens",
+        "--model.from_pretrained",
+        str(folder),
+        "--data.max_val_windows",
+        "null",
+    )
     again = float(cli.trainer.callback_metrics["val/observation_ce"])
-    return {"identical_weights": same, "observation_ce_checkpoint": observation_ce,
-            "observation_ce_pretrained": again, "observation_ce_abs_difference": abs(again - observation_ce)}
+    return {
+        "identical_weights": same,
+        "observation_ce_checkpoint": observation_ce,
+        "observation_ce_pretrained": again,
+        "observation_ce_abs_difference": abs(again - observation_ce),
+    }
 
 
 def _evaluation_lines(evaluation: dict) -> list[str]:
@@ -252,16 +352,24 @@ def _evaluation_lines(evaluation: dict) -> list[str]:
     difference = agent["mean"] - random["mean"]
     combined = (agent["stderr"] ** 2 + random["stderr"] ** 2) ** 0.5
     verdict = "beats" if difference > combined else "does not beat"
-    lines = ["", f"## The real game: {agent['episodes']} seeded episodes each ({agent['game']}, no life-loss "
-             f"episodes, at most {agent['env']['max_episode_steps']} steps, agent temperature {agent['temperature']})",
-             "", "| policy | mean return | standard error | human-normalised | mean length (steps) |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "",
+        f"## The real game: {agent['episodes']} seeded episodes each ({agent['game']}, no life-loss "
+        f"episodes, at most {agent['env']['max_episode_steps']} steps, agent temperature {agent['temperature']})",
+        "",
+        "| policy | mean return | standard error | human-normalised | mean length (steps) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, row in (("agent (trained in imagination)", agent), ("random", random)):
         hns = row["human_normalized"]
-        lines.append(f"| {name} | {row['mean']:.2f} | {row['stderr']:.2f} | "
-                     f"{'n/a' if hns is None else f'{hns:.3f}'} | {sum(row['lengths']) / len(row['lengths']):.0f} |")
-    lines += ["", f"The agent {verdict} the random policy: difference {difference:+.2f}, combined standard error "
-              f"{combined:.2f}."]  # fmt: skip
+        lines.append(
+            f"| {name} | {row['mean']:.2f} | {row['stderr']:.2f} | "
+            f"{'n/a' if hns is None else f'{hns:.3f}'} | {sum(row['lengths']) / len(row['lengths']):.0f} |"
+        )
+    lines += [
+        "",
+        f"The agent {verdict} the random policy: difference {difference:+.2f}, combined standard error {combined:.2f}.",
+    ]
     return lines
 
 
@@ -280,10 +388,13 @@ def plot_curves(out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("tokenizer", "train/loss", "tokenizer loss"), ("world_model", "train/loss", "world-model loss"),
-              ("agent", "train/imagined_return", "agent: imagined return"),
-              ("agent", "train/imagined_end_rate", "agent: imagined episode ends"),
-              ("agent", "train/entropy", "agent: policy entropy")]  # fmt: skip
+    panels = [
+        ("tokenizer", "train/loss", "tokenizer loss"),
+        ("world_model", "train/loss", "world-model loss"),
+        ("agent", "train/imagined_return", "agent: imagined return"),
+        ("agent", "train/imagined_end_rate", "agent: imagined episode ends"),
+        ("agent", "train/entropy", "agent: policy entropy"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3))
     drawn = False
     for ax, (stage, key, title) in zip(axes, panels, strict=True):
@@ -304,8 +415,9 @@ def plot_curves(out: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="iris-wm-demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="iris-wm-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="Folder for everything the demo writes.")
     parser.add_argument("--steps", type=int, default=10_000, help="Environment steps to collect.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of collection and training.")

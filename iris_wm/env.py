@@ -218,9 +218,13 @@ def env_snapshot(env: gym.Env) -> dict:
     import torch
 
     base = env.unwrapped
-    snapshot = {"ale": torch.frombuffer(bytearray(base.ale.cloneState(include_rng=True).serialize()),
-                                        dtype=torch.uint8).clone(),
-                "np_random": base.np_random.bit_generator.state, "wrappers": []}  # fmt: skip
+    snapshot = {
+        "ale": torch.frombuffer(
+            bytearray(base.ale.cloneState(include_rng=True).serialize()), dtype=torch.uint8
+        ).clone(),
+        "np_random": base.np_random.bit_generator.state,
+        "wrappers": [],
+    }
     layer = env
     while isinstance(layer, gym.Wrapper):
         if isinstance(layer, EpisodicLife):

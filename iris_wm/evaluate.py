@@ -36,8 +36,10 @@ def load_agent(checkpoint: str | Path, map_location: str = "cpu"):
         return actor_critic, tokenizer
     stage, module = load_stage_checkpoint(path, map_location)
     if stage != "agent" or module.tokenizer is None:
-        raise PretrainedError(f"{path} is not an agent checkpoint: give the .ckpt that `iris-wm agent fit` or "
-                              "`iris-wm run --export_agent` wrote, or an agent folder.")  # fmt: skip
+        raise PretrainedError(
+            f"{path} is not an agent checkpoint: give the .ckpt that `iris-wm agent fit` or "
+            "`iris-wm run --export_agent` wrote, or an agent folder."
+        )
     return module.actor_critic.eval(), module.tokenizer.eval()
 
 
@@ -52,8 +54,9 @@ class RandomPolicy:
         return self.rng.integers(0, self.num_actions, len(frames))
 
 
-def play(policy, env_config: EnvConfig, episodes: int, num_envs: int, seed: int,
-         progress: bool = True) -> tuple[list[float], list[int]]:  # fmt: skip
+def play(
+    policy, env_config: EnvConfig, episodes: int, num_envs: int, seed: int, progress: bool = True
+) -> tuple[list[float], list[int]]:
     """Returns and lengths of ``episodes`` episodes, in episode order."""
     num_envs = max(1, min(num_envs, episodes))
     envs = [make_env(env_config) for _ in range(num_envs)]
@@ -128,15 +131,27 @@ def evaluate(
     else:
         actor_critic, tokenizer = load_agent(agent, device)
         if actor_critic.config.num_actions != num_actions:
-            raise ValueError(f"The agent has {actor_critic.config.num_actions} actions but {env.game} has "
-                             f"{num_actions}: evaluate it on the game it was trained on.")  # fmt: skip
+            raise ValueError(
+                f"The agent has {actor_critic.config.num_actions} actions but {env.game} has "
+                f"{num_actions}: evaluate it on the game it was trained on."
+            )
         generator = torch.Generator(device).manual_seed(seed)
         policy, name = AgentPolicy(actor_critic.to(device), tokenizer.to(device), temperature, 0.0, generator), agent
     start = time.perf_counter()
     returns, lengths = play(policy, env, episodes, num_envs, seed)
-    result = {"game": env.game, "policy": name, "episodes": episodes, "temperature": temperature, "seed": seed,
-              "returns": returns, "lengths": lengths, **summarize(env.game, returns),
-              "seconds": time.perf_counter() - start, "env": env.to_dict(), "provenance": provenance()}  # fmt: skip
+    result = {
+        "game": env.game,
+        "policy": name,
+        "episodes": episodes,
+        "temperature": temperature,
+        "seed": seed,
+        "returns": returns,
+        "lengths": lengths,
+        **summarize(env.game, returns),
+        "seconds": time.perf_counter() - start,
+        "env": env.to_dict(),
+        "provenance": provenance(),
+    }
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

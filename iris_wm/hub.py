@@ -26,8 +26,11 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 
 FORMAT = 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, AGENT_FILE = "config.json", "model.safetensors", "README.md", "agent.json"
-KINDS = {"tokenizer": (Tokenizer, TokenizerConfig), "world_model": (WorldModel, WorldModelConfig),
-         "actor_critic": (ActorCritic, ActorCriticConfig)}  # fmt: skip
+KINDS = {
+    "tokenizer": (Tokenizer, TokenizerConfig),
+    "world_model": (WorldModel, WorldModelConfig),
+    "actor_critic": (ActorCritic, ActorCriticConfig),
+}
 COMPONENTS = tuple(KINDS)
 
 
@@ -60,8 +63,9 @@ def kind_of(model: torch.nn.Module) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- one model
-def save_pretrained(model: torch.nn.Module, folder: str | Path, card: CardInfo | None = None,
-                    inputs: dict | None = None) -> Path:  # fmt: skip
+def save_pretrained(
+    model: torch.nn.Module, folder: str | Path, card: CardInfo | None = None, inputs: dict | None = None
+) -> Path:
     """Write ``model`` to ``folder`` as config.json + model.safetensors + README.md. ``inputs`` names the
     manifests it was trained from (recorded in the provenance)."""
     from safetensors.torch import save_file
@@ -70,16 +74,21 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, card: CardInfo |
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt", "iris_wm_kind": kind})
-    config = {"iris_wm_format": FORMAT, "kind": kind, "config": asdict(model.config),
-              "parameters": sum(t.numel() for t in state.values()),
-              "provenance": {**provenance(), "inputs": inputs or {}}}  # fmt: skip
+    config = {
+        "iris_wm_format": FORMAT,
+        "kind": kind,
+        "config": asdict(model.config),
+        "parameters": sum(t.numel() for t in state.values()),
+        "provenance": {**provenance(), "inputs": inputs or {}},
+    }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     write_card(folder, kind, config, card or CardInfo())
     return folder
 
 
-def from_pretrained(source: str | Path, kind: str | None = None, revision: str | None = None,
-                    map_location: str = "cpu") -> torch.nn.Module:  # fmt: skip
+def from_pretrained(
+    source: str | Path, kind: str | None = None, revision: str | None = None, map_location: str = "cpu"
+) -> torch.nn.Module:
     """Load a model from a local folder or a Hub repository id (``owner/name``)."""
     from safetensors.torch import load_file
 
@@ -89,13 +98,15 @@ def from_pretrained(source: str | Path, kind: str | None = None, revision: str |
     model = model_class(config_class(**config["config"]))
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        raise PretrainedError(f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE}: the folder is incomplete; "
-                              "save or download it again.")  # fmt: skip
+        raise PretrainedError(
+            f"{folder} has {CONFIG_FILE} but no {WEIGHTS_FILE}: the folder is incomplete; save or download it again."
+        )
     try:
         state = load_file(weights, device=map_location)
     except Exception as error:  # safetensors raises its own error type for damaged headers
-        raise PretrainedError(f"{weights} cannot be read as safetensors ({error}): the file is damaged; "
-                              "download or save it again.") from error
+        raise PretrainedError(
+            f"{weights} cannot be read as safetensors ({error}): the file is damaged; download or save it again."
+        ) from error
     _check_weights(folder, model.state_dict(), state)
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
@@ -104,16 +115,20 @@ def from_pretrained(source: str | Path, kind: str | None = None, revision: str |
 def read_config(folder: Path, kind: str | None = None) -> dict:
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise PretrainedError(f"{folder} has no {CONFIG_FILE}: it is not a model saved with save_pretrained "
-                              "(for a whole agent, load it with load_agent).")  # fmt: skip
+        raise PretrainedError(
+            f"{folder} has no {CONFIG_FILE}: it is not a model saved with save_pretrained "
+            "(for a whole agent, load it with load_agent)."
+        )
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise PretrainedError(f"{path} is not valid JSON ({error}); save the model again.") from error
     version = config.get("iris_wm_format")
     if version != FORMAT:
-        raise PretrainedError(f"{path} has format version {version}; this iris-wm reads version {FORMAT}. "
-                              "Upgrade iris-wm (or save the model again with this version).")  # fmt: skip
+        raise PretrainedError(
+            f"{path} has format version {version}; this iris-wm reads version {FORMAT}. "
+            "Upgrade iris-wm (or save the model again with this version)."
+        )
     if config.get("kind") not in KINDS:
         raise PretrainedError(f"{path} names an unknown kind {config.get('kind')!r}; expected one of {list(KINDS)}.")
     if kind is not None and config["kind"] != kind:
@@ -124,26 +139,46 @@ def read_config(folder: Path, kind: str | None = None) -> dict:
 def _check_weights(folder: Path, expected: dict, state: dict) -> None:
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and state[k].shape != v.shape]  # fmt: skip
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
-        details = "; ".join(part for part in (
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}" if missing else "",
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}" if unexpected else "",
-            f"shapes differ ({', '.join(shapes[:3])})" if shapes else "") if part)  # fmt: skip
-        raise PretrainedError(f"The weights in {folder / WEIGHTS_FILE} do not match its {CONFIG_FILE}: {details}. "
-                              "The folder mixes files of different models; save it again with save_pretrained.")
+        details = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}" if missing else "",
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}" if unexpected else "",
+                f"shapes differ ({', '.join(shapes[:3])})" if shapes else "",
+            )
+            if part
+        )
+        raise PretrainedError(
+            f"The weights in {folder / WEIGHTS_FILE} do not match its {CONFIG_FILE}: {details}. "
+            "The folder mixes files of different models; save it again with save_pretrained."
+        )
 
 
 # ---------------------------------------------------------------------------------------------- whole agent
-def save_agent(folder: str | Path, tokenizer: Tokenizer, world_model: WorldModel, actor_critic: ActorCritic,
-               card: CardInfo | None = None, inputs: dict | None = None) -> Path:  # fmt: skip
+def save_agent(
+    folder: str | Path,
+    tokenizer: Tokenizer,
+    world_model: WorldModel,
+    actor_critic: ActorCritic,
+    card: CardInfo | None = None,
+    inputs: dict | None = None,
+) -> Path:
     """Write a whole agent: one folder per component plus ``agent.json`` and a card."""
     folder = Path(folder)
     for name, model in zip(COMPONENTS, (tokenizer, world_model, actor_critic), strict=True):
         save_pretrained(model, folder / name, card, inputs)
-    description = {"iris_wm_format": FORMAT, "kind": "agent", "components": list(COMPONENTS),
-                   "provenance": {**provenance(), "inputs": inputs or {}}}  # fmt: skip
+    description = {
+        "iris_wm_format": FORMAT,
+        "kind": "agent",
+        "components": list(COMPONENTS),
+        "provenance": {**provenance(), "inputs": inputs or {}},
+    }
     (folder / AGENT_FILE).write_text(json.dumps(description, indent=1) + "\n")
     write_card(folder, "agent", description, card or CardInfo())
     return folder
@@ -156,11 +191,15 @@ def load_agent(source: str | Path, revision: str | None = None, map_location: st
         raise PretrainedError(f"{folder} has no {AGENT_FILE}: it is not a whole agent saved with save_agent.")
     tok, wm, ac = (from_pretrained(folder / name, name, map_location=map_location) for name in COMPONENTS)
     w = wm.config
-    if (tok.vocab_size, tok.tokens_per_frame) != (w.vocab_size, w.tokens_per_frame) or \
-            ac.config.num_actions != w.num_actions:
-        raise PretrainedError(f"The components in {folder} do not fit together (tokenizer {tok.tokens_per_frame} x "
-                              f"{tok.vocab_size}, world model {w.tokens_per_frame} x {w.vocab_size} with "
-                              f"{w.num_actions} actions, actor-critic {ac.config.num_actions} actions).")  # fmt: skip
+    if (tok.vocab_size, tok.tokens_per_frame) != (
+        w.vocab_size,
+        w.tokens_per_frame,
+    ) or ac.config.num_actions != w.num_actions:
+        raise PretrainedError(
+            f"The components in {folder} do not fit together (tokenizer {tok.tokens_per_frame} x "
+            f"{tok.vocab_size}, world model {w.tokens_per_frame} x {w.vocab_size} with "
+            f"{w.num_actions} actions, actor-critic {ac.config.num_actions} actions)."
+        )
     return tok, wm, ac
 
 
@@ -180,17 +219,26 @@ def resolve(source: str | Path, revision: str | None, repo_type: str) -> Path:
     try:
         return Path(snapshot_download(repo_id=str(source), revision=revision, repo_type=repo_type))
     except RepositoryNotFoundError as error:
-        raise PretrainedError(f"No {repo_type} repository {source} on the Hub (or it is private: set HF_TOKEN).") \
-            from error
+        raise PretrainedError(
+            f"No {repo_type} repository {source} on the Hub (or it is private: set HF_TOKEN)."
+        ) from error
     except LocalEntryNotFoundError as error:
-        raise PretrainedError(f"{source} is not in the local cache and the Hub cannot be reached (offline, or "
-                              "HF_HUB_OFFLINE=1). Download it once online, or give a local folder.") from error
+        raise PretrainedError(
+            f"{source} is not in the local cache and the Hub cannot be reached (offline, or "
+            "HF_HUB_OFFLINE=1). Download it once online, or give a local folder."
+        ) from error
     except HfHubHTTPError as error:
         raise PretrainedError(f"Downloading {source} failed: {error}") from error
 
 
-def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False,
-                repo_type: str = "model", commit_message: str | None = None) -> str:  # fmt: skip
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    repo_type: str = "model",
+    commit_message: str | None = None,
+) -> str:
     """Create the repository if needed and upload ``folder`` as one commit; returns the commit URL. The token
     comes from ``token``, else ``HF_TOKEN`` or the stored login."""
     from huggingface_hub import HfApi
@@ -200,8 +248,12 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
         raise PretrainedError(f"{folder} is not a folder: save the model first (save_pretrained / save_agent).")
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                             commit_message=commit_message or f"Upload {folder.name} with iris-wm")  # fmt: skip
+    info = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type=repo_type,
+        commit_message=commit_message or f"Upload {folder.name} with iris-wm",
+    )
     return str(info.commit_url if hasattr(info, "commit_url") else info)
 
 
@@ -210,18 +262,26 @@ def write_card(folder: Path, kind: str, config: dict, card: CardInfo) -> Path:
     """README.md with YAML metadata (library, tags, dataset, metrics) and a body a reader can act on."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    data = ModelCardData(library_name="iris-wm", tags=["world-model", "iris", "reinforcement-learning",
-                                                       kind.replace("_", "-"), *card.tags],
-                         datasets=[card.dataset] if card.dataset and "/" in card.dataset else None,
-                         metrics=sorted(card.metrics) or None, environment=card.environment,
-                         training_config=card.training_config or None)  # fmt: skip
+    data = ModelCardData(
+        library_name="iris-wm",
+        tags=["world-model", "iris", "reinforcement-learning", kind.replace("_", "-"), *card.tags],
+        datasets=[card.dataset] if card.dataset and "/" in card.dataset else None,
+        metrics=sorted(card.metrics) or None,
+        environment=card.environment,
+        training_config=card.training_config or None,
+    )
     title = {"agent": "agent (tokenizer, world model, actor-critic)"}.get(kind, kind.replace("_", " "))
-    lines = [f"# iris-wm {title}", "",
-             "A component of an IRIS-style tokenized world model (Micheli et al. 2023), trained with iris-wm. "
-             "Load it with:", "", "```python",
-             "from iris_wm.hub import " + ("load_agent" if kind == "agent" else "from_pretrained"),
-             f"model = {'load_agent' if kind == 'agent' else 'from_pretrained'}(\"<this repository or folder>\")",
-             "```", ""]  # fmt: skip
+    lines = [
+        f"# iris-wm {title}",
+        "",
+        "A component of an IRIS-style tokenized world model (Micheli et al. 2023), trained with iris-wm. Load it with:",
+        "",
+        "```python",
+        "from iris_wm.hub import " + ("load_agent" if kind == "agent" else "from_pretrained"),
+        f'model = {"load_agent" if kind == "agent" else "from_pretrained"}("<this repository or folder>")',
+        "```",
+        "",
+    ]
     if card.environment:
         lines += [f"Environment: `{card.environment}`.", ""]
     if card.dataset:
@@ -241,8 +301,11 @@ def write_card(folder: Path, kind: str, config: dict, card: CardInfo) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-STAGES = {"agent": "`iris-wm agent fit`", "world_model": "`iris-wm world-model fit`",
-          "tokenizer": "`iris-wm tokenizer fit`"}  # fmt: skip
+STAGES = {
+    "agent": "`iris-wm agent fit`",
+    "world_model": "`iris-wm world-model fit`",
+    "tokenizer": "`iris-wm tokenizer fit`",
+}
 
 
 def is_checkpoint_path(source: str | Path) -> bool:
@@ -272,8 +335,10 @@ def _read_stage_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
 
     path = Path(checkpoint)
     if not path.is_file():
-        raise PretrainedError(f"No checkpoint at {path}: give the .ckpt a stage wrote "
-                              "(e.g. .../checkpoints/last.ckpt), a pretrained folder, or a Hub repository id.")
+        raise PretrainedError(
+            f"No checkpoint at {path}: give the .ckpt a stage wrote "
+            "(e.g. .../checkpoints/last.ckpt), a pretrained folder, or a Hub repository id."
+        )
     try:
         payload = path.read_bytes()
         saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
@@ -289,11 +354,13 @@ def _read_stage_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
         module = module_class.load_from_checkpoint(io.BytesIO(payload), map_location=map_location, weights_only=True)
         return stage, module, saved
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, KeyError, AttributeError) as error:
-        raise PretrainedError(f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error}). It is "
-                              "damaged (e.g. truncated by a crash while it was written) or not a checkpoint of "
-                              "iris-wm; it was read with weights_only=True, so nothing in it ran. Use another "
-                              "checkpoint (ModelCheckpoint keeps its best, epoch=...-step=....ckpt, beside "
-                              "last.ckpt).") from error
+        raise PretrainedError(
+            f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error}). It is "
+            "damaged (e.g. truncated by a crash while it was written) or not a checkpoint of "
+            "iris-wm; it was read with weights_only=True, so nothing in it ran. Use another "
+            "checkpoint (ModelCheckpoint keeps its best, epoch=...-step=....ckpt, beside "
+            "last.ckpt)."
+        ) from error
 
 
 def load_model(source: str | Path, kind: str, revision: str | None = None, map_location: str = "cpu"):
@@ -328,8 +395,10 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo
     inputs = {"checkpoint": str(Path(checkpoint).resolve())}
     manifest = Path(str(data.get("root", ""))) / "manifest.json"
     if data.get("root") and manifest.is_file():
-        inputs["data"] = {"store": str(manifest.parent.resolve()),
-                          "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}  # fmt: skip
+        inputs["data"] = {
+            "store": str(manifest.parent.resolve()),
+            "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        }
     card = dataclasses.replace(card or CardInfo())
     if not card.training_config:
         model = {k: v for k, v in module.hparams.items() if not k.startswith("_")}

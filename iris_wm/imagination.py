@@ -55,8 +55,13 @@ def _draw(logits: torch.Tensor, temperature: float, sample: bool, generator: tor
 class ImaginationEnv:
     """Imagined environments, a batch at a time, on the world model's device."""
 
-    def __init__(self, world_model: WorldModel, tokenizer=None, config: ImaginationConfig | None = None,
-                 generator: torch.Generator | None = None):  # fmt: skip
+    def __init__(
+        self,
+        world_model: WorldModel,
+        tokenizer=None,
+        config: ImaginationConfig | None = None,
+        generator: torch.Generator | None = None,
+    ):
         self.world_model = world_model
         self.tokenizer = tokenizer
         self.config = config or ImaginationConfig()
@@ -83,12 +88,15 @@ class ImaginationEnv:
         if K != self.K:
             raise ValueError(f"Observations have {K} tokens per frame; the world model expects {self.K}.")
         if not 1 <= C < self.context_steps:
-            raise ValueError(f"Prime with 1 to {self.context_steps - 1} real steps (the context holds "
-                             f"{self.context_steps}); got {C}.")  # fmt: skip
+            raise ValueError(
+                f"Prime with 1 to {self.context_steps - 1} real steps (the context holds "
+                f"{self.context_steps}); got {C}."
+            )
         actions = actions if actions is not None else observations.new_zeros(B, 0)
         if actions.shape != (B, C - 1):
-            raise ValueError(f"Expected {C - 1} actions per environment between {C} frames; "
-                             f"got {tuple(actions.shape)}.")
+            raise ValueError(
+                f"Expected {C - 1} actions per environment between {C} frames; got {tuple(actions.shape)}."
+            )
         self.observations = observations.to(self.device).long()  # (B, S, K) history kept for re-priming
         self.actions = actions.to(self.device).long()  # (B, S - 1)
         if self.cache is None or self.cache.buffer.shape[2] != B:
@@ -114,8 +122,8 @@ class ImaginationEnv:
         """Imagine one step for every environment: ``actions (B,)`` -> the next frame's tokens, reward, end."""
         cfg, K = self.config, self.K
         if self.cache.size + K + 1 > self.cache.max_tokens:
-            self.observations = self.observations[:, -self.keep:]
-            self.actions = self.actions[:, -(self.keep - 1):] if self.keep > 1 else self.actions[:, :0]
+            self.observations = self.observations[:, -self.keep :]
+            self.actions = self.actions[:, -(self.keep - 1) :] if self.keep > 1 else self.actions[:, :0]
             self._prime()
         actions = actions.to(self.device).long()
         last_token = self.observations[:, -1, -1:]
@@ -131,8 +139,8 @@ class ImaginationEnv:
             out = self.world_model(tokens[-1][:, None], self.cache)
             tokens.append(_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator))
         frame = torch.stack(tokens, dim=1)  # (B, K)
-        self.observations = torch.cat([self.observations, frame[:, None]], dim=1)[:, -self.context_steps:]
-        self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -(self.context_steps - 1):]
+        self.observations = torch.cat([self.observations, frame[:, None]], dim=1)[:, -self.context_steps :]
+        self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -(self.context_steps - 1) :]
         self.done = self.done | terminated
         return ImaginedStep(frame, reward, terminated, self.done.clone())
 

@@ -32,8 +32,9 @@ def load_models(world_model: str | Path, tokenizer: str | Path):
     return wm.eval(), tok.eval()
 
 
-def _choose(tokens: TokenStore, length: int, count: int, val_fraction: float, split_seed: int,
-            rng: np.random.Generator) -> list[tuple[int, int]]:  # fmt: skip
+def _choose(
+    tokens: TokenStore, length: int, count: int, val_fraction: float, split_seed: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     """(first row, episode position) of up to ``count`` held-out windows of ``length`` steps."""
     _, val = split_episodes(tokens, val_fraction, split_seed)
     long_enough = [p for p in val if tokens.episode_lengths[p] >= length]
@@ -84,10 +85,12 @@ def imagine(
     token_store, frame_store = TokenStore.open(tokens), EpisodeStore.open(episodes)
     check_tokenizer(token_store, tok)
     lengths = token_store.episode_lengths
-    if not np.array_equal(frame_store.episode_lengths[:len(lengths)], lengths):
-        raise ValueError(f"The token store {tokens} was not encoded from the episode store {episodes} (their "
-                         f"episodes differ; it names {token_store.manifest['settings'].get('source_store')}): "
-                         "pass the episode store it was made from.")  # fmt: skip
+    if not np.array_equal(frame_store.episode_lengths[: len(lengths)], lengths):
+        raise ValueError(
+            f"The token store {tokens} was not encoded from the episode store {episodes} (their "
+            f"episodes differ; it names {token_store.manifest['settings'].get('source_store')}): "
+            "pass the episode store it was made from."
+        )
     rng = np.random.default_rng(seed)
     length = burn_in + horizon
     picks = _choose(token_store, length, num_episodes, val_fraction, split_seed, rng)
@@ -96,9 +99,10 @@ def imagine(
     real_frames = torch.from_numpy(frame_store.observations(rows))
     actions = torch.from_numpy(token_store.columns.action[rows])
 
-    env = ImaginationEnv(wm, tok, ImaginationConfig(temperature=temperature),
-                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    env.reset(real_tokens[:, :burn_in], actions[:, :burn_in - 1])
+    env = ImaginationEnv(
+        wm, tok, ImaginationConfig(temperature=temperature), generator=torch.Generator().manual_seed(seed)
+    )
+    env.reset(real_tokens[:, :burn_in], actions[:, : burn_in - 1])
     imagined_frames, accuracy, frame_psnr, recon_psnr = [], [], [], []
     for h in range(horizon):
         step = env.step(actions[:, burn_in - 1 + h])
@@ -116,12 +120,25 @@ def imagine(
         _save_strip(folder / f"episode{position:05d}-row{first}.png", real_frames[i, burn_in:], imagined[i])
         _save_gif(folder / f"episode{position:05d}-row{first}.gif", real_frames[i, burn_in:], imagined[i])
     metrics = {
-        "episodes": len(picks), "burn_in": burn_in, "horizon": horizon, "temperature": temperature,
-        "per_horizon": [{"horizon": h + 1, "token_accuracy": accuracy[h], "frame_psnr": frame_psnr[h],
-                         "tokenizer_psnr": recon_psnr[h]} for h in range(horizon)],
-        "reported": {f"h{h}": {"token_accuracy": accuracy[h - 1], "frame_psnr": frame_psnr[h - 1]}
-                     for h in REPORTED_HORIZONS if h <= horizon},
-    }  # fmt: skip
+        "episodes": len(picks),
+        "burn_in": burn_in,
+        "horizon": horizon,
+        "temperature": temperature,
+        "per_horizon": [
+            {
+                "horizon": h + 1,
+                "token_accuracy": accuracy[h],
+                "frame_psnr": frame_psnr[h],
+                "tokenizer_psnr": recon_psnr[h],
+            }
+            for h in range(horizon)
+        ],
+        "reported": {
+            f"h{h}": {"token_accuracy": accuracy[h - 1], "frame_psnr": frame_psnr[h - 1]}
+            for h in REPORTED_HORIZONS
+            if h <= horizon
+        },
+    }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
@@ -143,7 +160,9 @@ def _save_gif(path: Path, real: torch.Tensor, imagined: torch.Tensor) -> None:
     """Side-by-side animation: real on the left, imagined on the right, upscaled 3x."""
     from PIL import Image
 
-    pages = [Image.fromarray(np.concatenate([r, i], axis=2).transpose(1, 2, 0)) for r, i in
-             zip(real.numpy(), imagined.numpy(), strict=True)]  # fmt: skip
+    pages = [
+        Image.fromarray(np.concatenate([r, i], axis=2).transpose(1, 2, 0))
+        for r, i in zip(real.numpy(), imagined.numpy(), strict=True)
+    ]
     pages = [p.resize((p.width * 3, p.height * 3), Image.NEAREST) for p in pages]
     pages[0].save(path, save_all=True, append_images=pages[1:], duration=200, loop=0)

@@ -125,8 +125,9 @@ class OnlineLoop:
 
         from iris_wm.training import cpu_has_native_bf16
 
-        self.config = cfg = dataclasses.replace(config, env=dataclasses.replace(config.env,
-                                                                                game=resolve_game_id(config.env.game)))
+        self.config = cfg = dataclasses.replace(
+            config, env=dataclasses.replace(config.env, game=resolve_game_id(config.env.game))
+        )
         precision = cfg.precision
         if precision.startswith("bf16") and cfg.device == "cpu" and not cpu_has_native_bf16():
             print(f"iris-wm run: this CPU has no bf16 hardware; precision {precision} -> 32-true.", file=sys.stderr)
@@ -136,15 +137,24 @@ class OnlineLoop:
         torch.manual_seed(cfg.seed)
         self.env = make_env(cfg.env)
         num_actions = int(self.env.action_space.n)
-        self.store = EpisodeStore.open_or_create(self.out / "episodes", EpisodeStore.frame_spec(cfg.env.size),
-                                                 num_actions, {"env": cfg.env.to_dict(), "loop": True})
+        self.store = EpisodeStore.open_or_create(
+            self.out / "episodes",
+            EpisodeStore.frame_spec(cfg.env.size),
+            num_actions,
+            {"env": cfg.env.to_dict(), "loop": True},
+        )
         self.modules = self._build_modules(num_actions)
         self.optimizers, self.schedulers = {}, {}
         for name, module in self.modules.items():
             module.to(self.fabric.device)
             self.optimizers[name], self.schedulers[name] = _optimizer(module)
-        self.policy = AgentPolicy(self.modules["agent"].actor_critic, self.tokenizer, cfg.collection.temperature,
-                                  cfg.collection.epsilon, torch.Generator(self.fabric.device).manual_seed(cfg.seed))
+        self.policy = AgentPolicy(
+            self.modules["agent"].actor_critic,
+            self.tokenizer,
+            cfg.collection.temperature,
+            cfg.collection.epsilon,
+            torch.Generator(self.fabric.device).manual_seed(cfg.seed),
+        )
         self.sampler = np.random.default_rng(cfg.seed)
         self.steps = dict.fromkeys(COMPONENTS, 0)
         self.epoch = 0
@@ -169,13 +179,25 @@ class OnlineLoop:
         t, w, a = cfg.tokenizer_training, cfg.world_model_training, cfg.agent_training
         tok = TokenizerModule(cfg.tokenizer, learning_rate=t.learning_rate, **t.module_args)
         K, V = cfg.tokenizer.tokens_per_frame, cfg.tokenizer.vocab_size
-        wm_config = dataclasses.replace(cfg.world_model, vocab_size=V, tokens_per_frame=K, num_actions=num_actions,
-                                        gpt=dataclasses.replace(cfg.world_model.gpt))  # fmt: skip
+        wm_config = dataclasses.replace(
+            cfg.world_model,
+            vocab_size=V,
+            tokens_per_frame=K,
+            num_actions=num_actions,
+            gpt=dataclasses.replace(cfg.world_model.gpt),
+        )
         wm = WorldModelModule(wm_config, learning_rate=w.learning_rate, **w.module_args)
-        ac_config = dataclasses.replace(cfg.actor_critic, num_actions=num_actions, vocab_size=V, tokens_per_frame=K,
-                                        frame_size=cfg.env.size)  # fmt: skip
-        agent = ActorCriticModule(ac_config, objective=cfg.objective, burn_in=cfg.burn_in, prime_steps=cfg.prime_steps,
-                                  learning_rate=a.learning_rate, **a.module_args)  # fmt: skip
+        ac_config = dataclasses.replace(
+            cfg.actor_critic, num_actions=num_actions, vocab_size=V, tokens_per_frame=K, frame_size=cfg.env.size
+        )
+        agent = ActorCriticModule(
+            ac_config,
+            objective=cfg.objective,
+            burn_in=cfg.burn_in,
+            prime_steps=cfg.prime_steps,
+            learning_rate=a.learning_rate,
+            **a.module_args,
+        )
         agent.attach(wm.world_model, tok.tokenizer)
         return {"tokenizer": tok, "world_model": wm, "agent": agent}
 
@@ -188,40 +210,55 @@ class OnlineLoop:
         agent = self.modules["agent"]
         if name != "agent":
             return self.modules[name]
-        return torch.nn.ModuleDict({"actor_critic": agent.actor_critic, **(
-            {"target_critic": agent.target_critic} if agent.target_critic is not None else {})})
+        return torch.nn.ModuleDict(
+            {
+                "actor_critic": agent.actor_critic,
+                **({"target_critic": agent.target_critic} if agent.target_critic is not None else {}),
+            }
+        )
 
     def state(self) -> dict:
         return {
-            "format": 1, "config": _plain(dataclasses.asdict(self.config)), "epoch": self.epoch,
-            "steps": dict(self.steps), "store_shards": len(self.store.manifest["shards"]),
+            "format": 1,
+            "config": _plain(dataclasses.asdict(self.config)),
+            "epoch": self.epoch,
+            "steps": dict(self.steps),
+            "store_shards": len(self.store.manifest["shards"]),
             "modules": {n: self._trainable(n).state_dict() for n in COMPONENTS},
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items() if s is not None},
-            "rng": {"torch": torch.get_rng_state(), "policy": self.policy.generator.get_state(),
-                    "sampler": self.sampler.bit_generator.state,
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "env": env_snapshot(self.env), "obs": torch.from_numpy(self.obs.copy()),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "policy": self.policy.generator.get_state(),
+                "sampler": self.sampler.bit_generator.state,
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "env": env_snapshot(self.env),
+            "obs": torch.from_numpy(self.obs.copy()),
             "episode": {k: torch.from_numpy(np.asarray(v)) for k, v in vars(self.episode).items()},
-            "policy_state": self.policy.state, "tokens": torch.from_numpy(self.tokens),
+            "policy_state": self.policy.state,
+            "tokens": torch.from_numpy(self.tokens),
             "tokens_version": self.tokens_version,
-        }  # fmt: skip
+        }
 
     def _resume(self) -> None:
         saved = load_checkpoint(self.out)
         if saved is None:
             dropped = self.store.rollback(0)
             if dropped:
-                print(f"iris-wm run: {self.out} has episodes but no checkpoint; "
-                      f"dropped {dropped} uncommitted shard(s).")
+                print(
+                    f"iris-wm run: {self.out} has episodes but no checkpoint; dropped {dropped} uncommitted shard(s)."
+                )
             self.log.truncate(0)
             return
         mine, theirs = _plain(dataclasses.asdict(self.config)), dict(saved["config"])
         mine.pop("epochs"), theirs.pop("epochs")
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
-            raise ValueError(f"{self.out} holds a run with other settings ({', '.join(changed)} differ): resume it "
-                             "with its own config (only epochs may change) or choose another --out.")  # fmt: skip
+            raise ValueError(
+                f"{self.out} holds a run with other settings ({', '.join(changed)} differ): resume it "
+                "with its own config (only epochs may change) or choose another --out."
+            )
         dropped = self.store.rollback(saved["store_shards"])
         if dropped:
             print(f"iris-wm run: rolled back {dropped} shard(s) appended after the last checkpoint.")
@@ -332,9 +369,11 @@ class OnlineLoop:
                 history.setdefault(key, []).append(value.detach().float())
         means = {f"{name}/{k}": float(torch.stack(v).mean()) for k, v in history.items()}
         if not np.isfinite(means[f"{name}/loss"]):
-            raise FloatingPointError(f"The {name} loss became {means[f'{name}/loss']} in epoch {epoch}; the run stops "
-                                     f"and {self.out / 'checkpoints' / 'last.ckpt'} keeps epoch {self.epoch}. "
-                                     "Lower the learning rate or enable gradient clipping.")  # fmt: skip
+            raise FloatingPointError(
+                f"The {name} loss became {means[f'{name}/loss']} in epoch {epoch}; the run stops "
+                f"and {self.out / 'checkpoints' / 'last.ckpt'} keeps epoch {self.epoch}. "
+                "Lower the learning rate or enable gradient clipping."
+            )
         return means
 
     def _windows(self, name: str) -> WindowDataset:
@@ -351,8 +390,9 @@ class OnlineLoop:
             rows = batch.rows.numpy()
             batch.observations = torch.from_numpy(np.where(rows[..., None] >= 0, self.tokens[np.maximum(rows, 0)], 0))
         device = self.fabric.device
-        return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device)
-                                             for f in dataclasses.fields(batch)})  # fmt: skip
+        return dataclasses.replace(
+            batch, **{f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)}
+        )
 
     @torch.no_grad()
     def _init_background(self, data: WindowDataset) -> None:
@@ -360,7 +400,9 @@ class OnlineLoop:
         wanted = module.hparams.init_background_frames
         if self.tokenizer.background is not None and wanted > 0:
             rows = self.sampler.choice(data.anchors, min(wanted, len(data)), replace=False)
-            self.tokenizer.init_background(torch.from_numpy(self.store.observations(np.sort(rows))).to(self.fabric.device))
+            self.tokenizer.init_background(
+                torch.from_numpy(self.store.observations(np.sort(rows))).to(self.fabric.device)
+            )
 
     @torch.no_grad()
     def _refresh_tokens(self, epoch: int) -> None:
@@ -387,10 +429,18 @@ class OnlineLoop:
         import lightning
 
         agent = self.modules["agent"]
-        hparams = dict(agent.hparams, world_model_config=dataclasses.asdict(self.world_model.config),
-                       tokenizer_config=dataclasses.asdict(self.tokenizer.config))  # fmt: skip
-        payload = {"state_dict": agent.state_dict(), "hyper_parameters": hparams,
-                   "pytorch-lightning_version": lightning.__version__, "epoch": self.epoch, "global_step": 0}
+        hparams = dict(
+            agent.hparams,
+            world_model_config=dataclasses.asdict(self.world_model.config),
+            tokenizer_config=dataclasses.asdict(self.tokenizer.config),
+        )
+        payload = {
+            "state_dict": agent.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": lightning.__version__,
+            "epoch": self.epoch,
+            "global_step": 0,
+        }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, path)
@@ -421,8 +471,12 @@ def build_parser():
     parser = ArgumentParser(prog="iris-wm run", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="config", help="YAML file (configs/run/*.yaml) with any option below.")
     parser.add_class_arguments(RunConfig, "run", help="The run.")
-    parser.add_argument("--export_agent", type=str, default=None,
-                        help="When done, also write the agent as a checkpoint for `iris-wm evaluate --agent`.")
+    parser.add_argument(
+        "--export_agent",
+        type=str,
+        default=None,
+        help="When done, also write the agent as a checkpoint for `iris-wm evaluate --agent`.",
+    )
     return parser
 
 

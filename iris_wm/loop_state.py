@@ -33,8 +33,10 @@ def save_checkpoint(out: Path, state: dict) -> Path:
         os.replace(partial, path)
     except OSError as error:
         partial.unlink(missing_ok=True)
-        raise OSError(f"Could not write the checkpoint {path} ({error.strerror}); the previous checkpoint is kept. "
-                      "Free disk space or make the folder writable, then rerun the same command to resume.") from error
+        raise OSError(
+            f"Could not write the checkpoint {path} ({error.strerror}); the previous checkpoint is kept. "
+            "Free disk space or make the folder writable, then rerun the same command to resume."
+        ) from error
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -51,8 +53,10 @@ def load_checkpoint(out: Path) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"The checkpoint {path} cannot be read ({type(error).__name__}: {error}). It was not "
-                         "written by `iris-wm run`, or it is damaged: move it away to start the run again.") from error
+        raise ValueError(
+            f"The checkpoint {path} cannot be read ({type(error).__name__}: {error}). It was not "
+            "written by `iris-wm run`, or it is damaged: move it away to start the run again."
+        ) from error
     if not isinstance(state, dict) or state.get("format") != 1:
         raise ValueError(f"{path} is not an `iris-wm run` checkpoint (format 1).")
     return state

@@ -44,13 +44,17 @@ class _Data:
     def __init__(self, series: Series, spec: SweepSpec):
         store = open_store(series.store)
         if not isinstance(store, TokenStore):
-            raise ValueError(f"{series.store} holds frames; the scaling sweep trains on a token store. Encode it "
-                             "first (`iris-wm tokenizer predict ... --token_writer.output TOKENS`).")  # fmt: skip
+            raise ValueError(
+                f"{series.store} holds frames; the scaling sweep trains on a token store. Encode it "
+                "first (`iris-wm tokenizer predict ... --token_writer.output TOKENS`)."
+            )
         self.store = store
         train, val = split_episodes(store, spec.val_fraction, spec.split_seed)
         if len(val) == 0 or len(train) == 0:
-            raise ValueError(f"{series.store}: {store.num_episodes} episode(s) cannot be split into training and "
-                             "held-out episodes; collect more episodes.")  # fmt: skip
+            raise ValueError(
+                f"{series.store}: {store.num_episodes} episode(s) cannot be split into training and "
+                "held-out episodes; collect more episodes."
+            )
         self.train = WindowDataset(store, train, spec.context_steps, "right")
         held_out = WindowDataset(store, val, spec.context_steps, "right")
         count = min(spec.eval_windows, len(held_out))
@@ -97,10 +101,16 @@ class TorchBackend:
 
     def config(self, series: Series, size: Size, spec: SweepSpec) -> WorldModelConfig:
         data = self.data(series, spec)
-        gpt = GPTConfig(num_layers=size.num_layers, num_heads=size.num_heads, embed_dim=size.embed_dim,
-                        dropout=spec.dropout)  # fmt: skip
-        return WorldModelConfig(vocab_size=data.vocab_size, tokens_per_frame=data.tokens_per_frame,
-                                num_actions=data.store.num_actions, context_steps=spec.context_steps, gpt=gpt)
+        gpt = GPTConfig(
+            num_layers=size.num_layers, num_heads=size.num_heads, embed_dim=size.embed_dim, dropout=spec.dropout
+        )
+        return WorldModelConfig(
+            vocab_size=data.vocab_size,
+            tokens_per_frame=data.tokens_per_frame,
+            num_actions=data.store.num_actions,
+            context_steps=spec.context_steps,
+            gpt=gpt,
+        )
 
     def describe(self, series: Series, size: Size, spec: SweepSpec) -> dict:
         data = self.data(series, spec)
@@ -108,11 +118,15 @@ class TorchBackend:
         with torch.device("meta"):
             model = WorldModelModule(cfg).world_model
         return {
-            "params": model.num_parameters(), "params_non_embedding": model.num_parameters(non_embedding=True),
-            "flops_per_token": model.flops_per_token(), "tokens_per_step": spec.batch_size * cfg.gpt.max_tokens,
-            "unique_tokens": data.train_steps * cfg.tokens_per_block, "tokens_per_frame": data.tokens_per_frame,
-            "vocab_size": data.vocab_size, "store_digest": data.digest,
-        }  # fmt: skip
+            "params": model.num_parameters(),
+            "params_non_embedding": model.num_parameters(non_embedding=True),
+            "flops_per_token": model.flops_per_token(),
+            "tokens_per_step": spec.batch_size * cfg.gpt.max_tokens,
+            "unique_tokens": data.train_steps * cfg.tokens_per_block,
+            "tokens_per_frame": data.tokens_per_frame,
+            "vocab_size": data.vocab_size,
+            "store_digest": data.digest,
+        }
 
     # ------------------------------------------------------------------ training
     def train(self, trunk: Trunk, spec: SweepSpec, out: Path, on_point) -> None:
@@ -154,9 +168,13 @@ class TorchBackend:
         schedule = branch_schedule(opt, spec.warmup_steps, branch)
         losses = self._steps(model, opt, schedule, data, trunk, spec, branch.fork, branch.steps, bar)
         measured = self.evaluate(model, data, spec)
-        tail = losses[-max(1, len(losses) // 5):]
-        measured.update(train_loss=float(np.mean(tail)) if tail else None, wall_s=time.monotonic() - started,
-                        device=str(self.device), provenance=provenance())  # fmt: skip
+        tail = losses[-max(1, len(losses) // 5) :]
+        measured.update(
+            train_loss=float(np.mean(tail)) if tail else None,
+            wall_s=time.monotonic() - started,
+            device=str(self.device),
+            provenance=provenance(),
+        )
         return measured
 
     def _steps(self, system, optimizer, schedule, data, trunk, spec, start: int, stop: int, bar) -> list[float]:
@@ -178,8 +196,10 @@ class TorchBackend:
         values = [float(x) for x in losses]  # one host transfer per stretch, not per step
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
-            raise FloatingPointError(f"{trunk.size.label}: the training loss became {values[bad[0]]} at step "
-                                     f"{start + bad[0]}; lower the learning rate (now {trunk.learning_rate:.3g}).")
+            raise FloatingPointError(
+                f"{trunk.size.label}: the training loss became {values[bad[0]]} at step "
+                f"{start + bad[0]}; lower the learning rate (now {trunk.learning_rate:.3g})."
+            )
         return values
 
     @torch.no_grad()
@@ -191,13 +211,25 @@ class TorchBackend:
         for batch in data.eval_batches:
             losses = system.compute_loss(_to(batch, self.device))
             n_obs, n_steps = losses.observation_targets.double(), losses.steps.double()
-            sums += torch.stack([losses.observation.double() * n_obs, losses.reward.double() * n_steps,
-                                 losses.termination.double() * n_steps, n_obs, n_steps]).cpu()  # fmt: skip
+            sums += torch.stack(
+                [
+                    losses.observation.double() * n_obs,
+                    losses.reward.double() * n_steps,
+                    losses.termination.double() * n_steps,
+                    n_obs,
+                    n_steps,
+                ]
+            ).cpu()
         ce_sum, reward_sum, end_sum, targets, steps = sums.tolist()
         ce = ce_sum / targets
-        return {"val_obs_ce": ce, "val_bits_per_frame": float(bits_per_frame(ce, data.tokens_per_frame)),
-                "val_reward_loss": reward_sum / steps, "val_termination_loss": end_sum / steps,
-                "val_targets": int(targets), "val_windows": sum(len(b) for b in data.eval_batches)}
+        return {
+            "val_obs_ce": ce,
+            "val_bits_per_frame": float(bits_per_frame(ce, data.tokens_per_frame)),
+            "val_reward_loss": reward_sum / steps,
+            "val_termination_loss": end_sum / steps,
+            "val_targets": int(targets),
+            "val_windows": sum(len(b) for b in data.eval_batches),
+        }
 
     # ------------------------------------------------------------------ trunk checkpoints
     def _save(self, path: Path, system, optimizer, step: int) -> None:
@@ -225,9 +257,14 @@ def trunk_schedule(optimizer, warmup: int, step: int = 0):
 def branch_schedule(optimizer, warmup: int, branch: Branch):
     """The trunk's schedule up to the fork, then (1 - sqrt) decay to 0 over the cooldown (Hägele et al. 2024),
     continuing from the fork step."""
-    return get_wsd_schedule(optimizer, warmup, num_decay_steps=branch.cooldown,
-                            num_stable_steps=max(0, branch.fork - warmup), decay_type="1-sqrt",
-                            last_epoch=branch.fork - 1)  # fmt: skip
+    return get_wsd_schedule(
+        optimizer,
+        warmup,
+        num_decay_steps=branch.cooldown,
+        num_stable_steps=max(0, branch.fork - warmup),
+        decay_type="1-sqrt",
+        last_epoch=branch.fork - 1,
+    )
 
 
 def _to(batch, device: torch.device):

@@ -33,15 +33,27 @@ def _parser(verb: str):
     parser.add_argument("--out", type=str | None, default=None, help="Output folder (default: the spec's `out`).")
     if verb in ("sweep", "run"):
         parser.add_argument("--device", type=str, default="cpu", help="torch device to train on (cpu, cuda).")
-        parser.add_argument("--series", type=list[str] | None, default=None,
-                            help="Sweep only these series of the spec (one process per GPU, say).")
-        parser.add_argument("--workers", type=int, default=1,
-                            help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU); "
-                            "with `run`, also the processes that collect a missing token store's episodes.")
+        parser.add_argument(
+            "--series",
+            type=list[str] | None,
+            default=None,
+            help="Sweep only these series of the spec (one process per GPU, say).",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU); "
+            "with `run`, also the processes that collect a missing token store's episodes.",
+        )
     if verb == "run":
-        parser.add_argument("--prepare_steps", type=int | None, default=None,
-                            help="Breakout steps to collect when the spec's token store does not exist yet "
-                            "(default: the series' `steps`).")
+        parser.add_argument(
+            "--prepare_steps",
+            type=int | None,
+            default=None,
+            help="Breakout steps to collect when the spec's token store does not exist yet "
+            "(default: the series' `steps`).",
+        )
     return parser
 
 
@@ -76,12 +88,15 @@ def _fit(spec, out: Path) -> dict:
     _add_timing(out, "fit", time.perf_counter() - start)
     for name, fit in fits["series"].items():
         est = fit["estimators"]
-        a = ", ".join(f"{k} {v['a']['estimate']:.3f}" if v["a"]["estimate"] is not None else f"{k} n/a"
-                      for k, v in est.items())  # fmt: skip
+        a = ", ".join(
+            f"{k} {v['a']['estimate']:.3f}" if v["a"]["estimate"] is not None else f"{k} n/a" for k, v in est.items()
+        )
         print(f"[{name}] exponent a of N_opt ~ C^a: {a}")
         for h in fit["holdout"]:
-            print(f"[{name}] held-out {h['size']}: observed {h['observed']:.4f}, predicted {h['predicted']:.4f} "
-                  f"({100 * h['relative_error']:+.2f}%), inside the 95% PI: {h['inside_95']}")  # fmt: skip
+            print(
+                f"[{name}] held-out {h['size']}: observed {h['observed']:.4f}, predicted {h['predicted']:.4f} "
+                f"({100 * h['relative_error']:+.2f}%), inside the 95% PI: {h['inside_95']}"
+            )
         for w in fit["warnings"]:
             print(f"[{name}] warning: {w}")
     return fits
@@ -118,8 +133,9 @@ def main(argv: list[str]) -> None:
     if cfg.get("series"):
         unknown = sorted(set(cfg.series) - {s.name for s in spec.series})
         if unknown:
-            raise SystemExit(f"iris-wm scaling: --series {unknown} not in the spec (it has "
-                             f"{[s.name for s in spec.series]}).")  # fmt: skip
+            raise SystemExit(
+                f"iris-wm scaling: --series {unknown} not in the spec (it has {[s.name for s in spec.series]})."
+            )
         spec = dataclasses.replace(spec, series=tuple(s for s in spec.series if s.name in cfg.series))
     if verb == "run":
         from iris_wm.scaling_data import prepare_tokens
@@ -132,9 +148,11 @@ def main(argv: list[str]) -> None:
                 prepare_tokens(Path(series.store).parent, steps or 100_000, workers=cfg.workers)
                 _add_timing(out, f"prepare {series.name}", time.perf_counter() - start)
             elif steps and (held := json.loads(manifest.read_text())["num_steps"]) < steps:
-                raise SystemExit(f"iris-wm scaling: the token store {series.store} holds {held:,} steps, but series "
-                                 f"{series.name} asks for {steps:,}. Point `store` at a new folder (it is built "
-                                 "there), or remove this one and its episodes to build it again.")  # fmt: skip
+                raise SystemExit(
+                    f"iris-wm scaling: the token store {series.store} holds {held:,} steps, but series "
+                    f"{series.name} asks for {steps:,}. Point `store` at a new folder (it is built "
+                    "there), or remove this one and its episodes to build it again."
+                )
     try:
         if verb in ("sweep", "run"):
             _sweep(spec, out, cfg.device, cfg.workers)

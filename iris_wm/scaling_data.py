@@ -27,8 +27,19 @@ def prepare_tokens(root: str | Path, steps: int, seed: int = 1, workers: int = 1
     if (tokens / "manifest.json").exists():
         return tokens
     start = time.perf_counter()
-    iris_wm(["collect", "--out", str(root / "episodes"), "--steps", str(steps), "--seed", str(seed),
-             "--workers", str(workers)])  # fmt: skip
+    iris_wm(
+        [
+            "collect",
+            "--out",
+            str(root / "episodes"),
+            "--steps",
+            str(steps),
+            "--seed",
+            str(seed),
+            "--workers",
+            str(workers),
+        ]
+    )
     log(f"collect: {time.perf_counter() - start:.0f} s")
     checkpoint = root / "tokenizer" / "checkpoints" / "last.ckpt"
     if not checkpoint.exists():

@@ -37,8 +37,10 @@ class ResumeState(Callback):
     With :class:`~iris_wm.data.datamodule.ResumableRandomSampler` a resumed fit is bitwise the same on CPU."""
 
     def state_dict(self) -> dict:
-        return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
-                else []}  # fmt: skip
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         torch.set_rng_state(state["torch"])
@@ -91,10 +93,14 @@ class StageCLI(LightningCLI):
         return {k: v for k, v in LightningCLI.subcommands().items() if k in cls.verbs}
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--model.from_pretrained", type=str | None, default=None,
-                            help=f"Pretrained {self.kind.replace('_', ' ')} to start from (fit) or to use (validate, "
-                            "predict): a folder of save_pretrained or save_agent, a Hub repository id, or a .ckpt. "
-                            "Its config replaces model.config.")  # fmt: skip
+        parser.add_argument(
+            "--model.from_pretrained",
+            type=str | None,
+            default=None,
+            help=f"Pretrained {self.kind.replace('_', ' ')} to start from (fit) or to use (validate, "
+            "predict): a folder of save_pretrained or save_agent, a Hub repository id, or a .ckpt. "
+            "Its config replaces model.config.",
+        )
 
     def before_fit(self) -> None:
         self._check_ckpt_path()
@@ -126,8 +132,11 @@ class StageCLI(LightningCLI):
         trainer = config.trainer
         on_cpu = trainer.accelerator in ("cpu", "auto") and not torch.cuda.is_available()
         if on_cpu and str(trainer.precision).startswith("bf16") and not cpu_has_native_bf16():
-            print(f"iris-wm: this CPU has no bf16 hardware (emulated bf16 is about 15x slower); "
-                  f"precision {trainer.precision} -> 32-true.", file=sys.stderr)
+            print(
+                f"iris-wm: this CPU has no bf16 hardware (emulated bf16 is about 15x slower); "
+                f"precision {trainer.precision} -> 32-true.",
+                file=sys.stderr,
+            )
             trainer.precision = "32-true"
         # The module does not know this option: take it out for instantiation, put it back for config.yaml.
         self.pretrained_source = config.model.pop("from_pretrained", None)
@@ -135,9 +144,11 @@ class StageCLI(LightningCLI):
         if self.pretrained_source is None:
             return
         if config.get("ckpt_path"):
-            raise ValueError("Give --model.from_pretrained or --ckpt_path, not both: a checkpoint restores the "
-                             "weights itself (to fine-tune from pretrained weights, start a new fit without "
-                             "--ckpt_path).")  # fmt: skip
+            raise ValueError(
+                "Give --model.from_pretrained or --ckpt_path, not both: a checkpoint restores the "
+                "weights itself (to fine-tune from pretrained weights, start a new fit without "
+                "--ckpt_path)."
+            )
         from iris_wm.hub import load_model
 
         self.pretrained = load_model(self.pretrained_source, self.kind)
@@ -162,12 +173,16 @@ class StageCLI(LightningCLI):
         else:
             return
         model = getattr(self.model, self.kind)
-        differ = [f"{k}: {ours} in the model, {data} in the data"
-                  for k, ours, data in _differences(_flatten(wanted), asdict(model.config))]  # fmt: skip
+        differ = [
+            f"{k}: {ours} in the model, {data} in the data"
+            for k, ours, data in _differences(_flatten(wanted), asdict(model.config))
+        ]
         if differ:
-            raise ValueError(f"The {self.kind.replace('_', ' ')} in {source} does not fit the data at "
-                             f"{config.data.root} ({'; '.join(differ)}): use data of the game it was trained on, "
-                             "encoded by the tokenizer it was trained with.")  # fmt: skip
+            raise ValueError(
+                f"The {self.kind.replace('_', ' ')} in {source} does not fit the data at "
+                f"{config.data.root} ({'; '.join(differ)}): use data of the game it was trained on, "
+                "encoded by the tokenizer it was trained with."
+            )
         if self.pretrained is not None:
             model.load_state_dict(self.pretrained.state_dict())
             self.pretrained = None  # the module holds the weights now
@@ -188,10 +203,12 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
     except (zipfile.BadZipFile, OSError) as error:
         damaged = f"not a complete archive: {error}"
     if damaged is not None:
-        raise ValueError(f"--ckpt_path {ckpt_path} is damaged ({damaged}); it was not read. It was probably cut off "
-                         "by a crash or a full disk while it was written: resume from another checkpoint of the "
-                         "run (ModelCheckpoint keeps its best, epoch=...-step=....ckpt, beside last.ckpt), or "
-                         "start again.")
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} is damaged ({damaged}); it was not read. It was probably cut off "
+            "by a crash or a full disk while it was written: resume from another checkpoint of the "
+            "run (ModelCheckpoint keeps its best, epoch=...-step=....ckpt, beside last.ckpt), or "
+            "start again."
+        )
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -273,8 +290,11 @@ class AgentCLI(StageCLI):
             # its actor-critic with others, give FOLDER/actor_critic and --model.world_model/--model.tokenizer).
             ours = str(folder / "world_model"), str(folder / "tokenizer")
             if (model.world_model, model.tokenizer) != ours and model.world_model is not None:
-                print(f"iris-wm: --model.from_pretrained {self.pretrained_source} is a whole agent; its world "
-                      "model and tokenizer replace --model.world_model and --model.tokenizer.", file=sys.stderr)
+                print(
+                    f"iris-wm: --model.from_pretrained {self.pretrained_source} is a whole agent; its world "
+                    "model and tokenizer replace --model.world_model and --model.tokenizer.",
+                    file=sys.stderr,
+                )
             model.world_model, model.tokenizer = ours
 
 

@@ -41,8 +41,7 @@ class Points:
         return len(self.N)
 
     def take(self, index: np.ndarray) -> Points:
-        return Points(self.N[index], self.D[index], self.C[index], self.L[index], self.group[index],
-                      self.budget[index])  # fmt: skip
+        return Points(self.N[index], self.D[index], self.C[index], self.L[index], self.group[index], self.budget[index])
 
     def resample_groups(self, rng: np.random.Generator) -> Points:
         """A bootstrap replicate: whole training runs drawn with replacement (all points of a run together)."""
@@ -111,16 +110,18 @@ def frontier(points: Points) -> Estimate:
         d.append(float(points.D[best]))
         loss.append(float(points.L[best]))
     if len(set(budgets)) < 2:
-        return Estimate("frontier", np.nan, np.nan, budgets, n, d, loss, ok=False,
-                        warnings=["frontier: fewer than 2 budgets"])  # fmt: skip
+        return Estimate(
+            "frontier", np.nan, np.nan, budgets, n, d, loss, ok=False, warnings=["frontier: fewer than 2 budgets"]
+        )
     warnings = []
     if len(set(n)) == 1:
         warnings.append("frontier: the same size is best at every budget (the ladder is too coarse or short)")
     a = fit_power_law(budgets, n).exponent
     b = fit_power_law(budgets, d).exponent
     loss_law = fit_power_law(budgets, loss)
-    return Estimate("frontier", a, b, budgets, n, d, loss, warnings=warnings,
-                    extra={"loss_exponent": loss_law.exponent})  # fmt: skip
+    return Estimate(
+        "frontier", a, b, budgets, n, d, loss, warnings=warnings, extra={"loss_exponent": loss_law.exponent}
+    )
 
 
 def isoflop(points: Points, flops: FlopsPerToken, min_sizes: int = 3) -> Estimate:
@@ -160,15 +161,24 @@ def optimal_size(law: ParametricLaw, C: float, flops: FlopsPerToken, n_range=(1e
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     if hi <= lo:
         return float(np.exp(grid[i]))
-    res = minimize_scalar(lambda x: float(law(np.exp(x), C / flops(np.exp(x)))), bounds=(lo, hi), method="bounded",
-                          options={"xatol": 1e-6})  # fmt: skip
+    res = minimize_scalar(
+        lambda x: float(law(np.exp(x), C / flops(np.exp(x)))),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(np.exp(res.x))
 
 
 def parametric(
-    points: Points, flops: FlopsPerToken, budgets, starts: np.ndarray | None = None, keep: int = 64,
-    objective: str = "huber_log", delta: float = 1e-3,
-) -> tuple[Estimate, ParametricFit]:  # fmt: skip
+    points: Points,
+    flops: FlopsPerToken,
+    budgets,
+    starts: np.ndarray | None = None,
+    keep: int = 64,
+    objective: str = "huber_log",
+    delta: float = 1e-3,
+) -> tuple[Estimate, ParametricFit]:
     """Fit L(N, D) and read N_opt numerically at ``budgets``; a and b are the log-log slopes across them."""
     fit = fit_parametric(points.N, points.D, points.L, objective=objective, delta=delta, starts=starts, keep=keep)
     law = fit.law
@@ -181,6 +191,11 @@ def parametric(
     warnings = [f"parametric: {name} is at its bound" for name in fit.at_bounds]
     if not fit.converged:
         warnings.append("parametric: the optimiser did not converge")
-    extra = {"law": law.to_dict(), "closed_form_a": law.a, "closed_form_b": law.b,
-             "starts": fit.starts, "starts_at_best": fit.starts_at_best}  # fmt: skip
+    extra = {
+        "law": law.to_dict(),
+        "closed_form_a": law.a,
+        "closed_form_b": law.b,
+        "starts": fit.starts,
+        "starts_at_best": fit.starts_at_best,
+    }
     return Estimate("parametric", a, b, budgets, n, d, loss, ok=fit.converged, warnings=warnings, extra=extra), fit

@@ -33,10 +33,13 @@ class FitConfig:
 
 def points_from_records(records: list[dict], metric: str = "val_obs_ce") -> Points:
     return Points(
-        N=[r["params"] for r in records], D=[r["tokens"] for r in records], C=[r["flops"] for r in records],
-        L=[r[metric] for r in records], group=[r["trunk"] for r in records],
+        N=[r["params"] for r in records],
+        D=[r["tokens"] for r in records],
+        C=[r["flops"] for r in records],
+        L=[r[metric] for r in records],
+        group=[r["trunk"] for r in records],
         budget=[r["budget"] if r.get("budget") is not None else np.nan for r in records],
-    )  # fmt: skip
+    )
 
 
 def flops_from_records(records: list[dict]) -> FlopsPerToken:
@@ -53,12 +56,20 @@ def interval(samples, level: str) -> list[float] | None:
 
 
 def summarise(samples, point: float | None = None) -> dict:
-    return {"estimate": None if point is None or not math.isfinite(point) else float(point),
-            "ci95": interval(samples, "95"), "ci80": interval(samples, "80")}  # fmt: skip
+    return {
+        "estimate": None if point is None or not math.isfinite(point) else float(point),
+        "ci95": interval(samples, "95"),
+        "ci80": interval(samples, "80"),
+    }
 
 
-def bootstrap(points: Points, flops: FlopsPerToken, config: FitConfig, law: ParametricLaw,
-              estimators=("frontier", "isoflop", "parametric")) -> dict:  # fmt: skip
+def bootstrap(
+    points: Points,
+    flops: FlopsPerToken,
+    config: FitConfig,
+    law: ParametricLaw,
+    estimators=("frontier", "isoflop", "parametric"),
+) -> dict:
     """Replicates that resample whole training runs; every estimator is re-fitted and must re-converge.
 
     The parametric fit of a replicate starts from the full-data estimate and the best point of Hoffmann et
@@ -73,11 +84,16 @@ def bootstrap(points: Points, flops: FlopsPerToken, config: FitConfig, law: Para
         sample = points.resample_groups(rng)
         for name in estimators:
             if name == "parametric":
-                starts = np.vstack([law.theta(), screen_starts(grid, sample.N, sample.D, sample.L, "huber_log",
-                                                               config.huber_delta, keep=1)])  # fmt: skip
+                starts = np.vstack(
+                    [
+                        law.theta(),
+                        screen_starts(grid, sample.N, sample.D, sample.L, "huber_log", config.huber_delta, keep=1),
+                    ]
+                )
                 try:
-                    est, fit = parametric(sample, flops, config.target_budgets, starts=starts, keep=len(starts),
-                                          delta=config.huber_delta)  # fmt: skip
+                    est, fit = parametric(
+                        sample, flops, config.target_budgets, starts=starts, keep=len(starts), delta=config.huber_delta
+                    )
                 except ValueError:
                     est, fit = None, None
                 ok = est is not None and fit.converged
@@ -119,8 +135,15 @@ def _prediction_interval(theta_samples, N, D, sigma_log: float, rng) -> dict:
     return {"ci95": interval(np.exp(preds), "95"), "ci80": interval(np.exp(preds), "80")}
 
 
-def holdout_check(holdouts: list[dict], law: ParametricLaw, boot: dict, noise: dict, residual_sigma: float,
-                  flops: FlopsPerToken, config: FitConfig) -> list[dict]:  # fmt: skip
+def holdout_check(
+    holdouts: list[dict],
+    law: ParametricLaw,
+    boot: dict,
+    noise: dict,
+    residual_sigma: float,
+    flops: FlopsPerToken,
+    config: FitConfig,
+) -> list[dict]:
     """Observed vs predicted loss of each pre-registered held-out run, with a 95% prediction interval from the
     bootstrap replicates plus seed noise (the fit's residual scatter where no point was repeated). Runs of one
     size and budget with several seeds are one check: their mean log loss against the prediction, with the
@@ -146,16 +169,28 @@ def holdout_check(holdouts: list[dict], law: ParametricLaw, boot: dict, noise: d
         else:
             factor = float("inf")
         lo, hi = pi["ci95"] or (None, None)
-        results.append({
-            "size": r["size"], "params": N, "tokens": D, "flops": r["flops"], "budget": r["budget"],
-            "optimal_params_predicted": optimal_size(law, r["budget"], flops),
-            "seeds": [x.get("seed", 0) for x in runs], "observed_each": [x["val_obs_ce"] for x in runs],
-            "observed": observed, "predicted": predicted, "absolute_error": observed - predicted,
-            "relative_error": (observed - predicted) / observed, "prediction_interval": pi,
-            "inside_95": bool(lo is not None and lo <= observed <= hi), "compute_equivalent_factor": factor,
-            "epochs": r.get("epochs"), "noise_sigma_log": sigma,
-            "noise_source": "repeated seeds" if noise["sigma_log"] else "fit residuals",
-        })  # fmt: skip
+        results.append(
+            {
+                "size": r["size"],
+                "params": N,
+                "tokens": D,
+                "flops": r["flops"],
+                "budget": r["budget"],
+                "optimal_params_predicted": optimal_size(law, r["budget"], flops),
+                "seeds": [x.get("seed", 0) for x in runs],
+                "observed_each": [x["val_obs_ce"] for x in runs],
+                "observed": observed,
+                "predicted": predicted,
+                "absolute_error": observed - predicted,
+                "relative_error": (observed - predicted) / observed,
+                "prediction_interval": pi,
+                "inside_95": bool(lo is not None and lo <= observed <= hi),
+                "compute_equivalent_factor": factor,
+                "epochs": r.get("epochs"),
+                "noise_sigma_log": sigma,
+                "noise_source": "repeated seeds" if noise["sigma_log"] else "fit residuals",
+            }
+        )
     return results
 
 
@@ -170,12 +205,15 @@ def _warnings(records, estimates: dict[str, Estimate], config: FitConfig) -> lis
     for i, x in enumerate(names):
         for y in names[i + 1 :]:
             if abs(a[x] - a[y]) > config.agreement_tolerance:
-                warnings.append(f"estimators disagree on a: {x} {a[x]:.3f} vs {y} {a[y]:.3f} "
-                                f"(tolerance {config.agreement_tolerance})")  # fmt: skip
+                warnings.append(
+                    f"estimators disagree on a: {x} {a[x]:.3f} vs {y} {a[y]:.3f} "
+                    f"(tolerance {config.agreement_tolerance})"
+                )
     for r in records:
         if r.get("epochs", 0) > 1:
-            warnings.append(f"{r['size']} at {r['budget']:.3g}: {r['epochs']:.2f} epochs over the unique tokens "
-                            "(repeated data)")  # fmt: skip
+            warnings.append(
+                f"{r['size']} at {r['budget']:.3g}: {r['epochs']:.2f} epochs over the unique tokens (repeated data)"
+            )
         if r.get("steps", config.min_steps) < config.min_steps:
             warnings.append(f"{r['size']} at {r['budget']:.3g}: only {r['steps']} optimiser steps")
     return warnings
@@ -184,9 +222,18 @@ def _warnings(records, estimates: dict[str, Estimate], config: FitConfig) -> lis
 def _estimate_dict(e: Estimate, boot: dict) -> dict:
     b = boot.get(e.name, {"a": [], "b": [], "failed": 0})
     tries = len(b["a"]) + b["failed"]
-    return {"ok": e.ok, "a": summarise(b["a"], e.a), "b": summarise(b["b"], e.b), "budgets": e.budgets,
-            "n_opt": e.n_opt, "d_opt": e.d_opt, "loss": e.loss, "bootstrap_failed_fraction":
-            b["failed"] / tries if tries else None, "warnings": e.warnings, **e.extra}  # fmt: skip
+    return {
+        "ok": e.ok,
+        "a": summarise(b["a"], e.a),
+        "b": summarise(b["b"], e.b),
+        "budgets": e.budgets,
+        "n_opt": e.n_opt,
+        "d_opt": e.d_opt,
+        "loss": e.loss,
+        "bootstrap_failed_fraction": b["failed"] / tries if tries else None,
+        "warnings": e.warnings,
+        **e.extra,
+    }
 
 
 def fit_series(records: list[dict], config: FitConfig) -> dict:
@@ -204,32 +251,46 @@ def fit_series(records: list[dict], config: FitConfig) -> dict:
     residuals = np.log(points.L) - np.log(pfit.law(points.N, points.D))
     residual_sigma = float(np.sqrt((residuals**2).sum() / max(1, len(residuals) - 5)))
     noise = seed_noise(records)
-    holdouts = holdout_check([r for r in records if r["role"] == "holdout"], pfit.law, boot, noise,
-                             residual_sigma, flops, config)  # fmt: skip
+    holdouts = holdout_check(
+        [r for r in records if r["role"] == "holdout"], pfit.law, boot, noise, residual_sigma, flops, config
+    )
     law = boot["parametric_law"]
     n_opt = np.array(boot["n_opt"]) if boot["n_opt"] else np.empty((0, len(config.target_budgets)))
     d_opt = np.array(boot["d_opt"]) if boot["d_opt"] else np.empty((0, len(config.target_budgets)))
     recommendations = [
-        {"budget": c, "n_opt": summarise(n_opt[:, i], est.n_opt[i]), "d_opt": summarise(d_opt[:, i], est.d_opt[i]),
-         "loss": est.loss[i], "isoflop_n_opt": float(estimates["isoflop"].n_opt_at(c))
-         if estimates["isoflop"].ok else None}
+        {
+            "budget": c,
+            "n_opt": summarise(n_opt[:, i], est.n_opt[i]),
+            "d_opt": summarise(d_opt[:, i], est.d_opt[i]),
+            "loss": est.loss[i],
+            "isoflop_n_opt": float(estimates["isoflop"].n_opt_at(c)) if estimates["isoflop"].ok else None,
+        }
         for i, c in enumerate(config.target_budgets)
-    ]  # fmt: skip
+    ]
     return {
         "points": len(fits),
         "estimators": {k: _estimate_dict(e, boot) for k, e in estimates.items()},
         "parametric_law": {k: summarise(law[k], getattr(pfit.law, k)) for k in ("E", "A", "B", "alpha", "beta")}
-        | {"a_closed_form": summarise(law["a_closed"], pfit.law.a), "objective": "summed Huber on log L",
-           "huber_delta": config.huber_delta, "converged": pfit.converged, "starts": pfit.starts,
-           "starts_at_best": pfit.starts_at_best, "residual_sigma_log": residual_sigma},
+        | {
+            "a_closed_form": summarise(law["a_closed"], pfit.law.a),
+            "objective": "summed Huber on log L",
+            "huber_delta": config.huber_delta,
+            "converged": pfit.converged,
+            "starts": pfit.starts,
+            "starts_at_best": pfit.starts_at_best,
+            "residual_sigma_log": residual_sigma,
+        },
         "least_squares_levels": {**levels.law.to_dict(), "converged": levels.converged},
-        "bootstrap": {"replicates": config.bootstrap, "unit": "training run (trunk)",
-                      "parametric_failed_fraction": boot["parametric"]["failed"] / max(1, config.bootstrap)},
+        "bootstrap": {
+            "replicates": config.bootstrap,
+            "unit": "training run (trunk)",
+            "parametric_failed_fraction": boot["parametric"]["failed"] / max(1, config.bootstrap),
+        },
         "seed_noise": noise,
         "recommendations": recommendations,
         "holdout": holdouts,
         "warnings": _warnings(fits, estimates, config),
-    }  # fmt: skip
+    }
 
 
 def fit_records(records: list[dict], config: FitConfig) -> dict:
@@ -248,8 +309,14 @@ def _tokenizer_axis(records: list[dict], fits: dict) -> list[dict]:
     for name, fit in fits.items():
         mine = [r for r in records if r["series"] == name and r["role"] == "fit"]
         best = min(mine, key=lambda r: r["val_bits_per_frame"])
-        rows.append({"series": name, "tokens_per_frame": mine[0]["tokens_per_frame"],
-                     "a_parametric": fit["estimators"]["parametric"]["a"],
-                     "a_isoflop": fit["estimators"]["isoflop"]["a"],
-                     "best_bits_per_frame": best["val_bits_per_frame"], "best_size": best["size"]})  # fmt: skip
+        rows.append(
+            {
+                "series": name,
+                "tokens_per_frame": mine[0]["tokens_per_frame"],
+                "a_parametric": fit["estimators"]["parametric"]["a"],
+                "a_isoflop": fit["estimators"]["isoflop"]["a"],
+                "best_bits_per_frame": best["val_bits_per_frame"],
+                "best_size": best["size"],
+            }
+        )
     return sorted(rows, key=lambda r: r["tokens_per_frame"])

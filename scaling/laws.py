@@ -135,9 +135,15 @@ def screen_starts(starts: np.ndarray, N, D, L, objective: Objective, delta: floa
 
 
 def fit_parametric(
-    N, D, L, objective: Objective = "huber_log", delta: float = 1e-3, starts: np.ndarray | None = None,
-    keep: int = 64, tolerance: float = 1e-12,
-) -> ParametricFit:  # fmt: skip
+    N,
+    D,
+    L,
+    objective: Objective = "huber_log",
+    delta: float = 1e-3,
+    starts: np.ndarray | None = None,
+    keep: int = 64,
+    tolerance: float = 1e-12,
+) -> ParametricFit:
     """Fit L(N, D) to points by multi-start L-BFGS-B.
 
     ``starts`` default to Hoffmann et al.'s grid, screened to the ``keep`` best before optimising (the
@@ -155,9 +161,15 @@ def fit_parametric(
     log_n, log_d = np.log(N), np.log(D)
     results = []
     for x0 in starts:
-        res = minimize(_objective, np.clip(x0, *zip(*BOUNDS, strict=True)), args=(log_n, log_d, L, objective, delta),
-                       jac=True, method="L-BFGS-B", bounds=BOUNDS,
-                       options={"maxiter": 5000, "ftol": tolerance, "gtol": 1e-10})  # fmt: skip
+        res = minimize(
+            _objective,
+            np.clip(x0, *zip(*BOUNDS, strict=True)),
+            args=(log_n, log_d, L, objective, delta),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=BOUNDS,
+            options={"maxiter": 5000, "ftol": tolerance, "gtol": 1e-10},
+        )
         results.append(res)
     best = min(results, key=lambda r: r.fun)
     values = np.array([r.fun for r in results])
@@ -168,9 +180,15 @@ def fit_parametric(
     at_bounds = [n for n, x, (lo, hi) in zip(names, best.x, BOUNDS, strict=True) if min(x - lo, hi - x) < 1e-6]
     converged = bool(best.success) and np.linalg.norm(grad) <= 1e-4 * max(1.0, scale) + 1e-8
     return ParametricFit(
-        law=ParametricLaw.from_theta(best.x), objective=objective, value=float(best.fun), converged=converged,
-        gradient_norm=float(np.linalg.norm(grad)), starts=len(starts), starts_at_best=at_best, at_bounds=at_bounds,
-    )  # fmt: skip
+        law=ParametricLaw.from_theta(best.x),
+        objective=objective,
+        value=float(best.fun),
+        converged=converged,
+        gradient_norm=float(np.linalg.norm(grad)),
+        starts=len(starts),
+        starts_at_best=at_best,
+        at_bounds=at_bounds,
+    )
 
 
 def _projected_gradient(x: np.ndarray, g: np.ndarray) -> np.ndarray:

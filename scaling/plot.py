@@ -15,8 +15,12 @@ from scaling.estimators import FlopsPerToken  # noqa: E402
 from scaling.laws import ParametricLaw, fit_power_law  # noqa: E402
 
 # Published exponents of N_opt ~ C^a to draw beside ours (SCALING.md).
-REFERENCE_SLOPES = {"Chinchilla 0.50": 0.50, "Pearce 256 tok/img 0.49": 0.49, "Pearce 540 tok/img 0.62": 0.62,
-                    "Kaplan 0.73": 0.73}  # fmt: skip
+REFERENCE_SLOPES = {
+    "Chinchilla 0.50": 0.50,
+    "Pearce 256 tok/img 0.49": 0.49,
+    "Pearce 540 tok/img 0.62": 0.62,
+    "Kaplan 0.73": 0.73,
+}
 
 
 def _law(fit) -> ParametricLaw:
@@ -45,8 +49,9 @@ def loss_vs_compute(records, fit, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label in labels:
         mine = sorted((r for r in fits if r["size"] == label), key=lambda r: r["flops"])
-        ax.plot([r["flops"] for r in mine], [r["val_obs_ce"] for r in mine], "o-", color=colour[label], label=label,
-                ms=4)  # fmt: skip
+        ax.plot(
+            [r["flops"] for r in mine], [r["val_obs_ce"] for r in mine], "o-", color=colour[label], label=label, ms=4
+        )
     front = fit["estimators"]["frontier"]
     if len(front["budgets"]) >= 2:
         law = fit_power_law(front["budgets"], front["loss"])
@@ -54,11 +59,23 @@ def loss_vs_compute(records, fit, path: Path, title: str) -> None:
         ax.plot(grid, law(grid), "k--", lw=1, label=f"frontier, L ~ C^{law.exponent:.3f}")
     for h in fit["holdout"]:
         lo, hi = h["prediction_interval"]["ci95"] or (h["predicted"], h["predicted"])
-        ax.errorbar([h["flops"]], [h["predicted"]], yerr=[[h["predicted"] - lo], [hi - h["predicted"]]], fmt="s",
-                    color="tab:red", capsize=4, label="held-out: predicted (95% PI)")  # fmt: skip
+        ax.errorbar(
+            [h["flops"]],
+            [h["predicted"]],
+            yerr=[[h["predicted"] - lo], [hi - h["predicted"]]],
+            fmt="s",
+            color="tab:red",
+            capsize=4,
+            label="held-out: predicted (95% PI)",
+        )
         ax.plot([h["flops"]], [h["observed"]], "*", color="gold", mec="k", ms=14, label="held-out: observed")
-    ax.set(xscale="log", yscale="log", xlabel="training FLOPs (exact count)", ylabel="held-out CE (nats/token)",
-           title=title)  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training FLOPs (exact count)",
+        ylabel="held-out CE (nats/token)",
+        title=title,
+    )
     _finish(fig, ax, path)
 
 
@@ -78,8 +95,13 @@ def isoflop_curves(records, fit, path: Path, title: str) -> None:
             ax.plot(np.exp(x), np.exp(np.polyval(p, x)), "-", color=col, lw=1)
     iso = fit["estimators"]["isoflop"]
     ax.plot(iso["n_opt"], iso["loss"], "kx", ms=9, mew=2, label="interior minima")
-    ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="held-out CE (nats/token)",
-           title=f"{title}: isoFLOP curves (parabolas in log-log)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="parameters N",
+        ylabel="held-out CE (nats/token)",
+        title=f"{title}: isoFLOP curves (parabolas in log-log)",
+    )
     _finish(fig, ax, path)
 
 
@@ -131,8 +153,13 @@ def contours(records, fit, path: Path, title: str) -> None:
         ax.plot([h["params"]], [h["tokens"]], "*", color="gold", mec="k", ms=14, label="held-out run")
     par = fit["estimators"]["parametric"]
     ax.plot(par["n_opt"], par["d_opt"], "r^-", label="compute-optimal (parametric)")
-    ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="training tokens D",
-           title=f"{title}: fitted L(N, D), isoFLOP lines dotted")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="parameters N",
+        ylabel="training tokens D",
+        title=f"{title}: fitted L(N, D), isoFLOP lines dotted",
+    )
     _finish(fig, ax, path)
 
 
@@ -150,8 +177,13 @@ def residuals(records, fit, path: Path, title: str) -> None:
     _finish(fig, ax, path)
 
 
-PLOTS = {"loss_vs_compute": loss_vs_compute, "isoflop": isoflop_curves, "optimal_allocation": optimal_allocation,
-         "contours": contours, "residuals": residuals}  # fmt: skip
+PLOTS = {
+    "loss_vs_compute": loss_vs_compute,
+    "isoflop": isoflop_curves,
+    "optimal_allocation": optimal_allocation,
+    "contours": contours,
+    "residuals": residuals,
+}
 
 
 def plot_all(records: list[dict], fits: dict, out: Path) -> dict[str, list[Path]]:

@@ -16,10 +16,29 @@ from pathlib import Path
 RECORDS = "records.jsonl"
 
 CSV_COLUMNS = (
-    "role", "series", "size", "seed", "budget", "params", "params_non_embedding", "flops_per_token", "tokens",
-    "flops", "flops_6nd", "steps", "learning_rate", "epochs", "val_obs_ce", "val_bits_per_frame",
-    "val_reward_loss", "val_termination_loss", "train_loss", "wall_s", "trunk", "key",
-)  # fmt: skip
+    "role",
+    "series",
+    "size",
+    "seed",
+    "budget",
+    "params",
+    "params_non_embedding",
+    "flops_per_token",
+    "tokens",
+    "flops",
+    "flops_6nd",
+    "steps",
+    "learning_rate",
+    "epochs",
+    "val_obs_ce",
+    "val_bits_per_frame",
+    "val_reward_loss",
+    "val_termination_loss",
+    "train_loss",
+    "wall_s",
+    "trunk",
+    "key",
+)
 
 
 def run_key(settings: dict) -> str:
@@ -54,11 +73,13 @@ def read_records(path: str | Path) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if number == len(lines):
-                warnings.warn(f"{path}: skipping a torn last line ({number}); its point will be run again.",
-                              stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"{path}: skipping a torn last line ({number}); its point will be run again.", stacklevel=2
+                )
                 continue
-            raise ValueError(f"{path}, line {number}: not valid JSON. Remove or repair that line; every other "
-                             "record is intact.") from None  # fmt: skip
+            raise ValueError(
+                f"{path}, line {number}: not valid JSON. Remove or repair that line; every other record is intact."
+            ) from None
     return records
 
 

@@ -21,8 +21,15 @@ REFERENCES = {
 
 def fit_config(spec: SweepSpec) -> FitConfig:
     f = spec.fit
-    return FitConfig(budgets=spec.budgets, target_budgets=spec.target_budgets, bootstrap=f.bootstrap, seed=f.seed,
-                     huber_delta=f.huber_delta, agreement_tolerance=f.agreement_tolerance, min_steps=f.min_steps)
+    return FitConfig(
+        budgets=spec.budgets,
+        target_budgets=spec.target_budgets,
+        bootstrap=f.bootstrap,
+        seed=f.seed,
+        huber_delta=f.huber_delta,
+        agreement_tolerance=f.agreement_tolerance,
+        min_steps=f.min_steps,
+    )
 
 
 def run_fit(spec: SweepSpec, out: Path | None = None) -> dict:
@@ -36,9 +43,11 @@ def run_fit(spec: SweepSpec, out: Path | None = None) -> dict:
         stores.setdefault(record["series"], set()).add(record.get("store_digest"))
     mixed = {name: sorted(map(str, digests)) for name, digests in stores.items() if len(digests) > 1}
     if mixed:
-        raise ValueError(f"{out / 'records.jsonl'} holds points from more than one token store for series "
-                         f"{', '.join(f'{k} (store digests {v})' for k, v in mixed.items())}: they would be fitted "
-                         "as one. Give the sweep another `out` folder, or move the old records away.")
+        raise ValueError(
+            f"{out / 'records.jsonl'} holds points from more than one token store for series "
+            f"{', '.join(f'{k} (store digests {v})' for k, v in mixed.items())}: they would be fitted "
+            "as one. Give the sweep another `out` folder, or move the old records away."
+        )
     write_csv(records, out / "runs.csv")
     fits = fit_records(records, fit_config(spec))
     fits["spec"] = spec.to_dict()
@@ -68,25 +77,38 @@ def _fmt(summary: dict, digits: int = 3) -> str:
 def _series_section(name: str, fit: dict, plots: list[Path], out: Path) -> list[str]:
     est = fit["estimators"]
     law = fit["parametric_law"]
-    lines = [f"## Series {name}", "", f"{fit['points']} annealed points; bootstrap {fit['bootstrap']['replicates']} "
-             f"replicates, each resampling whole training runs (trunks). Brackets are 95% intervals.", "",
-             "| estimator | a (N_opt ~ C^a) | b (D_opt ~ C^b) | budgets used | bootstrap failures |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"## Series {name}",
+        "",
+        f"{fit['points']} annealed points; bootstrap {fit['bootstrap']['replicates']} "
+        f"replicates, each resampling whole training runs (trunks). Brackets are 95% intervals.",
+        "",
+        "| estimator | a (N_opt ~ C^a) | b (D_opt ~ C^b) | budgets used | bootstrap failures |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for key in ("frontier", "isoflop", "parametric"):
         e = est[key]
         failed = e["bootstrap_failed_fraction"]
-        lines.append(f"| {key} | {_fmt(e['a'])} | {_fmt(e['b'])} | {len(e['budgets'])} | "
-                     f"{'n/a' if failed is None else f'{100 * failed:.1f}%'} |")  # fmt: skip
-    lines += ["", "Parametric law L(N, D) = E + A / N^alpha + B / D^beta (summed Huber on log L, delta "
-              f"{law['huber_delta']:g}, multi-start L-BFGS-B; converged: {law['converged']}, "
-              f"{law['starts_at_best']} of {law['starts']} starts at the optimum):", "",
-              "| E | A | B | alpha | beta | a = beta/(alpha+beta) | a by least squares in levels |",
-              "| --- | --- | --- | --- | --- | --- | --- |",
-              f"| {_fmt(law['E'])} | {_fmt(law['A'])} | {_fmt(law['B'])} | {_fmt(law['alpha'])} | {_fmt(law['beta'])} "
-              f"| {_fmt(law['a_closed_form'])} | {fit['least_squares_levels']['a']:.3f} |", "",
-              "Compute-optimal allocation (parametric, exact FLOPs per token, found numerically):", "",
-              "| budget (FLOPs) | N_opt | D_opt (tokens) | predicted loss | isoFLOP N_opt |",
-              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines.append(
+            f"| {key} | {_fmt(e['a'])} | {_fmt(e['b'])} | {len(e['budgets'])} | "
+            f"{'n/a' if failed is None else f'{100 * failed:.1f}%'} |"
+        )
+    lines += [
+        "",
+        "Parametric law L(N, D) = E + A / N^alpha + B / D^beta (summed Huber on log L, delta "
+        f"{law['huber_delta']:g}, multi-start L-BFGS-B; converged: {law['converged']}, "
+        f"{law['starts_at_best']} of {law['starts']} starts at the optimum):",
+        "",
+        "| E | A | B | alpha | beta | a = beta/(alpha+beta) | a by least squares in levels |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {_fmt(law['E'])} | {_fmt(law['A'])} | {_fmt(law['B'])} | {_fmt(law['alpha'])} | {_fmt(law['beta'])} "
+        f"| {_fmt(law['a_closed_form'])} | {fit['least_squares_levels']['a']:.3f} |",
+        "",
+        "Compute-optimal allocation (parametric, exact FLOPs per token, found numerically):",
+        "",
+        "| budget (FLOPs) | N_opt | D_opt (tokens) | predicted loss | isoFLOP N_opt |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in fit["recommendations"]:
         iso = f"{r['isoflop_n_opt']:,.0f}" if r["isoflop_n_opt"] else "n/a"
         lines.append(f"| {r['budget']:.3g} | {_fmt(r['n_opt'], 0)} | {_fmt(r['d_opt'], 0)} | {r['loss']:.4f} | {iso} |")
@@ -99,18 +121,22 @@ def _series_section(name: str, fit: dict, plots: list[Path], out: Path) -> list[
         each = ""
         if len(seeds) > 1:
             each = f" (geometric mean of {len(seeds)} seeds: {', '.join(f'{x:.4f}' for x in seeds)})"
-        lines += [f"- {h['size']} (N = {h['params']:,}) at {h['budget']:.3g} FLOPs (predicted optimum "
-                  f"N = {h['optimal_params_predicted']:,.0f}): observed {h['observed']:.4f}{each}, predicted "
-                  f"{h['predicted']:.4f} nats/token; error {h['absolute_error']:+.4f} "
-                  f"({100 * h['relative_error']:+.2f}%); "
-                  f"95% prediction interval [{lo:.4f}, {hi:.4f}] ({'inside' if h['inside_95'] else 'OUTSIDE'}; noise "
-                  f"from {h['noise_source']}, sigma {h['noise_sigma_log']:.4f} in log loss per run); "
-                  f"compute-equivalent factor {h['compute_equivalent_factor']:.2f}; {h['epochs']:.2f} epochs over "
-                  "the unique training tokens."]
+        lines += [
+            f"- {h['size']} (N = {h['params']:,}) at {h['budget']:.3g} FLOPs (predicted optimum "
+            f"N = {h['optimal_params_predicted']:,.0f}): observed {h['observed']:.4f}{each}, predicted "
+            f"{h['predicted']:.4f} nats/token; error {h['absolute_error']:+.4f} "
+            f"({100 * h['relative_error']:+.2f}%); "
+            f"95% prediction interval [{lo:.4f}, {hi:.4f}] ({'inside' if h['inside_95'] else 'OUTSIDE'}; noise "
+            f"from {h['noise_source']}, sigma {h['noise_sigma_log']:.4f} in log loss per run); "
+            f"compute-equivalent factor {h['compute_equivalent_factor']:.2f}; {h['epochs']:.2f} epochs over "
+            "the unique training tokens."
+        ]
     noise = fit["seed_noise"]
     if noise["sigma_log"] is not None:
-        lines += ["", f"Seed noise: sigma {noise['sigma_log']:.4f} in log loss from {noise['points']} "
-                  "repeated point(s)."]
+        lines += [
+            "",
+            f"Seed noise: sigma {noise['sigma_log']:.4f} in log loss from {noise['points']} repeated point(s).",
+        ]
     lines += ["", "Warnings:", ""] + ([f"- {w}" for w in fit["warnings"]] or ["- none"])
     lines += [""] + [f"![{p.stem}]({p.relative_to(out)})" for p in plots]
     return lines + [""]
@@ -121,23 +147,36 @@ def write_report(spec: SweepSpec, fits: dict, out: Path | None = None, command: 
     records = read_records(out / "records.jsonl")
     plots = plot_all(records, fits, out)
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
-    lines = [f"# Scaling report: {spec.name}", "", spec.description, "",
-             f"Reproduce: `{command}` (spec `{spec.name}`; records in `records.jsonl`, one row per point in "
-             "`runs.csv`, every coefficient in `fit.json`).", ""]  # fmt: skip
+    lines = [
+        f"# Scaling report: {spec.name}",
+        "",
+        spec.description,
+        "",
+        f"Reproduce: `{command}` (spec `{spec.name}`; records in `records.jsonl`, one row per point in "
+        "`runs.csv`, every coefficient in `fit.json`).",
+        "",
+    ]
     if timings:
         lines += ["Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()), ""]
-    lines += ["Counting: N is every parameter, output head included; FLOPs per training token are exact "
-              "(6 x matmul weights of blocks and heads + 6 x attention at full context); D counts every token "
-              "processed. Loss: mean cross-entropy over observation tokens of a fixed set of held-out episodes, "
-              "in nats. Exponents on CPU-sized models are a test of the pipeline, not science (SCALING.md).",
-              ""]  # fmt: skip
+    lines += [
+        "Counting: N is every parameter, output head included; FLOPs per training token are exact "
+        "(6 x matmul weights of blocks and heads + 6 x attention at full context); D counts every token "
+        "processed. Loss: mean cross-entropy over observation tokens of a fixed set of held-out episodes, "
+        "in nats. Exponents on CPU-sized models are a test of the pipeline, not science (SCALING.md).",
+        "",
+    ]
     if "tokenizer_axis" in fits:
-        lines += ["## Tokenizer axis (bits per frame compare tokenizers)", "",
-                  "| series | tokens per frame | a parametric | a isoFLOP | best bits per frame (size) |",
-                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines += [
+            "## Tokenizer axis (bits per frame compare tokenizers)",
+            "",
+            "| series | tokens per frame | a parametric | a isoFLOP | best bits per frame (size) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for row in fits["tokenizer_axis"]:
-            lines.append(f"| {row['series']} | {row['tokens_per_frame']} | {_fmt(row['a_parametric'])} | "
-                         f"{_fmt(row['a_isoflop'])} | {row['best_bits_per_frame']:.2f} ({row['best_size']}) |")
+            lines.append(
+                f"| {row['series']} | {row['tokens_per_frame']} | {_fmt(row['a_parametric'])} | "
+                f"{_fmt(row['a_isoflop'])} | {row['best_bits_per_frame']:.2f} ({row['best_size']}) |"
+            )
         lines.append("")
     for name, fit in fits["series"].items():
         lines += _series_section(name, fit, plots.get(name, []), out)

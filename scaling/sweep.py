@@ -89,16 +89,25 @@ def base_learning_rate(spec: SweepSpec, params: float) -> float:
 
 def _trunk_key(trunk: Trunk, spec: SweepSpec) -> str:
     settings = {
-        "store": trunk.facts["store_digest"], "size": trunk.size.label, "seed": trunk.seed,
-        "lr": round(trunk.learning_rate, 12), "batch": spec.batch_size, "context": spec.context_steps,
-        "warmup": spec.warmup_steps, "wd": spec.weight_decay, "dropout": spec.dropout, "precision": spec.precision,
-        "split": [spec.val_fraction, spec.split_seed], "eval": spec.eval_windows,
-    }  # fmt: skip
+        "store": trunk.facts["store_digest"],
+        "size": trunk.size.label,
+        "seed": trunk.seed,
+        "lr": round(trunk.learning_rate, 12),
+        "batch": spec.batch_size,
+        "context": spec.context_steps,
+        "warmup": spec.warmup_steps,
+        "wd": spec.weight_decay,
+        "dropout": spec.dropout,
+        "precision": spec.precision,
+        "split": [spec.val_fraction, spec.split_seed],
+        "eval": spec.eval_windows,
+    }
     return run_key(settings)
 
 
-def make_trunk(role: str, series: Series, size: Size, seed: int, lr: float, facts: dict, budgets,
-               spec: SweepSpec) -> Trunk:  # fmt: skip
+def make_trunk(
+    role: str, series: Series, size: Size, seed: int, lr: float, facts: dict, budgets, spec: SweepSpec
+) -> Trunk:
     trunk = Trunk(role, series, size, seed, lr, facts)
     trunk.key = _trunk_key(trunk, spec)
     for c in sorted(budgets):
@@ -135,9 +144,16 @@ class Sweep:
     train faster side by side than one model on two threads (docs/LOG.md).
     """
 
-    def __init__(self, spec: SweepSpec, backend: Backend, out: str | Path | None = None, log=print,
-                 workers: int = 1, backend_factory: Callable[[], Backend] | None = None,
-                 threads_per_worker: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        spec: SweepSpec,
+        backend: Backend,
+        out: str | Path | None = None,
+        log=print,
+        workers: int = 1,
+        backend_factory: Callable[[], Backend] | None = None,
+        threads_per_worker: int = 1,
+    ):
         if workers > 1 and backend_factory is None:
             raise ValueError("workers > 1 needs a picklable backend_factory to build a backend in each process.")
         self.spec, self.backend, self.log = spec, backend, log
@@ -164,9 +180,13 @@ class Sweep:
         facts = {s: self._facts(series, s) for s in spec.sizes}
         self.calibrate(series, facts)
         factor = self.learning_rate_factor(series)
-        ladder = [make_trunk("fit", series, s, seed, self.learning_rate(facts[s]["params"], factor), facts[s],
-                             spec.budgets, spec)
-                  for seed in spec.seeds for s in spec.sizes]  # fmt: skip
+        ladder = [
+            make_trunk(
+                "fit", series, s, seed, self.learning_rate(facts[s]["params"], factor), facts[s], spec.budgets, spec
+            )
+            for seed in spec.seeds
+            for s in spec.sizes
+        ]
         for r in spec.repeats:
             s = spec.sizes[r.size]
             lr = self.learning_rate(facts[s]["params"], factor)
@@ -201,8 +221,10 @@ class Sweep:
                 grown = True
             if not grown:
                 return
-        self.log(f"[{series.name}] warning: the learning-rate calibration is still at the edge of its range after "
-                 f"{rule.max_extensions} extensions; raise learning_rate.max_extensions or move learning_rate.base")
+        self.log(
+            f"[{series.name}] warning: the learning-rate calibration is still at the edge of its range after "
+            f"{rule.max_extensions} extensions; raise learning_rate.max_extensions or move learning_rate.base"
+        )
 
     def _calibration_trunk(self, series: Series, size: Size, multiplier: float, facts: dict) -> Trunk:
         budget = self.spec.learning_rate.calibration_budget or min(self.spec.budgets)
@@ -243,14 +265,17 @@ class Sweep:
         points = points_from_records(fits)
         law = fit_parametric(points.N, points.D, points.L, delta=spec.fit.huber_delta).law
         candidates = {s: self._facts(series, s) for s in spec.holdout_candidates}
-        flops = FlopsPerToken([f["params"] for f in candidates.values()],
-                              [f["flops_per_token"] for f in candidates.values()])  # fmt: skip
+        flops = FlopsPerToken(
+            [f["params"] for f in candidates.values()], [f["flops_per_token"] for f in candidates.values()]
+        )
         trunks = []
         for budget in spec.holdout_budgets:
             n_opt = optimal_size(law, budget, flops)
             size = min(candidates, key=lambda s: abs(math.log(candidates[s]["params"] / n_opt)))
-            self.log(f"[{series.name}] held-out budget {budget:.3g}: predicted N_opt {n_opt:,.0f}; "
-                     f"running {size.label} (N = {candidates[size]['params']:,})")  # fmt: skip
+            self.log(
+                f"[{series.name}] held-out budget {budget:.3g}: predicted N_opt {n_opt:,.0f}; "
+                f"running {size.label} (N = {candidates[size]['params']:,})"
+            )
             lr = self.learning_rate(candidates[size]["params"], factor)
             for seed in range(spec.seeds[0], spec.seeds[0] + spec.holdout.seeds):
                 trunk = make_trunk("holdout", series, size, seed, lr, candidates[size], [budget], spec)
@@ -278,14 +303,20 @@ class Sweep:
             return
         for i, trunk in enumerate(todo, 1):
             self._announce(trunk, i, len(todo))
-            self.backend.train(trunk, self.spec, self.out,
-                               lambda b, m, t=trunk: self.log(record_point(self.spec, t, b, m, self.records_path)))
+            self.backend.train(
+                trunk,
+                self.spec,
+                self.out,
+                lambda b, m, t=trunk: self.log(record_point(self.spec, t, b, m, self.records_path)),
+            )
             self.steps_done += trunk.steps()
             self._progress()
 
     def _announce(self, trunk: Trunk, i: int, n: int) -> None:
-        self.log(f"{trunk.role} run {i}/{n}: {trunk.series.name} {trunk.size.label} seed {trunk.seed}, "
-                 f"lr {trunk.learning_rate:.3g}, {len(trunk.branches)} point(s), {trunk.flops():.3g} FLOPs")
+        self.log(
+            f"{trunk.role} run {i}/{n}: {trunk.series.name} {trunk.size.label} seed {trunk.seed}, "
+            f"lr {trunk.learning_rate:.3g}, {len(trunk.branches)} point(s), {trunk.flops():.3g} FLOPs"
+        )
 
     def _execute_parallel(self, todo: list[Trunk]) -> None:
         saved = os.environ.get("OMP_NUM_THREADS")
@@ -295,8 +326,9 @@ class Sweep:
                 running = {}
                 for i, trunk in enumerate(todo, 1):
                     self._announce(trunk, i, len(todo))
-                    future = pool.submit(_train_in_worker, self.backend_factory, trunk, self.spec, self.out,
-                                         self.records_path)  # fmt: skip
+                    future = pool.submit(
+                        _train_in_worker, self.backend_factory, trunk, self.spec, self.out, self.records_path
+                    )
                     running[future] = trunk
                 while running:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -316,8 +348,10 @@ class Sweep:
         elapsed = time.monotonic() - self.started
         share = self.steps_done / self.steps_planned if self.steps_planned else 1.0
         eta = elapsed * (1 - share) / share if share > 0 else float("nan")
-        self.log(f"  overall: {100 * share:.0f}% of the optimiser steps planned so far, {elapsed / 60:.1f} min "
-                 f"elapsed, about {eta / 60:.1f} min left for them (held-out runs are planned after the fit)")
+        self.log(
+            f"  overall: {100 * share:.0f}% of the optimiser steps planned so far, {elapsed / 60:.1f} min "
+            f"elapsed, about {eta / 60:.1f} min left for them (held-out runs are planned after the fit)"
+        )
 
 
 def record_point(spec: SweepSpec, trunk: Trunk, branch: Branch, measured: dict, path: Path) -> str:
@@ -325,21 +359,39 @@ def record_point(spec: SweepSpec, trunk: Trunk, branch: Branch, measured: dict, 
     f = trunk.facts
     tokens = branch.steps * trunk.tokens_per_step
     record = {
-        "key": branch.key, "trunk": trunk.key, "role": trunk.role, "spec": spec.name,
-        "series": trunk.series.name, "store": trunk.series.store, "size": trunk.size.label,
-        "embed_dim": trunk.size.embed_dim, "num_layers": trunk.size.num_layers, "num_heads": trunk.size.num_heads,
-        "seed": trunk.seed, "budget": branch.budget, "steps": branch.steps, "cooldown_steps": branch.cooldown,
-        "warmup_steps": spec.warmup_steps, "batch_size": spec.batch_size, "context_steps": spec.context_steps,
-        "learning_rate": trunk.learning_rate, "tokens": tokens, "flops": tokens * f["flops_per_token"],
-        "flops_6nd": 6 * f["params"] * tokens, "epochs": tokens / f["unique_tokens"], **f, **measured,
-    }  # fmt: skip
+        "key": branch.key,
+        "trunk": trunk.key,
+        "role": trunk.role,
+        "spec": spec.name,
+        "series": trunk.series.name,
+        "store": trunk.series.store,
+        "size": trunk.size.label,
+        "embed_dim": trunk.size.embed_dim,
+        "num_layers": trunk.size.num_layers,
+        "num_heads": trunk.size.num_heads,
+        "seed": trunk.seed,
+        "budget": branch.budget,
+        "steps": branch.steps,
+        "cooldown_steps": branch.cooldown,
+        "warmup_steps": spec.warmup_steps,
+        "batch_size": spec.batch_size,
+        "context_steps": spec.context_steps,
+        "learning_rate": trunk.learning_rate,
+        "tokens": tokens,
+        "flops": tokens * f["flops_per_token"],
+        "flops_6nd": 6 * f["params"] * tokens,
+        "epochs": tokens / f["unique_tokens"],
+        **f,
+        **measured,
+    }
     append_record(path, record)
-    return (f"  point {trunk.size.label} seed {trunk.seed} @ {branch.budget:.3g} FLOPs ({branch.steps} steps): "
-            f"held-out {measured['val_obs_ce']:.4f} nats/token, {measured['val_bits_per_frame']:.2f} bits/frame")
+    return (
+        f"  point {trunk.size.label} seed {trunk.seed} @ {branch.budget:.3g} FLOPs ({branch.steps} steps): "
+        f"held-out {measured['val_obs_ce']:.4f} nats/token, {measured['val_bits_per_frame']:.2f} bits/frame"
+    )
 
 
-def _train_in_worker(factory: Callable[[], Backend], trunk: Trunk, spec: SweepSpec, out: Path,
-                     path: Path) -> list[str]:  # fmt: skip
+def _train_in_worker(factory: Callable[[], Backend], trunk: Trunk, spec: SweepSpec, out: Path, path: Path) -> list[str]:
     """One trunk in a worker process; its records are appended there as each point ends."""
     lines: list[str] = []
     factory().train(trunk, spec, out, lambda b, m: lines.append(record_point(spec, trunk, b, m, path)))

@@ -62,10 +62,12 @@ class KVCache:
         n = k.shape[2]
         end = self.size + n
         if end > self.max_tokens:
-            raise ValueError(f"KV cache overflow: {self.size} cached + {n} new > {self.max_tokens} tokens. "
-                             "Reset or re-prime the cache (the context is full).")  # fmt: skip
-        self.buffer[layer, 0, :, :, self.size:end] = k
-        self.buffer[layer, 1, :, :, self.size:end] = v
+            raise ValueError(
+                f"KV cache overflow: {self.size} cached + {n} new > {self.max_tokens} tokens. "
+                "Reset or re-prime the cache (the context is full)."
+            )
+        self.buffer[layer, 0, :, :, self.size : end] = k
+        self.buffer[layer, 1, :, :, self.size : end] = v
         return self.buffer[layer, 0, :, :, :end], self.buffer[layer, 1, :, :, :end]
 
     def advance(self, n: int) -> None:
@@ -108,9 +110,11 @@ class Block(nn.Module):
         self.attn = SelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.embed_dim)
         self.mlp = nn.Sequential(
-            nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim), nn.GELU(),
-            nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim), nn.Dropout(cfg.dropout),
-        )  # fmt: skip
+            nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim),
+            nn.Dropout(cfg.dropout),
+        )
 
     def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache, layer)

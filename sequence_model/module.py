@@ -70,8 +70,7 @@ class WorldModelModule(LightningModule):
         losses = self.compute_loss(batch)
         self._val_end_counts += losses.termination_counts
         metrics = self._metrics(losses)
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=len(batch),
-                      prog_bar=False)  # fmt: skip
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=len(batch), prog_bar=False)
         self.log("val_obs_ce", losses.observation, prog_bar=True, logger=False, batch_size=len(batch))
 
     def on_validation_epoch_end(self):

@@ -136,8 +136,10 @@ class WorldModel(nn.Module):
         start = cache.size if cache is not None else 0
         limit = self.config.gpt.max_tokens
         if start + ids.shape[1] > limit:
-            raise ValueError(f"KV cache overflow: {start} cached + {ids.shape[1]} new > {limit} tokens "
-                             f"({self.config.context_steps} steps). Reset or re-prime the cache (the context is full).")
+            raise ValueError(
+                f"KV cache overflow: {start} cached + {ids.shape[1]} new > {limit} tokens "
+                f"({self.config.context_steps} steps). Reset or re-prime the cache (the context is full)."
+            )
         hidden = self.transformer(self.embed(ids, start), cache)
         # Action positions among these, computed on the host: boolean indexing would synchronise the device.
         k1 = self.config.tokens_per_block
@@ -156,9 +158,13 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ training objective
     def loss(
-        self, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
-        terminated: torch.Tensor, mask: torch.Tensor,
-    ) -> WorldModelLosses:  # fmt: skip
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> WorldModelLosses:
         """Losses of a window: ``observations (B, T, K)``, ``actions/rewards/terminated/mask (B, T)``.
 
         Padded steps (``mask=False``) are neither inputs that count nor targets: a target is used only when
@@ -184,8 +190,9 @@ class WorldModel(nn.Module):
         reward_logits = out.reward_logits.float()
         if cfg.reward == "sign":
             reward_class = (torch.sign(rewards) + 1).long()
-            reward_ce = F.cross_entropy(rearrange(reward_logits, "b t c -> (b t) c"), reward_class.reshape(-1),
-                                        reduction="none")  # fmt: skip
+            reward_ce = F.cross_entropy(
+                rearrange(reward_logits, "b t c -> (b t) c"), reward_class.reshape(-1), reduction="none"
+            )
             reward_accuracy = ((reward_logits.argmax(-1) == reward_class).float() * weights).sum() / count
         else:
             reward_ce = -(self._twohot(rewards) * reward_logits.log_softmax(-1)).sum(-1).reshape(-1)
@@ -194,13 +201,19 @@ class WorldModel(nn.Module):
         reward = (reward_ce * weights.reshape(-1)).sum() / count
 
         ends = terminated.long()
-        term_ce = F.cross_entropy(rearrange(out.termination_logits.float(), "b t c -> (b t) c"), ends.reshape(-1),
-                                  reduction="none")  # fmt: skip
+        term_ce = F.cross_entropy(
+            rearrange(out.termination_logits.float(), "b t c -> (b t) c"), ends.reshape(-1), reduction="none"
+        )
         termination = (term_ce * weights.reshape(-1)).sum() / count
         predicted_end = out.termination_logits.argmax(-1).bool() & mask
         actual_end = terminated.bool() & mask
-        counts = torch.stack([(predicted_end & actual_end).sum(), (predicted_end & ~actual_end).sum(),
-                              (~predicted_end & actual_end).sum()]).float()  # fmt: skip
+        counts = torch.stack(
+            [
+                (predicted_end & actual_end).sum(),
+                (predicted_end & ~actual_end).sum(),
+                (~predicted_end & actual_end).sum(),
+            ]
+        ).float()
         total = cfg.observation_weight * observation + cfg.reward_weight * reward + cfg.termination_weight * termination
         return WorldModelLosses(total, observation, reward, termination, reward_accuracy, counts, use.sum(), mask.sum())
 

@@ -83,9 +83,14 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, dropout: float):
         super().__init__()
         self.body = nn.Sequential(
-            _norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
-            _norm(c_out), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(c_out, c_out, 3, padding=1),
-        )  # fmt: skip
+            _norm(c_in),
+            nn.SiLU(),
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            _norm(c_out),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+        )
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,8 +229,12 @@ class Tokenizer(nn.Module):
         """Raise a ValueError that names the problem if ``frames`` is not ``uint8 (B, 3, R, R)``."""
         cfg = self.config
         expected = (cfg.in_channels, cfg.resolution, cfg.resolution)
-        if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.dim() != 4 \
-                or tuple(frames.shape[1:]) != expected:
+        if (
+            not isinstance(frames, torch.Tensor)
+            or frames.dtype != torch.uint8
+            or frames.dim() != 4
+            or tuple(frames.shape[1:]) != expected
+        ):
             got = f"{frames.dtype} {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) else type(frames)
             raise ValueError(
                 f"Frames must be a uint8 tensor of shape (B, {', '.join(map(str, expected))}) (channels first, "

@@ -103,8 +103,13 @@ class TokenizerModule(L.LightningModule):
 
     @staticmethod
     def _metrics(terms: TokenizerLoss) -> dict[str, torch.Tensor]:
-        return {"loss": terms.total, "l1": terms.l1, "l2": terms.l2, "quantizer": terms.quantizer,
-                "perceptual": terms.perceptual}  # fmt: skip
+        return {
+            "loss": terms.total,
+            "l1": terms.l1,
+            "l2": terms.l2,
+            "quantizer": terms.quantizer,
+            "perceptual": terms.perceptual,
+        }
 
     def compute_loss(self, batch) -> TokenizerLoss:
         frames, weights = _frames_and_weights(batch)
@@ -121,8 +126,9 @@ class TokenizerModule(L.LightningModule):
             + self.hparams.quantizer_weight * out.quantizer_loss
             + self.hparams.perceptual_weight * perceptual
         )
-        return TokenizerLoss(total, l1, l2, out.quantizer_loss, perceptual, frames, out.tokens, out.reconstruction,
-                             weights)  # fmt: skip
+        return TokenizerLoss(
+            total, l1, l2, out.quantizer_loss, perceptual, frames, out.tokens, out.reconstruction, weights
+        )
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_start(self):
@@ -159,8 +165,9 @@ class TokenizerModule(L.LightningModule):
         token_weights = weights.repeat_interleave(terms.tokens.shape[1])  # padded frames count zero
         self._val_counts += torch.bincount(terms.tokens.flatten(), token_weights, minlength=self.config.vocab_size)
         batch_size = int(frames.shape[0])
-        self.log_dict({"val/loss": terms.total, "val/l1": terms.l1, "val/psnr": val_psnr},
-                      prog_bar=True, batch_size=batch_size)  # fmt: skip
+        self.log_dict(
+            {"val/loss": terms.total, "val/l1": terms.l1, "val/psnr": val_psnr}, prog_bar=True, batch_size=batch_size
+        )
         if self._grid_batch is None:
             real = weights > 0
             keep = self.hparams.num_reconstructions

@@ -72,8 +72,10 @@ class Quantizer(nn.Module):
             self.fsq = FSQ(levels=list(config.fsq_levels), dim=dim)
         elif config.kind == "vq":
             if config.cosine and not config.ema:
-                raise ValueError("quantizer.cosine=True needs quantizer.ema=True (the library cannot learn a "
-                                 "cosine codebook by gradient).")
+                raise ValueError(
+                    "quantizer.cosine=True needs quantizer.ema=True (the library cannot learn a "
+                    "cosine codebook by gradient)."
+                )
             self.vq = VectorQuantize(
                 dim=dim,
                 codebook_size=config.codebook_size,

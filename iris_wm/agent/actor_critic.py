@@ -53,8 +53,10 @@ class ActorCriticConfig:
         if self.observation not in ("frames", "tokens"):
             raise ValueError(f"observation must be 'frames' or 'tokens', got {self.observation!r}.")
         if self.observation == "frames" and self.frame_size % 2 ** len(self.channels):
-            raise ValueError(f"frame_size {self.frame_size} is not divisible by 2^{len(self.channels)} (one "
-                             "max-pool per convolution): change frame_size or channels.")  # fmt: skip
+            raise ValueError(
+                f"frame_size {self.frame_size} is not divisible by 2^{len(self.channels)} (one "
+                "max-pool per convolution): change frame_size or channels."
+            )
 
 
 @dataclass
@@ -76,10 +78,15 @@ class FrameEncoder(nn.Module):
         self.out_dim = c_in * (cfg.frame_size // 2 ** len(cfg.channels)) ** 2
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        if frames.dtype != torch.uint8 or frames.dim() != 4 or tuple(frames.shape[1:]) != (3, self.frame_size,
-                                                                                          self.frame_size):
-            raise ValueError(f"The actor-critic reads frames as uint8 (B, 3, {self.frame_size}, {self.frame_size}); "
-                             f"got {frames.dtype} {tuple(frames.shape)}.")  # fmt: skip
+        if (
+            frames.dtype != torch.uint8
+            or frames.dim() != 4
+            or tuple(frames.shape[1:]) != (3, self.frame_size, self.frame_size)
+        ):
+            raise ValueError(
+                f"The actor-critic reads frames as uint8 (B, 3, {self.frame_size}, {self.frame_size}); "
+                f"got {frames.dtype} {tuple(frames.shape)}."
+            )
         return self.net(frames.float().div(127.5).sub(1.0))
 
 
@@ -95,8 +102,9 @@ class TokenEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 2 or tokens.shape[1] != self.K or tokens.is_floating_point():
-            raise ValueError(f"The actor-critic reads token ids (B, {self.K}); "
-                             f"got {tokens.dtype} {tuple(tokens.shape)}.")
+            raise ValueError(
+                f"The actor-critic reads token ids (B, {self.K}); got {tokens.dtype} {tuple(tokens.shape)}."
+            )
         x = self.embedding(tokens.long()) + self.slot  # (B, K, E)
         return self.project(rearrange(x, "b k e -> b (k e)"))
 

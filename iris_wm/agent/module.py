@@ -146,8 +146,10 @@ class ActorCriticModule(LightningModule):
             tok = Tokenizer(TokenizerConfig(**tokenizer_config)) if tokenizer_config is not None else None
         elif world_model is not None:
             if tokenizer is None:
-                raise ValueError("Give the tokenizer checkpoint (--model.tokenizer) with the world model's: the "
-                                 "agent reads real frames through it.")  # fmt: skip
+                raise ValueError(
+                    "Give the tokenizer checkpoint (--model.tokenizer) with the world model's: the "
+                    "agent reads real frames through it."
+                )
             from iris_wm.imagine import load_models
 
             wm, tok = load_models(world_model, tokenizer)
@@ -169,16 +171,22 @@ class ActorCriticModule(LightningModule):
     def _check_sizes(self, wm: WorldModel, tok: Tokenizer | None) -> None:
         cfg, w = self.config, wm.config
         if cfg.num_actions != w.num_actions:
-            raise ValueError(f"The actor-critic has {cfg.num_actions} actions but the world model {w.num_actions}: "
-                             "train both on data of the same game.")  # fmt: skip
+            raise ValueError(
+                f"The actor-critic has {cfg.num_actions} actions but the world model {w.num_actions}: "
+                "train both on data of the same game."
+            )
         if cfg.observation == "tokens" and (cfg.vocab_size, cfg.tokens_per_frame) != (w.vocab_size, w.tokens_per_frame):
-            raise ValueError(f"The actor-critic reads {cfg.tokens_per_frame} tokens of {cfg.vocab_size} codes but the "
-                             f"world model predicts {w.tokens_per_frame} of {w.vocab_size}: link the sizes to the "
-                             "token store (the CLI does).")  # fmt: skip
+            raise ValueError(
+                f"The actor-critic reads {cfg.tokens_per_frame} tokens of {cfg.vocab_size} codes but the "
+                f"world model predicts {w.tokens_per_frame} of {w.vocab_size}: link the sizes to the "
+                "token store (the CLI does)."
+            )
         if tok is not None and (tok.vocab_size, tok.tokens_per_frame) != (w.vocab_size, w.tokens_per_frame):
-            raise ValueError(f"The tokenizer ({tok.tokens_per_frame} tokens of {tok.vocab_size} codes) does not match "
-                             f"the world model ({w.tokens_per_frame} of {w.vocab_size}): use the tokenizer whose "
-                             "token store the world model was trained on.")  # fmt: skip
+            raise ValueError(
+                f"The tokenizer ({tok.tokens_per_frame} tokens of {tok.vocab_size} codes) does not match "
+                f"the world model ({w.tokens_per_frame} of {w.vocab_size}): use the tokenizer whose "
+                "token store the world model was trained on."
+            )
         if cfg.observation == "frames" and tok is None:
             raise ValueError("A frame-reading actor-critic needs the tokenizer to decode imagined frames.")
 
@@ -217,14 +225,16 @@ class ActorCriticModule(LightningModule):
         """Burn in on a batch of real windows, then roll the policy out in imagination for ``horizon`` steps."""
         tokens, actions = batch.observations, batch.actions  # (B, C, K), (B, C)
         if tokens.is_floating_point() or tokens.dtype == torch.uint8:
-            raise ValueError("The agent trains on a token store: encode the episodes first "
-                             "(`iris-wm tokenizer predict ... --token_writer.output TOKENS`).")  # fmt: skip
+            raise ValueError(
+                "The agent trains on a token store: encode the episodes first "
+                "(`iris-wm tokenizer predict ... --token_writer.output TOKENS`)."
+            )
         if not bool(batch.mask.all()):
             raise ValueError("Agent windows must lie inside their episode: use the data option complete_windows.")
         B, C, _ = tokens.shape
         env = self._env()
         prime = min(self.hparams.prime_steps or C, C, env.context_steps - 1)
-        current = env.reset(tokens[:, C - prime:], actions[:, C - prime:C - 1])
+        current = env.reset(tokens[:, C - prime :], actions[:, C - prime : C - 1])
         state = self.burn_in_state(self.actor_critic, tokens[:, :-1])
         target_state = self.burn_in_state(self.target_critic, tokens[:, :-1]) if self.target_critic else None
         logits, values, targets, taken, rewards, ends = [], [], [], [], [], []
@@ -247,9 +257,14 @@ class ActorCriticModule(LightningModule):
             ends.append(step.terminated)
             state, current = out.state, step.tokens
         values = torch.stack(values, 1)
-        return Trajectory(torch.stack(logits, 1), values,
-                          torch.stack(targets, 1) if targets else values.detach(),
-                          torch.stack(taken, 1), torch.stack(rewards, 1), torch.stack(ends, 1))  # fmt: skip
+        return Trajectory(
+            torch.stack(logits, 1),
+            values,
+            torch.stack(targets, 1) if targets else values.detach(),
+            torch.stack(taken, 1),
+            torch.stack(rewards, 1),
+            torch.stack(ends, 1),
+        )
 
     # ------------------------------------------------------------------ the objective
     def compute_loss(self, batch) -> AgentLosses:
@@ -266,15 +281,28 @@ class ActorCriticModule(LightningModule):
         entropy = (-(log_probs.exp() * log_probs).sum(-1) * alive).sum() / count
         value = ((values - returns.detach()).pow(2) * alive).sum() / count
         total = policy - obj.entropy_weight * entropy + obj.value_weight * value
-        return AgentLosses(total, policy, value, entropy, (traj.rewards * alive).sum(1).mean(),
-                           traj.ends.any(1).float().mean(), values.mean().detach())  # fmt: skip
+        return AgentLosses(
+            total,
+            policy,
+            value,
+            entropy,
+            (traj.rewards * alive).sum(1).mean(),
+            traj.ends.any(1).float().mean(),
+            values.mean().detach(),
+        )
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One objective for the Trainer and the online loop: ``(loss, metrics)``."""
         losses = self.compute_loss(batch)
-        return losses.total, {"loss": losses.total, "policy_loss": losses.policy, "value_loss": losses.value,
-                              "entropy": losses.entropy, "imagined_return": losses.imagined_return,
-                              "imagined_end_rate": losses.end_rate, "value": losses.mean_value}  # fmt: skip
+        return losses.total, {
+            "loss": losses.total,
+            "policy_loss": losses.policy,
+            "value_loss": losses.value,
+            "entropy": losses.entropy,
+            "imagined_return": losses.imagined_return,
+            "imagined_end_rate": losses.end_rate,
+            "value": losses.mean_value,
+        }
 
     @torch.no_grad()
     def update_target(self) -> None:
@@ -306,4 +334,3 @@ class ActorCriticModule(LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.actor_critic.parameters(), lr=self.hparams.learning_rate)
-

@@ -16,8 +16,14 @@ class AgentPolicy:
     evaluates at 0.5); with probability ``epsilon`` an action is uniformly random instead.
     """
 
-    def __init__(self, actor_critic: ActorCritic, tokenizer, temperature: float = 1.0, epsilon: float = 0.0,
-                 generator: torch.Generator | None = None):  # fmt: skip
+    def __init__(
+        self,
+        actor_critic: ActorCritic,
+        tokenizer,
+        temperature: float = 1.0,
+        epsilon: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
         if temperature < 0 or not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"temperature must be >= 0 and epsilon in [0, 1]; got {temperature} and {epsilon}.")
         self.actor_critic, self.tokenizer = actor_critic, tokenizer

@@ -11,16 +11,19 @@ from __future__ import annotations
 import torch
 
 
-def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, ends: torch.Tensor, gamma: float,
-                   lambda_: float) -> torch.Tensor:  # fmt: skip
+def lambda_returns(
+    rewards: torch.Tensor, values: torch.Tensor, ends: torch.Tensor, gamma: float, lambda_: float
+) -> torch.Tensor:
     """``rewards, ends (B, H)`` and ``values (B, H + 1)`` -> lambda-returns ``(B, H)``.
 
     The recursion runs backwards over the H steps; every operation stays on the device.
     """
     B, H = rewards.shape
     if values.shape != (B, H + 1) or ends.shape != (B, H):
-        raise ValueError(f"Expected rewards and ends of shape (B, H) and values of shape (B, H + 1); got "
-                         f"{tuple(rewards.shape)}, {tuple(ends.shape)} and {tuple(values.shape)}.")  # fmt: skip
+        raise ValueError(
+            f"Expected rewards and ends of shape (B, H) and values of shape (B, H + 1); got "
+            f"{tuple(rewards.shape)}, {tuple(ends.shape)} and {tuple(values.shape)}."
+        )
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lambda_ <= 1.0):
         raise ValueError(f"gamma and lambda must lie in [0, 1]; got {gamma} and {lambda_}.")
     continues = gamma * (1.0 - ends.to(values.dtype))

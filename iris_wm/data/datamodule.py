@@ -43,7 +43,7 @@ class ResumableRandomSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed)
         for _ in range(2 * epoch + 1):
             order = torch.randperm(self.size, generator=generator)
-        yield from order[batches_done * self.batch_size:].tolist()
+        yield from order[batches_done * self.batch_size :].tolist()
 
 
 class StoreDataModule(L.LightningDataModule):
@@ -102,8 +102,10 @@ class StoreDataModule(L.LightningDataModule):
     def _token_store(self) -> TokenStore:
         self.setup()
         if not isinstance(self.store, TokenStore):
-            raise ValueError(f"{self.hparams.root} holds frames, but the world model trains on tokens: encode it "
-                             "first with `iris-wm tokenizer predict ... --token_writer.output TOKENS`.")
+            raise ValueError(
+                f"{self.hparams.root} holds frames, but the world model trains on tokens: encode it "
+                "first with `iris-wm tokenizer predict ... --token_writer.output TOKENS`."
+            )
         return self.store
 
     @property
@@ -117,8 +119,11 @@ class StoreDataModule(L.LightningDataModule):
         return int(self._token_store().manifest["settings"]["vocab_size"])
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        sampler = ResumableRandomSampler(len(dataset), self.hparams.shuffle_seed, self.hparams.batch_size,
-                                         self._position) if shuffle else None  # fmt: skip
+        sampler = (
+            ResumableRandomSampler(len(dataset), self.hparams.shuffle_seed, self.hparams.batch_size, self._position)
+            if shuffle
+            else None
+        )
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,

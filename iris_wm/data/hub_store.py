@@ -35,14 +35,24 @@ def export_store(root: str | Path, folder: str | Path) -> Path:
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     settings = store.manifest["settings"]
     env = (settings.get("env") or {}).get("game") if isinstance(settings.get("env"), dict) else settings.get("env")
-    data = DatasetCardData(tags=["iris-wm", "world-model", "reinforcement-learning", store.kind],
-                           configs=[{"config_name": "default", "data_files": "data/*.parquet"}])  # fmt: skip
-    body = [f"# iris-wm {store.kind} store", "",
-            f"{store.num_episodes} episodes, {store.num_steps} steps of `{env}`; observations `{store.spec.name}` "
-            f"{store.spec.dtype} {tuple(store.spec.shape)}, {store.num_actions} actions.", "",
-            "One row per agent step: `episode`, `step`, the observation (flattened), `action`, `reward`, "
-            "`terminated`, `truncated`. Rebuild the store with `iris_wm.data.hub_store.load_store`.", "",
-            "```json", json.dumps(manifest, indent=1), "```", ""]  # fmt: skip
+    data = DatasetCardData(
+        tags=["iris-wm", "world-model", "reinforcement-learning", store.kind],
+        configs=[{"config_name": "default", "data_files": "data/*.parquet"}],
+    )
+    body = [
+        f"# iris-wm {store.kind} store",
+        "",
+        f"{store.num_episodes} episodes, {store.num_steps} steps of `{env}`; observations `{store.spec.name}` "
+        f"{store.spec.dtype} {tuple(store.spec.shape)}, {store.num_actions} actions.",
+        "",
+        "One row per agent step: `episode`, `step`, the observation (flattened), `action`, `reward`, "
+        "`terminated`, `truncated`. Rebuild the store with `iris_wm.data.hub_store.load_store`.",
+        "",
+        "```json",
+        json.dumps(manifest, indent=1),
+        "```",
+        "",
+    ]
     DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)).save(folder / "README.md")
     return folder
 
@@ -53,8 +63,14 @@ def push_store(root: str | Path, repo_id: str, token: str | None = None, private
 
     with tempfile.TemporaryDirectory() as folder:
         export_store(root, folder)
-        return push_to_hub(folder, repo_id, token=token, private=private, repo_type="dataset",
-                           commit_message=f"Upload the iris-wm store {Path(root).name}")  # fmt: skip
+        return push_to_hub(
+            folder,
+            repo_id,
+            token=token,
+            private=private,
+            repo_type="dataset",
+            commit_message=f"Upload the iris-wm store {Path(root).name}",
+        )
 
 
 def load_store(source: str | Path, out: str | Path, revision: str | None = None, chunk: int = 256):
@@ -84,8 +100,15 @@ def load_store(source: str | Path, out: str | Path, revision: str | None = None,
         lo, hi = int(starts[first]), int(ends[min(first + chunk, len(starts)) - 1])
         part = rows[lo:hi]
         obs = np.asarray(part[spec.name], dtype=spec.dtype).reshape(-1, *spec.shape)
-        episodes = [Episode(obs[s - lo:e - lo], part["action"][s - lo:e - lo], part["reward"][s - lo:e - lo],
-                            part["terminated"][s - lo:e - lo], part["truncated"][s - lo:e - lo])
-                    for s, e in zip(starts[first:first + chunk], ends[first:first + chunk], strict=True)]  # fmt: skip
+        episodes = [
+            Episode(
+                obs[s - lo : e - lo],
+                part["action"][s - lo : e - lo],
+                part["reward"][s - lo : e - lo],
+                part["terminated"][s - lo : e - lo],
+                part["truncated"][s - lo : e - lo],
+            )
+            for s, e in zip(starts[first : first + chunk], ends[first : first + chunk], strict=True)
+        ]
         store.append(episodes)
     return store

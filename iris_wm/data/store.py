@@ -150,8 +150,9 @@ class StepStore:
         try:
             (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"Cannot create the store folder {root} ({err.strerror or err}): choose a folder you "
-                             "can write to.") from err
+            raise StoreError(
+                f"Cannot create the store folder {root} ({err.strerror or err}): choose a folder you can write to."
+            ) from err
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": cls.kind,
@@ -369,8 +370,12 @@ class StepStore:
             if not dropped:
                 return 0
             kept = shards[:num_shards]
-            manifest = dict(self.manifest, shards=kept, num_episodes=sum(s["episodes"] for s in kept),
-                            num_steps=sum(s["rows"] for s in kept))  # fmt: skip
+            manifest = dict(
+                self.manifest,
+                shards=kept,
+                num_episodes=sum(s["episodes"] for s in kept),
+                num_steps=sum(s["rows"] for s in kept),
+            )
             _write_json_atomic(self.root / MANIFEST, manifest)
             for shard in dropped:
                 (self.root / SHARD_DIR / shard["file"]).unlink(missing_ok=True)
@@ -434,9 +439,11 @@ class _Lock:
         try:
             self.handle = open(self.path, "a")
         except OSError as err:
-            raise StoreError(f"Cannot write to the store {self.path.parent} ({err.strerror or err}): the folder is "
-                             "read-only or not yours. The store is unchanged; make it writable (or copy it to a "
-                             "folder you can write) and try again.") from err
+            raise StoreError(
+                f"Cannot write to the store {self.path.parent} ({err.strerror or err}): the folder is "
+                "read-only or not yours. The store is unchanged; make it writable (or copy it to a "
+                "folder you can write) and try again."
+            ) from err
         fcntl.flock(self.handle, fcntl.LOCK_EX)
 
     def __exit__(self, *exc):

@@ -55,9 +55,15 @@ class TokenStoreWriter(BasePredictionWriter):
         source: EpisodeStore = trainer.datamodule.store
         if (self._tokens < 0).any():
             raise RuntimeError("Some frames were not encoded; the token store was not written.")
-        write_token_store(self.output, source, self._tokens, pl_module.config,
-                          trainer.ckpt_path or self.tokenizer_source, self.episodes_per_shard,
-                          weights_digest(pl_module.tokenizer))  # fmt: skip
+        write_token_store(
+            self.output,
+            source,
+            self._tokens,
+            pl_module.config,
+            trainer.ckpt_path or self.tokenizer_source,
+            self.episodes_per_shard,
+            weights_digest(pl_module.tokenizer),
+        )
 
 
 def write_token_store(
@@ -78,7 +84,8 @@ def write_token_store(
         "source_store": str(Path(source.root).resolve()),
         "source_manifest_sha256": manifest_digest,
         "tokenizer_checkpoint": (str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else str(checkpoint))
-        if checkpoint else None,
+        if checkpoint
+        else None,
         "tokenizer_digest": tokenizer_digest,
         "tokens_per_frame": int(tokenizer_config.tokens_per_frame),
         "vocab_size": int(tokenizer_config.vocab_size),
@@ -90,8 +97,9 @@ def write_token_store(
     for position in range(source.num_episodes):
         start, length = int(source.episode_starts[position]), int(source.episode_lengths[position])
         rows = slice(start, start + length)
-        batch.append(Episode(tokens[rows], cols.action[rows], cols.reward[rows], cols.terminated[rows],
-                             cols.truncated[rows]))  # fmt: skip
+        batch.append(
+            Episode(tokens[rows], cols.action[rows], cols.reward[rows], cols.terminated[rows], cols.truncated[rows])
+        )
         if len(batch) == episodes_per_shard or position == source.num_episodes - 1:
             store.append(batch)
             batch = []
@@ -104,18 +112,22 @@ def check_tokenizer(store: TokenStore, tokenizer) -> None:
     digest was recorded are checked on sizes only."""
     settings = store.manifest["settings"]
     if (settings["vocab_size"], settings["tokens_per_frame"]) != (tokenizer.vocab_size, tokenizer.tokens_per_frame):
-        raise ValueError(f"The token store {store.root} holds {settings['tokens_per_frame']} tokens of "
-                         f"{settings['vocab_size']} codes per frame, but the tokenizer makes "
-                         f"{tokenizer.tokens_per_frame} of {tokenizer.vocab_size}: pass the tokenizer that encoded "
-                         f"the store ({settings.get('tokenizer_checkpoint')}).")  # fmt: skip
+        raise ValueError(
+            f"The token store {store.root} holds {settings['tokens_per_frame']} tokens of "
+            f"{settings['vocab_size']} codes per frame, but the tokenizer makes "
+            f"{tokenizer.tokens_per_frame} of {tokenizer.vocab_size}: pass the tokenizer that encoded "
+            f"the store ({settings.get('tokenizer_checkpoint')})."
+        )
     recorded = settings.get("tokenizer_digest")
     given = weights_digest(tokenizer) if recorded is not None else None
     if recorded != given:
-        raise ValueError(f"The token store {store.root} was encoded by another tokenizer "
-                         f"({settings.get('tokenizer_checkpoint')}, weights digest {recorded[:12]}) than the one "
-                         f"given (digest {given[:12]}): its token ids would mean other codes. "
-                         "Pass the tokenizer that encoded the store, or encode the episodes again with this one "
-                         "(`iris-wm tokenizer predict --ckpt_path ... --token_writer.output NEW_FOLDER`).")
+        raise ValueError(
+            f"The token store {store.root} was encoded by another tokenizer "
+            f"({settings.get('tokenizer_checkpoint')}, weights digest {recorded[:12]}) than the one "
+            f"given (digest {given[:12]}): its token ids would mean other codes. "
+            "Pass the tokenizer that encoded the store, or encode the episodes again with this one "
+            "(`iris-wm tokenizer predict --ckpt_path ... --token_writer.output NEW_FOLDER`)."
+        )
 
 
 @torch.no_grad()

@@ -68,8 +68,9 @@ class WindowDataset(Dataset):
     batches through ``__getitems__`` (the DataLoader does so): one vectorised gather per batch.
     """
 
-    def __init__(self, store: StepStore, episodes: np.ndarray, sequence_length: int, pad: Pad = "right",
-                 complete: bool = False):  # fmt: skip
+    def __init__(
+        self, store: StepStore, episodes: np.ndarray, sequence_length: int, pad: Pad = "right", complete: bool = False
+    ):
         if sequence_length < 1:
             raise ValueError(f"sequence_length must be at least 1, got {sequence_length}.")
         if pad not in ("right", "left"):
@@ -85,8 +86,11 @@ class WindowDataset(Dataset):
         self.anchors = self.first + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         if complete:
             # Only windows that lie wholly inside their episode (no padding): the agent's burn-in needs them.
-            inside = (self.anchors + sequence_length <= self.end) if pad == "right" else \
-                (self.anchors - sequence_length + 1 >= self.first)
+            inside = (
+                (self.anchors + sequence_length <= self.end)
+                if pad == "right"
+                else (self.anchors - sequence_length + 1 >= self.first)
+            )
             self.first, self.end, self.anchors = self.first[inside], self.end[inside], self.anchors[inside]
 
     def __len__(self) -> int:

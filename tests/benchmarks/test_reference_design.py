@@ -54,5 +54,5 @@ def test_cached_decoding_matches_the_full_pass(models):
     with torch.no_grad():
         full = theirs(ids)[0]
         cache = theirs.new_cache(1)
-        parts = [theirs(ids[:, :16], cache)[0]] + [theirs(ids[:, i:i + 1], cache)[0] for i in range(16, ids.shape[1])]
+        parts = [theirs(ids[:, :16], cache)[0]] + [theirs(ids[:, i : i + 1], cache)[0] for i in range(16, ids.shape[1])]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)

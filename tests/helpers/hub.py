@@ -31,8 +31,12 @@ class LocalHub:
             repo = "/".join(parts[2:4])
             if parts[4] == "preupload":
                 files = json.loads(request.content)["files"]
-                return httpx2.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular",
-                                                             "shouldIgnore": False} for f in files]})  # fmt: skip
+                return httpx2.Response(
+                    200,
+                    json={
+                        "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                    },
+                )
             if parts[4] == "commit":
                 for line in request.content.decode().splitlines():
                     item = json.loads(line)
@@ -40,27 +44,41 @@ class LocalHub:
                         self.repos[repo][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
                 self.commits += 1
                 oid = hashlib.sha1(str(self.commits).encode()).hexdigest()
-                return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/{oid}",
-                                                  "commitOid": oid, "success": True})  # fmt: skip
+                return httpx2.Response(
+                    200,
+                    json={
+                        "commitUrl": f"https://huggingface.co/{repo}/commit/{oid}",
+                        "commitOid": oid,
+                        "success": True,
+                    },
+                )
             if parts[4] == "tree":
-                return httpx2.Response(200, json=[{"type": "file", "path": name, "size": len(data),
-                                                   "oid": hashlib.sha1(data).hexdigest()}
-                                                  for name, data in self.repos.get(repo, {}).items()])  # fmt: skip
+                return httpx2.Response(
+                    200,
+                    json=[
+                        {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                        for name, data in self.repos.get(repo, {}).items()
+                    ],
+                )
             if parts[4] == "revision":
                 files = self.repos.get(repo)
                 if files is None:
                     return httpx2.Response(404, headers={"x-error-code": "RepoNotFound"}, json={"error": "not found"})
-                return httpx2.Response(200, json={"id": repo, "sha": "a" * 40,
-                                                  "siblings": [{"rfilename": name} for name in files]})  # fmt: skip
+                return httpx2.Response(
+                    200, json={"id": repo, "sha": "a" * 40, "siblings": [{"rfilename": name} for name in files]}
+                )
         if "resolve" in parts:
             at = parts.index("resolve")
             repo = "/".join(p for p in parts[:at] if p not in ("datasets",))
-            name = "/".join(parts[at + 2:])
+            name = "/".join(parts[at + 2 :])
             content = self.repos.get(repo, {}).get(name)
             if content is None:
                 return httpx2.Response(404, headers={"x-error-code": "EntryNotFound"})
-            headers = {"x-repo-commit": "a" * 40, "etag": f'"{hashlib.sha1(content).hexdigest()}"',
-                       "content-length": str(len(content))}  # fmt: skip
+            headers = {
+                "x-repo-commit": "a" * 40,
+                "etag": f'"{hashlib.sha1(content).hexdigest()}"',
+                "content-length": str(len(content)),
+            }
             return httpx2.Response(200, headers=headers, content=b"" if method == "HEAD" else content)
         return httpx2.Response(404, json={"error": f"LocalHub does not serve {method} {path}"})
 
@@ -73,7 +91,8 @@ def serve(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     hub = LocalHub()
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub),
-                                                             follow_redirects=True))  # fmt: skip
+    huggingface_hub.set_client_factory(
+        lambda: httpx2.Client(transport=httpx2.MockTransport(hub), follow_redirects=True)
+    )
     yield hub
     huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)

@@ -5,16 +5,28 @@ import numpy as np
 from iris_wm.data.store import Episode, TokenStore
 
 
-def synthetic_token_store(root, episodes: int = 40, length: int = 60, tokens_per_frame: int = 4,
-                          vocab_size: int = 32, num_actions: int = 3, noise: float = 0.3, seed: int = 0) -> TokenStore:
+def synthetic_token_store(
+    root,
+    episodes: int = 40,
+    length: int = 60,
+    tokens_per_frame: int = 4,
+    vocab_size: int = 32,
+    num_actions: int = 3,
+    noise: float = 0.3,
+    seed: int = 0,
+) -> TokenStore:
     """Tokens from a fixed random successor table ``succ``: token k of a frame is ``succ[token k-1]``, and token 0
     is ``succ[(token 0 of the previous frame + action) mod V]``; each is replaced by a uniform draw with
     probability ``noise``. Learnable structure (bigrams, and the action's effect across frames) plus an
     irreducible entropy floor."""
     rng = np.random.default_rng(seed)
     succ = rng.permutation(vocab_size)
-    store = TokenStore.create(root, TokenStore.token_spec(tokens_per_frame), num_actions,
-                              {"vocab_size": vocab_size, "tokens_per_frame": tokens_per_frame, "env": "synthetic"})
+    store = TokenStore.create(
+        root,
+        TokenStore.token_spec(tokens_per_frame),
+        num_actions,
+        {"vocab_size": vocab_size, "tokens_per_frame": tokens_per_frame, "env": "synthetic"},
+    )
     batch = []
     for _ in range(episodes):
         tokens = np.empty((length, tokens_per_frame), np.int64)
@@ -29,7 +41,8 @@ def synthetic_token_store(root, episodes: int = 40, length: int = 60, tokens_per
             previous = tokens[t, 0]
         ends = np.zeros(length, bool)
         ends[-1] = True
-        batch.append(Episode(tokens.astype(np.int16), actions, (actions == 0).astype(np.float32), ends,
-                             np.zeros(length, bool)))
+        batch.append(
+            Episode(tokens.astype(np.int16), actions, (actions == 0).astype(np.float32), ends, np.zeros(length, bool))
+        )
     store.append(batch)
     return store

@@ -24,8 +24,18 @@ WORLD_MODEL_CONFIGS = sorted((REPO / "configs" / "world_model").glob("*.yaml"))
 def test_help_lists_every_command(capsys):
     iris_wm(["--help"])
     text = capsys.readouterr().out
-    for command in ("collect", "games", "tokenizer", "world-model", "imagine", "agent", "evaluate", "aggregate", "run",
-                    "scaling"):
+    for command in (
+        "collect",
+        "games",
+        "tokenizer",
+        "world-model",
+        "imagine",
+        "agent",
+        "evaluate",
+        "aggregate",
+        "run",
+        "scaling",
+    ):
         assert f"  {command}" in text
 
 
@@ -50,8 +60,9 @@ def test_tokenizer_verbs_have_help(verb, capsys):
     assert "Adam learning rate" in text  # option help comes from the docstrings
 
 
-@pytest.mark.parametrize("run, verb", [(run_tokenizer_cli, "test"), (run_world_model_cli, "predict"),
-                                       (run_agent_cli, "validate")])  # fmt: skip
+@pytest.mark.parametrize(
+    "run, verb", [(run_tokenizer_cli, "test"), (run_world_model_cli, "predict"), (run_agent_cli, "validate")]
+)
 def test_verbs_a_stage_does_not_have_are_refused(run, verb, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run([verb, "--help"])
@@ -60,8 +71,11 @@ def test_verbs_a_stage_does_not_have_are_refused(run, verb, capsys):
 
 
 AGENT_CONFIGS = sorted((REPO / "configs" / "agent").glob("*.yaml"))
-CONFIGS = ([(run_tokenizer_cli, c) for c in TOKENIZER_CONFIGS] + [(run_world_model_cli, c) for c in WORLD_MODEL_CONFIGS]
-           + [(run_agent_cli, c) for c in AGENT_CONFIGS])
+CONFIGS = (
+    [(run_tokenizer_cli, c) for c in TOKENIZER_CONFIGS]
+    + [(run_world_model_cli, c) for c in WORLD_MODEL_CONFIGS]
+    + [(run_agent_cli, c) for c in AGENT_CONFIGS]
+)
 
 
 @pytest.mark.parametrize("run, config", CONFIGS, ids=lambda x: getattr(x, "name", ""))
@@ -81,8 +95,10 @@ def test_unknown_config_key_is_refused(capsys):
     assert "chanels" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option, value", [("--model.learning_rate", "fast"), ("--model.config.channel_mult", "4"),
-                                           ("--model.config.quantizer.kind", "lfq")])  # fmt: skip
+@pytest.mark.parametrize(
+    "option, value",
+    [("--model.learning_rate", "fast"), ("--model.config.channel_mult", "4"), ("--model.config.quantizer.kind", "lfq")],
+)
 def test_a_wrong_type_is_refused_by_name(option, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_tokenizer_cli(["fit", "--config", str(REPO / "configs/tokenizer/debug.yaml"), option, value])
@@ -109,8 +125,19 @@ def _debug_agent(tmp_path, *extra):
 
 
 def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
-    iris_wm(["collect", "--out", str(tmp_path / "episodes"), "--steps", "300", "--flush_steps", "100",
-             "--env.max_episode_steps", "40"])  # fmt: skip
+    iris_wm(
+        [
+            "collect",
+            "--out",
+            str(tmp_path / "episodes"),
+            "--steps",
+            "300",
+            "--flush_steps",
+            "100",
+            "--env.max_episode_steps",
+            "40",
+        ]
+    )
     episodes = EpisodeStore.open(tmp_path / "episodes")
     assert episodes.num_steps == 300 and episodes.num_episodes >= 8  # 40-step cap: at least 8 episodes
     assert episodes.manifest["settings"]["env"]["game"] == "ALE/Breakout-v5"
@@ -141,10 +168,30 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
     cfg = world_model.config
     assert (cfg.vocab_size, cfg.tokens_per_frame, cfg.num_actions) == (32, 256, episodes.num_actions)
     # Imagination from the two checkpoints: strips, GIFs and per-horizon errors of held-out episodes.
-    sources = ["--world_model", str(tmp_path / "wm" / "ckpt" / "last.ckpt"), "--tokenizer", str(checkpoint),
-               "--episodes", str(tmp_path / "episodes"), "--tokens", str(tmp_path / "tokens")]  # fmt: skip
-    iris_wm(["imagine", *sources, "--out", str(tmp_path / "imagine"), "--burn_in", "2", "--horizon", "3",
-             "--num_episodes", "2"])  # fmt: skip
+    sources = [
+        "--world_model",
+        str(tmp_path / "wm" / "ckpt" / "last.ckpt"),
+        "--tokenizer",
+        str(checkpoint),
+        "--episodes",
+        str(tmp_path / "episodes"),
+        "--tokens",
+        str(tmp_path / "tokens"),
+    ]
+    iris_wm(
+        [
+            "imagine",
+            *sources,
+            "--out",
+            str(tmp_path / "imagine"),
+            "--burn_in",
+            "2",
+            "--horizon",
+            "3",
+            "--num_episodes",
+            "2",
+        ]
+    )
     metrics = json.loads((tmp_path / "imagine" / "metrics.json").read_text())
     assert [row["horizon"] for row in metrics["per_horizon"]] == [1, 2, 3]
     assert all(0 <= row["token_accuracy"] <= 1 and row["frame_psnr"] > 0 for row in metrics["per_horizon"])
@@ -153,51 +200,133 @@ def test_collect_fit_predict_gives_an_aligned_token_store(tmp_path):
         iris_wm(["imagine", *sources, "--out", str(tmp_path / "imagine2"), "--burn_in", "3", "--horizon", "40"])
 
     # Stage 3: the actor-critic in imagination, then the real game with it and with the random policy.
-    agent = _debug_agent(tmp_path, "--model.world_model", str(tmp_path / "wm" / "ckpt" / "last.ckpt"),
-                         "--model.tokenizer", str(checkpoint))  # fmt: skip
+    agent = _debug_agent(
+        tmp_path,
+        "--model.world_model",
+        str(tmp_path / "wm" / "ckpt" / "last.ckpt"),
+        "--model.tokenizer",
+        str(checkpoint),
+    )
     assert agent.model.config.num_actions == episodes.num_actions and agent.model.config.tokens_per_frame == 256
     agent_checkpoint = tmp_path / "agent" / "ckpt" / "last.ckpt"
     for name, policy in (("agent", ["--agent", str(agent_checkpoint)]), ("random", [])):
-        iris_wm(["evaluate", "--out", str(tmp_path / f"{name}.json"), *policy, "--episodes", "3", "--num_envs", "2",
-                 "--env.max_episode_steps", "30"])  # fmt: skip
+        iris_wm(
+            [
+                "evaluate",
+                "--out",
+                str(tmp_path / f"{name}.json"),
+                *policy,
+                "--episodes",
+                "3",
+                "--num_envs",
+                "2",
+                "--env.max_episode_steps",
+                "30",
+            ]
+        )
         result = json.loads((tmp_path / f"{name}.json").read_text())
         assert len(result["returns"]) == 3 and all(n <= 30 for n in result["lengths"])
         assert result["human_normalized"] == pytest.approx((result["mean"] - 1.7) / (30.5 - 1.7))
     # The agent as a pretrained folder (safetensors + card): evaluating it plays exactly the same games.
     (tmp_path / "figures.json").write_text(json.dumps({"world model: held-out bits per frame": 6.5}))
-    iris_wm(["push-to-hub", "--checkpoint", str(agent_checkpoint), "--out", str(tmp_path / "pretrained"),
-             "--results", str(tmp_path / "agent.json"), str(tmp_path / "random.json"), "--command", "make demo",
-             "--metrics", str(tmp_path / "figures.json")])  # fmt: skip
+    iris_wm(
+        [
+            "push-to-hub",
+            "--checkpoint",
+            str(agent_checkpoint),
+            "--out",
+            str(tmp_path / "pretrained"),
+            "--results",
+            str(tmp_path / "agent.json"),
+            str(tmp_path / "random.json"),
+            "--command",
+            "make demo",
+            "--metrics",
+            str(tmp_path / "figures.json"),
+        ]
+    )
     card = (tmp_path / "pretrained" / "README.md").read_text()
     assert "library_name: iris-wm" in card and "agent: mean return (3 episodes)" in card
     assert "| world model: held-out bits per frame | 6.5 |" in card and "training_config:" in card
     inputs = json.loads((tmp_path / "pretrained" / "agent.json").read_text())["provenance"]["inputs"]
     assert inputs["data"]["store"] == str((tmp_path / "tokens").resolve())
     assert len(inputs["data"]["manifest_sha256"]) == 64
-    iris_wm(["evaluate", "--out", str(tmp_path / "pretrained.json"), "--agent", str(tmp_path / "pretrained"),
-             "--episodes", "3", "--num_envs", "2", "--env.max_episode_steps", "30"])  # fmt: skip
+    iris_wm(
+        [
+            "evaluate",
+            "--out",
+            str(tmp_path / "pretrained.json"),
+            "--agent",
+            str(tmp_path / "pretrained"),
+            "--episodes",
+            "3",
+            "--num_envs",
+            "2",
+            "--env.max_episode_steps",
+            "30",
+        ]
+    )
     again = json.loads((tmp_path / "pretrained.json").read_text())
     assert again["returns"] == json.loads((tmp_path / "agent.json").read_text())["returns"]
-    iris_wm(["imagine", "--world_model", str(tmp_path / "pretrained" / "world_model"), "--tokenizer",
-             str(tmp_path / "pretrained" / "tokenizer"), "--episodes", str(tmp_path / "episodes"), "--tokens",
-             str(tmp_path / "tokens"), "--out", str(tmp_path / "imagine-pretrained"), "--burn_in", "2",
-             "--horizon", "3", "--num_episodes", "2"])  # fmt: skip
-    assert json.loads((tmp_path / "imagine-pretrained" / "metrics.json").read_text())["per_horizon"] == \
-        metrics["per_horizon"]
+    iris_wm(
+        [
+            "imagine",
+            "--world_model",
+            str(tmp_path / "pretrained" / "world_model"),
+            "--tokenizer",
+            str(tmp_path / "pretrained" / "tokenizer"),
+            "--episodes",
+            str(tmp_path / "episodes"),
+            "--tokens",
+            str(tmp_path / "tokens"),
+            "--out",
+            str(tmp_path / "imagine-pretrained"),
+            "--burn_in",
+            "2",
+            "--horizon",
+            "3",
+            "--num_episodes",
+            "2",
+        ]
+    )
+    assert (
+        json.loads((tmp_path / "imagine-pretrained" / "metrics.json").read_text())["per_horizon"]
+        == metrics["per_horizon"]
+    )
     with pytest.raises(ValueError, match="actions but ALE/Pong-v5 has"):
-        iris_wm(["evaluate", "--out", str(tmp_path / "pong.json"), "--agent", str(agent_checkpoint),
-                 "--env.game", "Pong", "--episodes", "1"])  # fmt: skip
+        iris_wm(
+            [
+                "evaluate",
+                "--out",
+                str(tmp_path / "pong.json"),
+                "--agent",
+                str(agent_checkpoint),
+                "--env.game",
+                "Pong",
+                "--episodes",
+                "1",
+            ]
+        )
     with pytest.raises(ValueError, match="holds frames, but the world model trains on tokens"):
-        _debug_agent(tmp_path, "--model.world_model", str(tmp_path / "wm" / "ckpt" / "last.ckpt"),
-                     "--model.tokenizer", str(checkpoint), "--data.root", str(tmp_path / "episodes"))  # fmt: skip
+        _debug_agent(
+            tmp_path,
+            "--model.world_model",
+            str(tmp_path / "wm" / "ckpt" / "last.ckpt"),
+            "--model.tokenizer",
+            str(checkpoint),
+            "--data.root",
+            str(tmp_path / "episodes"),
+        )
 
     with pytest.raises(ValueError, match="holds frames, but the world model trains on tokens"):
-        run_world_model_cli(["fit", "--config", str(REPO / "configs/world_model/debug.yaml"),
-                             "--data.root", str(tmp_path / "episodes")])  # fmt: skip
+        run_world_model_cli(
+            ["fit", "--config", str(REPO / "configs/world_model/debug.yaml"), "--data.root", str(tmp_path / "episodes")]
+        )
 
     with pytest.raises(FileExistsError, match="already exists"):
-        _debug_stage("predict", tmp_path, "--ckpt_path", str(checkpoint),
-                     "--token_writer.output", str(tmp_path / "tokens"))  # fmt: skip
+        _debug_stage(
+            "predict", tmp_path, "--ckpt_path", str(checkpoint), "--token_writer.output", str(tmp_path / "tokens")
+        )
 
 
 def test_collect_resumes_to_its_target_without_duplicating(tmp_path):

@@ -19,13 +19,30 @@ K, V, A = 4, 16, 3
 
 def models():
     torch.manual_seed(0)
-    tok = Tokenizer(TokenizerConfig(resolution=16, channels=4, channel_mult=(1, 1, 1, 1), num_res_blocks=1,
-                                    attn_resolutions=(), z_channels=4, embed_dim=4,
-                                    quantizer=QuantizerConfig(codebook_size=V))).eval()  # fmt: skip
-    wm = WorldModel(WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, context_steps=3,
-                                     gpt=GPTConfig(num_layers=1, num_heads=2, embed_dim=16))).eval()  # fmt: skip
-    ac = ActorCritic(ActorCriticConfig(num_actions=A, observation="frames", frame_size=16, channels=(4, 4),
-                                       lstm_dim=8)).eval()  # fmt: skip
+    tok = Tokenizer(
+        TokenizerConfig(
+            resolution=16,
+            channels=4,
+            channel_mult=(1, 1, 1, 1),
+            num_res_blocks=1,
+            attn_resolutions=(),
+            z_channels=4,
+            embed_dim=4,
+            quantizer=QuantizerConfig(codebook_size=V),
+        )
+    ).eval()
+    wm = WorldModel(
+        WorldModelConfig(
+            vocab_size=V,
+            tokens_per_frame=K,
+            num_actions=A,
+            context_steps=3,
+            gpt=GPTConfig(num_layers=1, num_heads=2, embed_dim=16),
+        )
+    ).eval()
+    ac = ActorCritic(
+        ActorCriticConfig(num_actions=A, observation="frames", frame_size=16, channels=(4, 4), lstm_dim=8)
+    ).eval()
     return tok, wm, ac
 
 
@@ -57,8 +74,12 @@ def test_a_whole_agent_round_trips_and_its_card_has_metadata(tmp_path):
     from iris_wm.hub import CardInfo
 
     tok, wm, ac = models()
-    card = CardInfo(environment="ALE/Breakout-v5", dataset="someone/breakout-tokens",
-                    metrics={"mean return": 5.81, "human-normalised": 0.143}, command="make demo")  # fmt: skip
+    card = CardInfo(
+        environment="ALE/Breakout-v5",
+        dataset="someone/breakout-tokens",
+        metrics={"mean return": 5.81, "human-normalised": 0.143},
+        command="make demo",
+    )
     save_agent(tmp_path / "agent", tok, wm, ac, card)
     loaded = load_agent(tmp_path / "agent")
     for a, b in zip(outputs(tok, wm, ac), outputs(*loaded), strict=True):
@@ -121,8 +142,10 @@ def test_stores_export_and_load_as_datasets(tmp_path, local_hub):
 
     source = synthetic_token_store(tmp_path / "tokens", episodes=6, length=9)
     export_store(tmp_path / "tokens", tmp_path / "exported")
-    for copy in (load_store(tmp_path / "exported", tmp_path / "copy"),
-                 (push_store(tmp_path / "tokens", "someone/tokens"), load_store("someone/tokens", tmp_path / "c2"))[1]):
+    for copy in (
+        load_store(tmp_path / "exported", tmp_path / "copy"),
+        (push_store(tmp_path / "tokens", "someone/tokens"), load_store("someone/tokens", tmp_path / "c2"))[1],
+    ):
         assert (copy.num_steps, copy.num_episodes, copy.kind) == (source.num_steps, source.num_episodes, "tokens")
         rows = np.arange(source.num_steps)
         np.testing.assert_array_equal(copy.observations(rows), source.observations(rows))

@@ -12,8 +12,13 @@ K, V, A, C = 3, 13, 4, 4
 
 def model():
     torch.manual_seed(0)
-    cfg = WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, context_steps=C,
-                           gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.0))  # fmt: skip
+    cfg = WorldModelConfig(
+        vocab_size=V,
+        tokens_per_frame=K,
+        num_actions=A,
+        context_steps=C,
+        gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.0),
+    )
     return WorldModel(cfg).eval()
 
 
@@ -67,8 +72,11 @@ def test_sampling_is_seeded_and_done_is_sticky():
     act = torch.randint(0, A, (5, 1))
     runs = []
     for _ in range(2):
-        env = ImaginationEnv(wm, config=ImaginationConfig(temperature=1.0, sample_terminations=True),
-                             generator=torch.Generator().manual_seed(7))  # fmt: skip
+        env = ImaginationEnv(
+            wm,
+            config=ImaginationConfig(temperature=1.0, sample_terminations=True),
+            generator=torch.Generator().manual_seed(7),
+        )
         env.reset(obs, act)
         steps = [env.step(torch.full((5,), 1)) for _ in range(6)]
         runs.append(torch.stack([s.tokens for s in steps]))

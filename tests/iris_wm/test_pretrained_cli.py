@@ -21,9 +21,20 @@ def _fit(runner, stage, data, out, *extra):
 
 
 def _predict(root, out, *source):
-    return run_tokenizer_cli(["predict", "--config", "configs/tokenizer/debug.yaml", "--data.root",
-                              str(root / "episodes"), "--trainer.logger", "false", "--token_writer.output", str(out),
-                              *source])  # fmt: skip
+    return run_tokenizer_cli(
+        [
+            "predict",
+            "--config",
+            "configs/tokenizer/debug.yaml",
+            "--data.root",
+            str(root / "episodes"),
+            "--trainer.logger",
+            "false",
+            "--token_writer.output",
+            str(out),
+            *source,
+        ]
+    )
 
 
 def _validate(runner, stage, data, out, *source) -> dict:
@@ -40,8 +51,15 @@ def pipeline(tmp_path_factory):
     _predict(root, root / "tokens", "--ckpt_path", str(root / "tok" / "ckpt" / "last.ckpt"))
     _fit(run_world_model_cli, "world_model", root / "tokens", root / "wm")
     for stage in ("tok", "wm"):
-        iris_wm(["push-to-hub", "--checkpoint", str(root / stage / "ckpt" / "last.ckpt"), "--out",
-                 str(root / f"{stage}-pretrained")])  # fmt: skip
+        iris_wm(
+            [
+                "push-to-hub",
+                "--checkpoint",
+                str(root / stage / "ckpt" / "last.ckpt"),
+                "--out",
+                str(root / f"{stage}-pretrained"),
+            ]
+        )
     return root
 
 
@@ -59,8 +77,10 @@ def test_load_model_reads_every_source_the_same(pipeline):
 def test_tokenizer_validate_and_predict_from_a_pretrained_folder_equal_the_checkpoint(pipeline, tmp_path, capsys):
     checkpoint = ["--ckpt_path", str(pipeline / "tok" / "ckpt" / "last.ckpt")]
     pretrained = ["--model.from_pretrained", str(pipeline / "tok-pretrained")]
-    metrics = [_validate(run_tokenizer_cli, "tokenizer", pipeline / "episodes", tmp_path / n, *s)
-               for n, s in (("a", checkpoint), ("b", pretrained))]  # fmt: skip
+    metrics = [
+        _validate(run_tokenizer_cli, "tokenizer", pipeline / "episodes", tmp_path / n, *s)
+        for n, s in (("a", checkpoint), ("b", pretrained))
+    ]
     assert metrics[0].keys() == metrics[1].keys() and "val/psnr" in metrics[0]
     for key in metrics[0]:
         assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-6, abs=1e-6), key
@@ -69,8 +89,9 @@ def test_tokenizer_validate_and_predict_from_a_pretrained_folder_equal_the_check
     _predict(pipeline, tmp_path / "tokens", *pretrained, "--model.config.channels", "4")
     assert "model.config from" in capsys.readouterr().err
     ours, theirs = TokenStore.open(tmp_path / "tokens"), TokenStore.open(pipeline / "tokens")
-    np.testing.assert_array_equal(ours.observations(np.arange(ours.num_steps)),
-                                  theirs.observations(np.arange(theirs.num_steps)))  # fmt: skip
+    np.testing.assert_array_equal(
+        ours.observations(np.arange(ours.num_steps)), theirs.observations(np.arange(theirs.num_steps))
+    )
     settings = ours.manifest["settings"]
     assert settings["tokenizer_checkpoint"] == str((pipeline / "tok-pretrained").resolve())
     assert settings["tokenizer_digest"] == theirs.manifest["settings"]["tokenizer_digest"] is not None
@@ -81,14 +102,30 @@ def test_tokenizer_validate_and_predict_from_a_pretrained_folder_equal_the_check
 
 def test_world_model_validate_and_fine_tune_from_a_pretrained_folder(pipeline, tmp_path):
     tokens, folder = pipeline / "tokens", pipeline / "wm-pretrained"
-    a = _validate(run_world_model_cli, "world_model", tokens, tmp_path / "a",
-                  "--ckpt_path", str(pipeline / "wm" / "ckpt" / "last.ckpt"))  # fmt: skip
+    a = _validate(
+        run_world_model_cli,
+        "world_model",
+        tokens,
+        tmp_path / "a",
+        "--ckpt_path",
+        str(pipeline / "wm" / "ckpt" / "last.ckpt"),
+    )
     b = _validate(run_world_model_cli, "world_model", tokens, tmp_path / "b", "--model.from_pretrained", str(folder))
     assert a["val/observation_ce"] == pytest.approx(b["val/observation_ce"], rel=1e-6)
 
     # Fine-tuning starts from the pretrained weights: with a learning rate of 0 they come out unchanged.
-    cli = _fit(run_world_model_cli, "world_model", tokens, tmp_path / "ft", "--model.from_pretrained", str(folder),
-               "--model.learning_rate", "0", "--trainer.max_steps", "2")  # fmt: skip
+    cli = _fit(
+        run_world_model_cli,
+        "world_model",
+        tokens,
+        tmp_path / "ft",
+        "--model.from_pretrained",
+        str(folder),
+        "--model.learning_rate",
+        "0",
+        "--trainer.max_steps",
+        "2",
+    )
     start = from_pretrained(folder).state_dict()
     for name, tensor in cli.model.world_model.state_dict().items():
         assert torch.equal(tensor, start[name]), name
@@ -101,17 +138,48 @@ def test_a_pretrained_model_that_does_not_fit_the_data_is_refused(pipeline, tmp_
     config = wm.config.__class__(**{**wm.config.__dict__, "num_actions": wm.config.num_actions + 1})
     save_pretrained(WorldModel(config), tmp_path / "other-game")
     with pytest.raises(ValueError, match=r"other-game does not fit .*num_actions: 5 in the model, 4 in the data"):
-        _validate(run_world_model_cli, "world_model", pipeline / "tokens", tmp_path / "v",
-                  "--model.from_pretrained", str(tmp_path / "other-game"))  # fmt: skip
+        _validate(
+            run_world_model_cli,
+            "world_model",
+            pipeline / "tokens",
+            tmp_path / "v",
+            "--model.from_pretrained",
+            str(tmp_path / "other-game"),
+        )
 
     # A Breakout world model (4 actions) on Pong's tokens (6 actions), from its checkpoint or its folder.
-    iris_wm(["collect", "--out", str(tmp_path / "pong"), "--steps", "60", "--env.game", "Pong",
-             "--env.max_episode_steps", "30"])  # fmt: skip
-    run_tokenizer_cli(["predict", "--config", "configs/tokenizer/debug.yaml", "--data.root", str(tmp_path / "pong"),
-                       "--trainer.logger", "false", "--token_writer.output", str(tmp_path / "pong-tokens"),
-                       "--ckpt_path", str(pipeline / "tok" / "ckpt" / "last.ckpt")])  # fmt: skip
-    for source in (["--ckpt_path", str(pipeline / "wm" / "ckpt" / "last.ckpt")],
-                   ["--model.from_pretrained", str(pipeline / "wm-pretrained")]):  # fmt: skip
+    iris_wm(
+        [
+            "collect",
+            "--out",
+            str(tmp_path / "pong"),
+            "--steps",
+            "60",
+            "--env.game",
+            "Pong",
+            "--env.max_episode_steps",
+            "30",
+        ]
+    )
+    run_tokenizer_cli(
+        [
+            "predict",
+            "--config",
+            "configs/tokenizer/debug.yaml",
+            "--data.root",
+            str(tmp_path / "pong"),
+            "--trainer.logger",
+            "false",
+            "--token_writer.output",
+            str(tmp_path / "pong-tokens"),
+            "--ckpt_path",
+            str(pipeline / "tok" / "ckpt" / "last.ckpt"),
+        ]
+    )
+    for source in (
+        ["--ckpt_path", str(pipeline / "wm" / "ckpt" / "last.ckpt")],
+        ["--model.from_pretrained", str(pipeline / "wm-pretrained")],
+    ):
         with pytest.raises(ValueError, match=r"does not fit the data .*num_actions: 4 in the model, 6 in the data"):
             _validate(run_world_model_cli, "world_model", tmp_path / "pong-tokens", tmp_path / "v", *source)
 
@@ -120,32 +188,73 @@ def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path):
     # Same sizes, other weights: without the recorded digest its token ids would silently mean other codes.
     torch.manual_seed(1)
     save_pretrained(Tokenizer(from_pretrained(pipeline / "tok-pretrained").config), tmp_path / "other-tok")
-    sources = ["--world_model", str(pipeline / "wm-pretrained"), "--episodes", str(pipeline / "episodes"),
-               "--tokens", str(pipeline / "tokens"), "--out", str(tmp_path / "imagine"), "--burn_in", "2",
-               "--horizon", "2", "--num_episodes", "1"]  # fmt: skip
+    sources = [
+        "--world_model",
+        str(pipeline / "wm-pretrained"),
+        "--episodes",
+        str(pipeline / "episodes"),
+        "--tokens",
+        str(pipeline / "tokens"),
+        "--out",
+        str(tmp_path / "imagine"),
+        "--burn_in",
+        "2",
+        "--horizon",
+        "2",
+        "--num_episodes",
+        "1",
+    ]
     with pytest.raises(ValueError, match="encoded by another tokenizer"):
         iris_wm(["imagine", *sources, "--tokenizer", str(tmp_path / "other-tok")])
     with pytest.raises(ValueError, match="encoded by another tokenizer"):
-        _fit(run_agent_cli, "agent", pipeline / "tokens", tmp_path / "agent", "--model.world_model",
-             str(pipeline / "wm-pretrained"), "--model.tokenizer", str(tmp_path / "other-tok"))  # fmt: skip
+        _fit(
+            run_agent_cli,
+            "agent",
+            pipeline / "tokens",
+            tmp_path / "agent",
+            "--model.world_model",
+            str(pipeline / "wm-pretrained"),
+            "--model.tokenizer",
+            str(tmp_path / "other-tok"),
+        )
     iris_wm(["imagine", *sources, "--tokenizer", str(pipeline / "tok-pretrained")])
     assert json.loads((tmp_path / "imagine" / "metrics.json").read_text())["episodes"] == 1
     # Episodes other than the ones the tokens were encoded from: the frames would not match the tokens.
-    iris_wm(["collect", "--out", str(tmp_path / "other"), "--steps", "60", "--seed", "7",
-             "--env.max_episode_steps", "25"])  # fmt: skip
+    iris_wm(
+        ["collect", "--out", str(tmp_path / "other"), "--steps", "60", "--seed", "7", "--env.max_episode_steps", "25"]
+    )
     others = [a if a != str(pipeline / "episodes") else str(tmp_path / "other") for a in sources]
     with pytest.raises(ValueError, match="was not encoded from the episode store"):
         iris_wm(["imagine", *others, "--tokenizer", str(pipeline / "tok-pretrained")])
 
 
 def test_an_agent_goes_on_training_from_its_pretrained_folder(pipeline, tmp_path):
-    models = ["--model.world_model", str(pipeline / "wm-pretrained"), "--model.tokenizer", str(pipeline / "tok")
-              + "-pretrained"]  # fmt: skip
+    models = [
+        "--model.world_model",
+        str(pipeline / "wm-pretrained"),
+        "--model.tokenizer",
+        str(pipeline / "tok") + "-pretrained",
+    ]
     _fit(run_agent_cli, "agent", pipeline / "tokens", tmp_path / "agent", *models)
-    iris_wm(["push-to-hub", "--checkpoint", str(tmp_path / "agent" / "ckpt" / "last.ckpt"), "--out",
-             str(tmp_path / "agent-pretrained")])  # fmt: skip
-    cli = _fit(run_agent_cli, "agent", pipeline / "tokens", tmp_path / "more", "--model.from_pretrained",
-               str(tmp_path / "agent-pretrained"), "--model.learning_rate", "0")  # fmt: skip
+    iris_wm(
+        [
+            "push-to-hub",
+            "--checkpoint",
+            str(tmp_path / "agent" / "ckpt" / "last.ckpt"),
+            "--out",
+            str(tmp_path / "agent-pretrained"),
+        ]
+    )
+    cli = _fit(
+        run_agent_cli,
+        "agent",
+        pipeline / "tokens",
+        tmp_path / "more",
+        "--model.from_pretrained",
+        str(tmp_path / "agent-pretrained"),
+        "--model.learning_rate",
+        "0",
+    )
     start = load_model(tmp_path / "agent-pretrained", "actor_critic").state_dict()
     for name, tensor in cli.model.actor_critic.state_dict().items():
         assert torch.equal(tensor, start[name]), name
@@ -160,7 +269,7 @@ def test_a_damaged_checkpoint_path_is_refused_before_it_is_read(pipeline, tmp_pa
         _validate(run_tokenizer_cli, "tokenizer", pipeline / "episodes", tmp_path / "v", "--ckpt_path", str(cut))
     flipped = tmp_path / "flipped.ckpt"  # whole length, one byte of the weights changed
     middle = len(whole) // 2
-    flipped.write_bytes(whole[:middle] + bytes([whole[middle] ^ 0xFF]) + whole[middle + 1:])
+    flipped.write_bytes(whole[:middle] + bytes([whole[middle] ^ 0xFF]) + whole[middle + 1 :])
     with pytest.raises(ValueError, match="fails its CRC check"):
         _validate(run_tokenizer_cli, "tokenizer", pipeline / "episodes", tmp_path / "v", "--ckpt_path", str(flipped))
     with pytest.raises(PretrainedError, match="cannot be read as a checkpoint"):
@@ -168,8 +277,17 @@ def test_a_damaged_checkpoint_path_is_refused_before_it_is_read(pipeline, tmp_pa
 
 
 def test_push_a_checkpoint_and_use_it_by_repository_id(pipeline, tmp_path, local_hub):
-    iris_wm(["push-to-hub", "--checkpoint", str(pipeline / "tok" / "ckpt" / "last.ckpt"), "--out",
-             str(tmp_path / "export"), "--repo_id", "someone/iris-tokenizer"])  # fmt: skip
+    iris_wm(
+        [
+            "push-to-hub",
+            "--checkpoint",
+            str(pipeline / "tok" / "ckpt" / "last.ckpt"),
+            "--out",
+            str(tmp_path / "export"),
+            "--repo_id",
+            "someone/iris-tokenizer",
+        ]
+    )
     assert {"config.json", "model.safetensors", "README.md"} <= set(local_hub.repos["someone/iris-tokenizer"])
     _predict(pipeline, tmp_path / "tokens", "--model.from_pretrained", "someone/iris-tokenizer")
     ours, theirs = TokenStore.open(tmp_path / "tokens"), TokenStore.open(pipeline / "tokens")

@@ -80,15 +80,27 @@ class _Crash(RuntimeError):
 
 
 def test_a_crash_after_a_fork_resumes_there_and_matches_an_uninterrupted_run(tmp_path, store):
-    spec = spec_from_dict({
-        "name": "r", "series": [{"name": "K4", "store": str(store)}], "context_steps": 4, "batch_size": 8,
-        "warmup_steps": 5, "budgets": [3e8, 1e9], "eval_windows": 16,
-        "sizes": [{"embed_dim": 8, "num_layers": 1}, {"embed_dim": 16, "num_layers": 1},
-                  {"embed_dim": 24, "num_layers": 1}]})  # fmt: skip
+    spec = spec_from_dict(
+        {
+            "name": "r",
+            "series": [{"name": "K4", "store": str(store)}],
+            "context_steps": 4,
+            "batch_size": 8,
+            "warmup_steps": 5,
+            "budgets": [3e8, 1e9],
+            "eval_windows": 16,
+            "sizes": [
+                {"embed_dim": 8, "num_layers": 1},
+                {"embed_dim": 16, "num_layers": 1},
+                {"embed_dim": 24, "num_layers": 1},
+            ],
+        }
+    )
     backend = TorchBackend(progress=False)
     size = spec.sizes[1]
-    trunk = make_trunk("fit", spec.series[0], size, 0, 3e-3, backend.describe(spec.series[0], size, spec),
-                       spec.budgets, spec)  # fmt: skip
+    trunk = make_trunk(
+        "fit", spec.series[0], size, 0, 3e-3, backend.describe(spec.series[0], size, spec), spec.budgets, spec
+    )
     whole = []
     backend.train(trunk, spec, tmp_path / "a", lambda b, m: whole.append(m["val_obs_ce"]))
 
@@ -130,9 +142,18 @@ def test_schedules_warm_up_hold_and_cool_down_to_zero():
 
 
 def test_too_much_repetition_and_too_short_branches_are_refused_before_training(tmp_path, store):
-    base = {"name": "x", "series": [{"name": "K4", "store": str(store)}], "context_steps": 4, "batch_size": 8,
-            "sizes": [{"embed_dim": 8, "num_layers": 1}, {"embed_dim": 16, "num_layers": 1},
-                      {"embed_dim": 24, "num_layers": 1}], "out": str(tmp_path / "x")}  # fmt: skip
+    base = {
+        "name": "x",
+        "series": [{"name": "K4", "store": str(store)}],
+        "context_steps": 4,
+        "batch_size": 8,
+        "sizes": [
+            {"embed_dim": 8, "num_layers": 1},
+            {"embed_dim": 16, "num_layers": 1},
+            {"embed_dim": 24, "num_layers": 1},
+        ],
+        "out": str(tmp_path / "x"),
+    }
     with pytest.raises(SpecError, match="epochs of the .* unique training tokens"):
         Sweep(spec_from_dict({**base, "budgets": [1e11]}), TorchBackend(progress=False)).run()
     with pytest.raises(SpecError, match="fewer than twice the warmup"):
@@ -144,8 +165,14 @@ def test_a_frames_store_is_refused_with_the_fix(tmp_path):
     from iris_wm.data.store import EpisodeStore
 
     EpisodeStore.create(tmp_path / "frames", EpisodeStore.frame_spec(8), 3, {})
-    spec = spec_from_dict({"name": "x", "series": [{"name": "F", "store": str(tmp_path / "frames")}],
-                           "budgets": [1e9], "sizes": [{"embed_dim": 8, "num_layers": 1}] * 3})  # fmt: skip
+    spec = spec_from_dict(
+        {
+            "name": "x",
+            "series": [{"name": "F", "store": str(tmp_path / "frames")}],
+            "budgets": [1e9],
+            "sizes": [{"embed_dim": 8, "num_layers": 1}] * 3,
+        }
+    )
     with pytest.raises(ValueError, match="tokenizer predict"):
         TorchBackend().describe(spec.series[0], spec.sizes[0], spec)
 

@@ -24,8 +24,14 @@ def episodes(tmp_path_factory):
 def test_a_diverging_stage_stops_with_a_message_and_keeps_a_good_checkpoint(episodes, tmp_path):
     # A learning rate of 1e30 sends the weights to huge values after one step and the loss to inf or NaN.
     with pytest.raises(FloatingPointError, match="training stopped before updating the weights"):
-        _tokenizer_fit(episodes, tmp_path, "--model.learning_rate", "1e30",
-                       "--trainer.callbacks.init_args.every_n_train_steps", "1")  # fmt: skip
+        _tokenizer_fit(
+            episodes,
+            tmp_path,
+            "--model.learning_rate",
+            "1e30",
+            "--trainer.callbacks.init_args.every_n_train_steps",
+            "1",
+        )
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point())
 

@@ -17,8 +17,13 @@ def _collect(out, fault=None, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if fault:
         env["IRIS_WM_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "iris_wm.cli", "collect", "--out", str(out), *ARGS, *extra],
-                          env=env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "iris_wm.cli", "collect", "--out", str(out), *ARGS, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def _assert_same_store(a: EpisodeStore, b: EpisodeStore, steps: int | None = None) -> None:
@@ -50,8 +55,21 @@ def test_parallel_collection_killed_in_a_share_or_in_the_merge_resumes_to_the_un
     assert b.num_steps == 400 and not list(tmp_path.glob("ref.part*"))
     # The first share is exactly what a serial collection with the same seed stores first.
     serial = tmp_path / "serial"
-    assert subprocess.run([sys.executable, "-m", "iris_wm.cli", "collect", "--out", str(serial),
-                           *[a if a != "400" else "200" for a in ARGS]], cwd=REPO).returncode == 0  # fmt: skip
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "iris_wm.cli",
+                "collect",
+                "--out",
+                str(serial),
+                *[a if a != "400" else "200" for a in ARGS],
+            ],
+            cwd=REPO,
+        ).returncode
+        == 0
+    )
     _assert_same_store(b, EpisodeStore.open(serial), 200)
     # Killed inside both shares (every worker reaches its step 150), then mid-merge after the second share's
     # first appended chunk: each rerun ends in the uninterrupted store.

@@ -27,8 +27,13 @@ def _config(out, **overrides) -> RunConfig:
 
 def _run_killed(out, fault):
     env = dict(os.environ, IRIS_WM_FAULT=fault, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "iris_wm.cli", "run", "--config", str(DEBUG), "--run.out", str(out)],
-                          env=env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "iris_wm.cli", "run", "--config", str(DEBUG), "--run.out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert done.returncode == -9, f"the run was meant to be killed at {fault}:\n{done.stderr[-2000:]}"
 
 
@@ -95,8 +100,13 @@ def test_exported_agent_plays_the_real_game(tmp_path):
     loop = OnlineLoop(_config(tmp_path / "run", epochs=2))
     loop.run()
     path = loop.export_agent(tmp_path / "agent.ckpt")
-    result = evaluate(str(tmp_path / "eval.json"), agent=str(path), episodes=2, num_envs=2,
-                      env=_config(tmp_path / "run").env.__class__.evaluation(max_episode_steps=20))  # fmt: skip
+    result = evaluate(
+        str(tmp_path / "eval.json"),
+        agent=str(path),
+        episodes=2,
+        num_envs=2,
+        env=_config(tmp_path / "run").env.__class__.evaluation(max_episode_steps=20),
+    )
     assert result["lengths"] == [20, 20]
 
 

@@ -30,9 +30,21 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     iris_wm(["collect", "--out", str(root / "episodes"), "--steps", "200", "--env.max_episode_steps", "40"])
     run_tokenizer_cli(_args("tokenizer", root, root / "tok"))
-    run_tokenizer_cli(["predict", "--config", str(CONFIGS / "tokenizer/debug.yaml"), "--data.root",
-                       str(root / "episodes"), "--ckpt_path", str(root / "tok" / "ckpt" / "last.ckpt"),
-                       "--trainer.logger", "false", "--token_writer.output", str(root / "tokens")])  # fmt: skip
+    run_tokenizer_cli(
+        [
+            "predict",
+            "--config",
+            str(CONFIGS / "tokenizer/debug.yaml"),
+            "--data.root",
+            str(root / "episodes"),
+            "--ckpt_path",
+            str(root / "tok" / "ckpt" / "last.ckpt"),
+            "--trainer.logger",
+            "false",
+            "--token_writer.output",
+            str(root / "tokens"),
+        ]
+    )
     run_world_model_cli(_args("world_model", root, root / "wm"))
     return root
 
@@ -40,8 +52,14 @@ def pipeline(tmp_path_factory):
 def _extra(stage, root):
     if stage != "agent":
         return []
-    return ["--model.world_model", str(root / "wm" / "ckpt" / "last.ckpt"),
-            "--model.tokenizer", str(root / "tok" / "ckpt" / "last.ckpt"), "--trainer.max_steps", "6"]
+    return [
+        "--model.world_model",
+        str(root / "wm" / "ckpt" / "last.ckpt"),
+        "--model.tokenizer",
+        str(root / "tok" / "ckpt" / "last.ckpt"),
+        "--trainer.max_steps",
+        "6",
+    ]
 
 
 def _state(path):

@@ -29,8 +29,13 @@ def _design():
     spec = load_spec(REPO / "configs" / "scaling" / "cpu_default.yaml")
     n, f = [], []
     for s in spec.sizes:
-        cfg = WorldModelConfig(vocab_size=256, tokens_per_frame=16, num_actions=4, context_steps=spec.context_steps,
-                               gpt=GPTConfig(num_layers=s.num_layers, num_heads=s.num_heads, embed_dim=s.embed_dim))
+        cfg = WorldModelConfig(
+            vocab_size=256,
+            tokens_per_frame=16,
+            num_actions=4,
+            context_steps=spec.context_steps,
+            gpt=GPTConfig(num_layers=s.num_layers, num_heads=s.num_heads, embed_dim=s.embed_dim),
+        )
         model = WorldModel(cfg)
         n.append(model.num_parameters())
         f.append(model.flops_per_token())
@@ -45,8 +50,9 @@ def _replicate(rng, N, F, budgets, draws):
     points = Points(n, d, c, L, np.repeat(np.arange(len(N)), len(budgets)), c)
     flops = FlopsPerToken(N, F)
     est, fit = parametric(points, flops, budgets, keep=16)
-    config = FitConfig(budgets=tuple(budgets), target_budgets=tuple(budgets), bootstrap=draws,
-                       seed=int(rng.integers(1e9)))
+    config = FitConfig(
+        budgets=tuple(budgets), target_budgets=tuple(budgets), bootstrap=draws, seed=int(rng.integers(1e9))
+    )
     boot = bootstrap(points, flops, config, fit.law, estimators=("parametric",))
     return fit, boot, points, flops
 

@@ -21,10 +21,25 @@ def _records(series: str, k: int, law, rng) -> list[dict]:
         for c in BUDGETS + [7.5e11] * (i == 4):
             d = c / f
             loss = law(n, d) * np.exp(rng.normal(0, 0.005))
-            records.append({"key": run_key({"t": trunk, "c": c}), "trunk": trunk, "role": "fit" if c < 7e11 else
-                            "holdout", "series": series, "size": f"s{i}", "budget": c, "params": n, "tokens": d,
-                            "flops": c, "flops_per_token": f, "val_obs_ce": loss, "val_bits_per_frame":
-                            loss * k / np.log(2), "tokens_per_frame": k, "steps": 500, "epochs": 0.5})  # fmt: skip
+            records.append(
+                {
+                    "key": run_key({"t": trunk, "c": c}),
+                    "trunk": trunk,
+                    "role": "fit" if c < 7e11 else "holdout",
+                    "series": series,
+                    "size": f"s{i}",
+                    "budget": c,
+                    "params": n,
+                    "tokens": d,
+                    "flops": c,
+                    "flops_per_token": f,
+                    "val_obs_ce": loss,
+                    "val_bits_per_frame": loss * k / np.log(2),
+                    "tokens_per_frame": k,
+                    "steps": 500,
+                    "epochs": 0.5,
+                }
+            )
     return records
 
 
@@ -36,9 +51,16 @@ def test_two_series_give_a_tokenizer_axis_and_a_full_report(tmp_path):
     for (name, law), k in zip(laws.items(), (4, 16), strict=True):
         for r in _records(name, k, law, rng):
             append_record(tmp_path / "records.jsonl", r)
-    spec = spec_from_dict({"name": "axis", "out": str(tmp_path), "sizes": SIZES, "budgets": BUDGETS,
-                           "series": [{"name": "K4", "store": "a"}, {"name": "K16", "store": "b"}],
-                           "fit": {"bootstrap": 30}})  # fmt: skip
+    spec = spec_from_dict(
+        {
+            "name": "axis",
+            "out": str(tmp_path),
+            "sizes": SIZES,
+            "budgets": BUDGETS,
+            "series": [{"name": "K4", "store": "a"}, {"name": "K16", "store": "b"}],
+            "fit": {"bootstrap": 30},
+        }
+    )
     fits = run_fit(spec)
     assert [row["tokens_per_frame"] for row in fits["tokenizer_axis"]] == [4, 16]
     for name, law in laws.items():
@@ -60,8 +82,15 @@ def test_records_of_two_stores_in_one_series_are_refused(tmp_path):
     for digest in ("old", "new"):
         for r in _records("K16", 16, law, np.random.default_rng(0)):
             append_record(tmp_path / "records.jsonl", {**r, "key": r["key"] + digest, "store_digest": digest})
-    spec = spec_from_dict({"name": "mixed", "out": str(tmp_path), "sizes": SIZES, "budgets": BUDGETS,
-                           "series": [{"name": "K16", "store": "b"}]})  # fmt: skip
+    spec = spec_from_dict(
+        {
+            "name": "mixed",
+            "out": str(tmp_path),
+            "sizes": SIZES,
+            "budgets": BUDGETS,
+            "series": [{"name": "K16", "store": "b"}],
+        }
+    )
     with pytest.raises(ValueError, match=r"more than one token store for series K16 .*'new', 'old'"):
         run_fit(spec)
     assert not (tmp_path / "fit.json").exists()
@@ -74,19 +103,37 @@ def test_held_out_seeds_are_one_check_on_their_mean_log_loss(tmp_path):
 
     law = ParametricLaw(0.3, 9.0, 60.0, 0.3, 0.4)
     records = _records("K16", 16, law, np.random.default_rng(0))
-    spec = spec_from_dict({"name": "seeds", "out": str(tmp_path), "sizes": SIZES, "budgets": BUDGETS,
-                           "series": [{"name": "K16", "store": "b"}], "fit": {"bootstrap": 30},
-                           "holdout": {"seeds": 2}})  # fmt: skip
+    spec = spec_from_dict(
+        {
+            "name": "seeds",
+            "out": str(tmp_path),
+            "sizes": SIZES,
+            "budgets": BUDGETS,
+            "series": [{"name": "K16", "store": "b"}],
+            "fit": {"bootstrap": 30},
+            "holdout": {"seeds": 2},
+        }
+    )
     for r in records:
         append_record(tmp_path / "records.jsonl", r)
     # A repeated fit point, so the seed noise is measured (sigma of log loss between two seeds at one point).
     fit_point = next(r for r in records if r["role"] == "fit" and r["size"] == "s2")
-    append_record(tmp_path / "records.jsonl", {**fit_point, "key": "repeat", "trunk": "r", "role": "repeat",
-                                               "seed": 1, "val_obs_ce": fit_point["val_obs_ce"] * 1.04})  # fmt: skip
+    append_record(
+        tmp_path / "records.jsonl",
+        {
+            **fit_point,
+            "key": "repeat",
+            "trunk": "r",
+            "role": "repeat",
+            "seed": 1,
+            "val_obs_ce": fit_point["val_obs_ce"] * 1.04,
+        },
+    )
     one = run_fit(spec)["series"]["K16"]["holdout"]
     held = next(r for r in records if r["role"] == "holdout")
-    append_record(tmp_path / "records.jsonl", {**held, "key": "second seed", "seed": 1,
-                                               "val_obs_ce": held["val_obs_ce"] * 1.02})  # fmt: skip
+    append_record(
+        tmp_path / "records.jsonl", {**held, "key": "second seed", "seed": 1, "val_obs_ce": held["val_obs_ce"] * 1.02}
+    )
     two = run_fit(spec)["series"]["K16"]["holdout"]
     assert len(one) == len(two) == 1 and two[0]["seeds"] == [0, 1]
     np.testing.assert_allclose(two[0]["observed"], held["val_obs_ce"] * np.sqrt(1.02), rtol=1e-12)

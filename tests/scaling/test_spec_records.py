@@ -11,9 +11,16 @@ from scaling.spec import SpecError, load_spec, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = sorted((REPO / "configs" / "scaling").glob("*.yaml"))
-MINIMAL = {"name": "x", "series": [{"name": "K4", "store": "s"}], "budgets": [1e9, 3e9],
-           "sizes": [{"embed_dim": 8, "num_layers": 1}, {"embed_dim": 16, "num_layers": 1},
-                     {"embed_dim": 24, "num_layers": 2}]}
+MINIMAL = {
+    "name": "x",
+    "series": [{"name": "K4", "store": "s"}],
+    "budgets": [1e9, 3e9],
+    "sizes": [
+        {"embed_dim": 8, "num_layers": 1},
+        {"embed_dim": 16, "num_layers": 1},
+        {"embed_dim": 24, "num_layers": 2},
+    ],
+}
 
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
@@ -31,12 +38,15 @@ def test_unknown_key_is_named():
         spec_from_dict({**MINIMAL, "learning_rate": {"bse": 1e-3}})
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("batch_size", "32", "batch_size: expected an integer"),
-    ("budgets", 5, "budgets: expected a list"),
-    ("allow_repeated_data", "yes", "allow_repeated_data: expected true or false"),
-    ("warmup_steps", 2.5, "warmup_steps: expected an integer"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_size", "32", "batch_size: expected an integer"),
+        ("budgets", 5, "budgets: expected a list"),
+        ("allow_repeated_data", "yes", "allow_repeated_data: expected true or false"),
+        ("warmup_steps", 2.5, "warmup_steps: expected an integer"),
+    ],
+)
 def test_wrong_types_are_named(key, value, message):
     with pytest.raises(SpecError, match=message):
         spec_from_dict({**MINIMAL, key: value})
@@ -49,15 +59,18 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     assert load_spec(path).budgets == (5e10, 1.6e11)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"sizes": MINIMAL["sizes"][:2]}, "at least 3 sizes"),
-    ({"repeats": [{"size": 7, "budget": 1e9}]}, "size index 7"),
-    ({"repeats": [{"size": 0, "budget": 2e9}]}, "not one of budgets"),
-    ({"repeats": [{"size": 0, "budget": 1e9, "seed": 0}]}, "already a main seed"),
-    ({"precision": "16"}, "precision"),
-    ({"holdout": {"seeds": 0}}, "holdout.seeds must be at least 1"),
-    ({"sizes": [{"embed_dim": 10, "num_layers": 1, "num_heads": 3}] * 3}, "not divisible"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sizes": MINIMAL["sizes"][:2]}, "at least 3 sizes"),
+        ({"repeats": [{"size": 7, "budget": 1e9}]}, "size index 7"),
+        ({"repeats": [{"size": 0, "budget": 2e9}]}, "not one of budgets"),
+        ({"repeats": [{"size": 0, "budget": 1e9, "seed": 0}]}, "already a main seed"),
+        ({"precision": "16"}, "precision"),
+        ({"holdout": {"seeds": 0}}, "holdout.seeds must be at least 1"),
+        ({"sizes": [{"embed_dim": 10, "num_layers": 1, "num_heads": 3}] * 3}, "not divisible"),
+    ],
+)
 def test_inconsistent_specs_are_refused(change, message):
     with pytest.raises(SpecError, match=message):
         spec_from_dict({**MINIMAL, **change})

@@ -15,8 +15,14 @@ K, V, A, T = 4, 11, 3, 5
 
 def small(**overrides) -> WorldModel:
     torch.manual_seed(0)
-    cfg = WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, context_steps=T,
-                           gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.1), **overrides)
+    cfg = WorldModelConfig(
+        vocab_size=V,
+        tokens_per_frame=K,
+        num_actions=A,
+        context_steps=T,
+        gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.1),
+        **overrides,
+    )
     return WorldModel(cfg).eval()
 
 
@@ -33,7 +39,7 @@ def test_layout_offsets():
     ids = model.interleave(obs, act)
     assert ids.shape == (1, 2 * (K + 1))
     assert ids[0, :K].tolist() == obs[0, 0].tolist() and ids[0, K] == act[0, 0]
-    assert ids[0, K + 1:2 * K + 1].tolist() == obs[0, 1].tolist() and ids[0, -1] == act[0, 1]
+    assert ids[0, K + 1 : 2 * K + 1].tolist() == obs[0, 1].tolist() and ids[0, -1] == act[0, 1]
     positions = torch.arange(2 * (K + 1))
     assert model.is_action_position(positions).nonzero().flatten().tolist() == [K, 2 * K + 1]
     # Every position but the last observation token of each frame predicts an observation token.
@@ -50,7 +56,7 @@ def test_kv_cache_decoding_equals_the_full_pass(chunks):
     cache = model.transformer.new_cache(batch=2)
     pieces, rewards, ends, at = [], [], [], 0
     for n in chunks:
-        out = model(ids[:, at:at + n], cache)
+        out = model(ids[:, at : at + n], cache)
         pieces.append(out.observation_logits)
         rewards.append(out.reward_logits)
         ends.append(out.termination_logits)
@@ -138,8 +144,9 @@ def test_twohot_reward_round_trips_through_the_expected_value():
     target = model._twohot(rewards)
     torch.testing.assert_close(target.sum(-1), torch.ones(1, 5))
     logits = target.clamp_min(1e-12).log()  # softmax(log p) = p
-    torch.testing.assert_close(model.expected_reward(logits), rewards.clamp(-math.expm1(20), math.expm1(20)),
-                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(
+        model.expected_reward(logits), rewards.clamp(-math.expm1(20), math.expm1(20)), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_iris_size():

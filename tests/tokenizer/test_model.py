@@ -6,8 +6,15 @@ import torch
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.quantizer import QuantizerConfig
 
-TINY = dict(channels=8, channel_mult=(1, 1, 1), num_res_blocks=1, attn_resolutions=(16,), z_channels=16,
-            embed_dim=16, quantizer=QuantizerConfig(codebook_size=32))  # fmt: skip
+TINY = dict(
+    channels=8,
+    channel_mult=(1, 1, 1),
+    num_res_blocks=1,
+    attn_resolutions=(16,),
+    z_channels=16,
+    embed_dim=16,
+    quantizer=QuantizerConfig(codebook_size=32),
+)
 
 
 def test_iris_config_has_the_reference_parameter_count():
@@ -74,8 +81,10 @@ def test_background_starts_the_reconstruction_at_the_mean_frame():
     torch.testing.assert_close(model.background.data, expected)
     out = model(frames[:2])  # the decoder's last layer starts at zero: only the background is drawn
     torch.testing.assert_close(out.reconstruction, expected.expand(2, -1, -1, -1))
-    assert sum(p.numel() for p in model.parameters()) == \
-        sum(p.numel() for p in Tokenizer(TokenizerConfig(**TINY)).parameters()) + 3 * 64 * 64
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == sum(p.numel() for p in Tokenizer(TokenizerConfig(**TINY)).parameters()) + 3 * 64 * 64
+    )
 
 
 def test_background_is_removed_from_the_encoder_input():

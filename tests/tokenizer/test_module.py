@@ -8,8 +8,15 @@ from tokenizer.model import TokenizerConfig
 from tokenizer.module import TokenizerModule
 from tokenizer.quantizer import QuantizerConfig
 
-TINY = TokenizerConfig(channels=8, channel_mult=(1, 1, 1), num_res_blocks=1, attn_resolutions=(),
-                       z_channels=16, embed_dim=16, quantizer=QuantizerConfig(codebook_size=32))  # fmt: skip
+TINY = TokenizerConfig(
+    channels=8,
+    channel_mult=(1, 1, 1),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    z_channels=16,
+    embed_dim=16,
+    quantizer=QuantizerConfig(codebook_size=32),
+)
 
 
 def _batch(frames, mask):

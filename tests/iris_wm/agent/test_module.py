@@ -17,28 +17,61 @@ K, V, A, C = 4, 16, 3, 4
 
 
 def wm_config():
-    return WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, context_steps=C,
-                            gpt=GPTConfig(num_layers=1, num_heads=2, embed_dim=16, dropout=0.0))  # fmt: skip
+    return WorldModelConfig(
+        vocab_size=V,
+        tokens_per_frame=K,
+        num_actions=A,
+        context_steps=C,
+        gpt=GPTConfig(num_layers=1, num_heads=2, embed_dim=16, dropout=0.0),
+    )
 
 
 def tok_config():
-    return TokenizerConfig(resolution=16, channels=4, channel_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
-                           z_channels=4, embed_dim=4, quantizer=QuantizerConfig(codebook_size=V))  # fmt: skip
+    return TokenizerConfig(
+        resolution=16,
+        channels=4,
+        channel_mult=(1, 1, 1, 1),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        z_channels=4,
+        embed_dim=4,
+        quantizer=QuantizerConfig(codebook_size=V),
+    )
 
 
 def module(observation="tokens", horizon=5, **objective):
     torch.manual_seed(0)
-    config = ActorCriticConfig(num_actions=A, observation=observation, frame_size=16, channels=(4, 4),
-                               vocab_size=V, tokens_per_frame=K, token_embed_dim=4, encoder_dim=16, lstm_dim=16)
-    return ActorCriticModule(config, objective=AgentObjective(horizon=horizon, **objective), burn_in=3,
-                             world_model_config=asdict(wm_config()), tokenizer_config=asdict(tok_config()))
+    config = ActorCriticConfig(
+        num_actions=A,
+        observation=observation,
+        frame_size=16,
+        channels=(4, 4),
+        vocab_size=V,
+        tokens_per_frame=K,
+        token_embed_dim=4,
+        encoder_dim=16,
+        lstm_dim=16,
+    )
+    return ActorCriticModule(
+        config,
+        objective=AgentObjective(horizon=horizon, **objective),
+        burn_in=3,
+        world_model_config=asdict(wm_config()),
+        tokenizer_config=asdict(tok_config()),
+    )
 
 
 def batch(B=6, T=3):
     g = torch.Generator().manual_seed(1)
-    return StepBatch(torch.randint(0, V, (B, T, K), generator=g), torch.randint(0, A, (B, T), generator=g),
-                     torch.zeros(B, T), torch.zeros(B, T, dtype=torch.bool), torch.zeros(B, T, dtype=torch.bool),
-                     torch.ones(B, T, dtype=torch.bool), torch.zeros(B, T, dtype=torch.long))  # fmt: skip
+    return StepBatch(
+        torch.randint(0, V, (B, T, K), generator=g),
+        torch.randint(0, A, (B, T), generator=g),
+        torch.zeros(B, T),
+        torch.zeros(B, T, dtype=torch.bool),
+        torch.zeros(B, T, dtype=torch.bool),
+        torch.ones(B, T, dtype=torch.bool),
+        torch.zeros(B, T, dtype=torch.long),
+    )
 
 
 def test_alive_mask_keeps_the_steps_up_to_the_first_end():
@@ -126,5 +159,6 @@ def test_size_mismatches_are_refused():
     with pytest.raises(ValueError, match="tokenizer whose token store the world model was trained on"):
         ActorCriticModule(config, world_model_config=asdict(wm_config()), tokenizer_config=other)
     with pytest.raises(ValueError, match="uint8"):
-        ActorCritic(ActorCriticConfig(frame_size=16, channels=(4, 4)))(torch.zeros(1, 3, 16, 16),
-                                                                        ActorCritic().initial_state(1))
+        ActorCritic(ActorCriticConfig(frame_size=16, channels=(4, 4)))(
+            torch.zeros(1, 3, 16, 16), ActorCritic().initial_state(1)
+        )

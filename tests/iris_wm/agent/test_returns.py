@@ -47,8 +47,9 @@ def test_special_cases():
     # lambda = 0: one-step TD targets.
     torch.testing.assert_close(lambda_returns(rewards, values, never, 0.5, 0.0), torch.tensor([[11.0, 17.0, 23.0]]))
     # lambda = 1: the Monte Carlo return bootstrapped at the horizon.
-    torch.testing.assert_close(lambda_returns(rewards, values, never, 0.5, 1.0),
-                               torch.tensor([[1 + 1 + 0.75 + 5.0, 2 + 1.5 + 10.0, 3 + 20.0]]))
+    torch.testing.assert_close(
+        lambda_returns(rewards, values, never, 0.5, 1.0), torch.tensor([[1 + 1 + 0.75 + 5.0, 2 + 1.5 + 10.0, 3 + 20.0]])
+    )
     # An end after step 1: nothing after it counts.
     ends = torch.tensor([[False, True, False]])
     torch.testing.assert_close(lambda_returns(rewards, values, ends, 0.5, 1.0)[0, :2], torch.tensor([2.0, 2.0]))
