@@ -31,7 +31,7 @@ format: $(STAMP)
 	$(PY) -m ruff format $(SOURCES)
 
 demo: $(STAMP)  ## collect Breakout, train the demo tokenizer, write runs/demo/report.md
-	OMP_NUM_THREADS=2 $(PY) -m iris_wm.demo --out runs/demo
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo --out runs/demo
 
 bench: $(STAMP)  ## throughput benchmarks -> docs/benchmarks.json and docs/BENCHMARKS.md
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run.py --json docs/benchmarks.json --markdown docs/BENCHMARKS.md

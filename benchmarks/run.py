@@ -24,9 +24,9 @@ from reference_design import GivenTokens, ReferenceImagination, ReferenceWorldMo
 
 from iris_wm.data.store import EpisodeStore
 from iris_wm.data.windows import WindowDataset
-from iris_wm.imagination import ImaginationConfig, ImaginationEnv
-from iris_wm.provenance import provenance
-from iris_wm.training import cpu_has_native_bf16
+from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from iris_wm.runtime.hardware import cpu_has_native_bf16
+from iris_wm.runtime.provenance import provenance
 from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 
@@ -50,9 +50,16 @@ TARGETS = {
     "tokenizer": 4.0,
 }
 
-DEMO_TOKENIZER = dict(
-    channels=16, channel_mult=(1, 2, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8,), z_channels=64, embed_dim=64
-)  # (configs/tokenizer/demo.yaml)
+IRIS_WORLD_MODEL = dict(vocab_size=512, tokens_per_frame=16, num_actions=4)
+"""The IRIS world model's data-linked sizes: the IRIS tokenizer's 512 codes and 16 tokens, Breakout's 4 actions."""
+
+
+def demo_tokenizer() -> TokenizerConfig:
+    """The demo tokenizer, read from configs/tokenizer/demo.yaml (so the benchmark times what the demo trains)."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "demo.yaml"
+    return TokenizerConfig(**yaml.safe_load(path.read_text())["model"]["config"])
 
 
 def cpu_description() -> str:
@@ -132,7 +139,7 @@ def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
     rows = []
     for precision in precisions():
         torch.manual_seed(0)
-        wm = WorldModel(WorldModelConfig(num_actions=4)).eval().to(DTYPES[precision])
+        wm = WorldModel(WorldModelConfig(**IRIS_WORLD_MODEL)).eval().to(DTYPES[precision])
         tok = Tokenizer(TokenizerConfig()).eval().to(DTYPES[precision])
         runs = [(batch, decode, 1) for batch in batches for decode in (False, True)] + [(max(batches), False, None)]
         for batch, decode, reprime in runs:
@@ -203,7 +210,7 @@ def reference_training(batch: int, repeats: int, peak: dict[str, float]) -> list
     actions, rewards = torch.randint(0, 4, (batch, 20)), torch.zeros(batch, 20)
     ends = torch.zeros(batch, 20, dtype=torch.bool)
     tokens = tok.encode(frames.flatten(0, 1)).view(batch, 20, 16)
-    flops = WorldModel(WorldModelConfig(num_actions=4)).flops_per_token(training=True)
+    flops = WorldModel(WorldModelConfig(**IRIS_WORLD_MODEL)).flops_per_token(training=True)
     rows = []
     for retokenize, inputs, tokenizer in ((True, frames, tok), (False, tokens, GivenTokens)):
 
@@ -235,7 +242,7 @@ def world_model_training(batch: int, repeats: int, peak: dict[str, float]) -> li
     mask = torch.ones(batch, 20, dtype=torch.bool)
     for precision in precisions():
         torch.manual_seed(0)
-        wm = WorldModel(WorldModelConfig(num_actions=4)).train()
+        wm = WorldModel(WorldModelConfig(**IRIS_WORLD_MODEL)).train()
         optimizer = torch.optim.AdamW(wm.parameters(), lr=1e-4)
 
         def train_step(wm=wm, optimizer=optimizer, precision=precision):
@@ -499,7 +506,7 @@ def main() -> None:
         write_markdown(args.markdown, markdown(json.loads(args.json.read_text())))
         return
     torch.manual_seed(0)
-    configs = {"iris (4.0M)": TokenizerConfig(), "demo": TokenizerConfig(**DEMO_TOKENIZER)}
+    configs = {"iris (4.0M)": TokenizerConfig(), "demo": demo_tokenizer()}
     record = {
         "command": "make bench",
         "date": time.strftime("%Y-%m-%d"),

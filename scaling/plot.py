@@ -14,7 +14,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from scaling.estimators import FlopsPerToken  # noqa: E402
 from scaling.laws import ParametricLaw, fit_power_law  # noqa: E402
 
-# Published exponents of N_opt ~ C^a to draw beside ours (SCALING.md).
+# Published exponents of N_opt ~ C^a to draw beside ours.
 REFERENCE_SLOPES = {
     "Chinchilla 0.50": 0.50,
     "Pearce 256 tok/img 0.49": 0.49,

@@ -162,7 +162,7 @@ def write_report(spec: SweepSpec, fits: dict, out: Path | None = None, command: 
         "Counting: N is every parameter, output head included; FLOPs per training token are exact "
         "(6 x matmul weights of blocks and heads + 6 x attention at full context); D counts every token "
         "processed. Loss: mean cross-entropy over observation tokens of a fixed set of held-out episodes, "
-        "in nats. Exponents on CPU-sized models are a test of the pipeline, not science (SCALING.md).",
+        "in nats. Exponents on CPU-sized models are a test of the pipeline, not science.",
         "",
     ]
     if "tokenizer_axis" in fits:

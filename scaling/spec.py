@@ -70,7 +70,7 @@ class LearningRate:
     reference_params: float = 3e4
     """Parameter count where the rule gives ``base``."""
     exponent: float = -0.36
-    """Prior slope of lr in N (Porian et al. 2024 and SCALING.md: lr ~ N^-0.36)."""
+    """Prior slope of lr in N (Porian et al. 2024: lr ~ N^-0.36)."""
     calibrate: bool = True
     """Try ``multipliers`` at ``calibration_budget`` on the smallest and largest sizes first, then use the best
     factor, interpolated in log N, for every size."""
@@ -88,13 +88,13 @@ class Holdout:
     parametric fit predicts to be optimal there (the nearest candidate in log N). They never enter a fit."""
 
     factors: tuple[float, ...] = (3.0,)
-    """Multiples of the largest fit budget (SCALING.md: 3x on CPU, 10x on GPU)."""
+    """Multiples of the largest fit budget (the harness's bar: 3x on CPU, 10x on GPU)."""
     candidates: tuple[Size, ...] = ()
     """Shapes to choose the held-out size from (default: the ladder itself)."""
     seeds: int = 1
     """Seeds of each held-out run (the first main seed and the ones after it). The check compares the
     prediction with their mean log loss, and the seed-noise part of its interval shrinks by sqrt(seeds). On
-    CPU the repeated fit points measure seed noise of 2.6-5.2% in log loss, as large as SCALING.md's 3% bar
+    CPU the repeated fit points measure seed noise of 2.6-5.2% in log loss, as large as the harness's 3% bar
     (the held-out runs' own two seeds have differed by under 1%; docs/LOG.md). With ``--workers 2`` a second
     seed costs no wall time (the held-out run otherwise trains alone)."""
 
@@ -112,14 +112,14 @@ class FitSettings:
     target_budgets: tuple[float, ...] = ()
     """Budgets (FLOPs) at which N_opt and D_opt are recommended, with intervals."""
     agreement_tolerance: float = 0.15
-    """Warn when two estimators' exponent a differ by more (SCALING.md: 0.15 CPU, 0.05 GPU)."""
+    """Warn when two estimators' exponent a differ by more (the harness's bar: 0.15 CPU, 0.05 GPU)."""
     min_steps: int = 100
     """Warn about points trained for fewer optimiser steps."""
 
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A whole scaling study (SCALING.md). Budgets are training FLOPs, counted exactly per token."""
+    """A whole scaling study. Budgets are training FLOPs, counted exactly per token."""
 
     name: str
     """Name of the study; its outputs go to ``out``."""
@@ -134,7 +134,7 @@ class SweepSpec:
     description: str = ""
     """What the study is for (copied into the report)."""
     context_steps: int = 8
-    """Time steps per training window (SCALING.md cpu_default: 8 frames x 17 tokens)."""
+    """Time steps per training window (cpu_default: 8 frames x 17 tokens)."""
     batch_size: int = 32
     """Windows per optimiser step (the same for every size)."""
     learning_rate: LearningRate = field(default_factory=LearningRate)

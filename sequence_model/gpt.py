@@ -42,6 +42,10 @@ class GPTConfig:
         return self.embed_dim // self.num_heads
 
 
+# Checkpoints are read with torch.load(weights_only=True); hyperparameters can hold this dataclass.
+torch.serialization.add_safe_globals([GPTConfig])
+
+
 class KVCache:
     """Keys and values of every layer for up to ``max_tokens`` positions, allocated once.
 

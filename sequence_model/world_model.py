@@ -13,7 +13,7 @@ observation tokens of frame ``t`` then the action ``a_t``; position ``p`` holds 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -26,18 +26,20 @@ from sequence_model.gpt import GPT, GPTConfig, KVCache, attention_flops_per_toke
 
 @dataclass
 class WorldModelConfig:
-    """Sizes of the world model. ``vocab_size``, ``tokens_per_frame`` and ``num_actions`` come from the data."""
+    """Sizes of the world model. ``vocab_size``, ``tokens_per_frame`` and ``num_actions`` come from the data (the
+    token store): they have no defaults, and a :class:`WorldModel` is built only once they are set."""
 
-    vocab_size: int = 512
-    """Observation codes (the tokenizer's codebook size)."""
-    tokens_per_frame: int = 16
-    """K, tokens per observation."""
-    num_actions: int = 4
-    """Discrete actions of the environment."""
+    vocab_size: int | None = None
+    """Observation codes (the tokenizer's codebook size; from the data)."""
+    tokens_per_frame: int | None = None
+    """K, tokens per observation (from the data)."""
+    num_actions: int | None = None
+    """Discrete actions of the environment (from the data)."""
     context_steps: int = 20
     """Time steps in the context window (IRIS: 20, i.e. 340 tokens with K = 16)."""
     gpt: GPTConfig = field(default_factory=lambda: GPTConfig(max_tokens=0))
-    """The transformer; its ``max_tokens`` is set from ``context_steps * (K + 1)``."""
+    """The transformer; its ``max_tokens`` follows from ``context_steps * (K + 1)`` (a copy is made with it: a
+    GPTConfig given here is never changed)."""
     reward: Literal["sign", "twohot"] = "sign"
     """``sign``: three classes for negative, zero, positive reward (IRIS); ``twohot``: symlog two-hot
     regression over ``reward_bins`` bins, for unclipped rewards (DreamerV3)."""
@@ -51,13 +53,27 @@ class WorldModelConfig:
     """Weight of the termination loss."""
 
     def __post_init__(self):
-        if isinstance(self.gpt, dict):
-            self.gpt = GPTConfig(**self.gpt)
-        self.gpt.max_tokens = self.context_steps * self.tokens_per_block
+        gpt = GPTConfig(**self.gpt) if isinstance(self.gpt, dict) else self.gpt
+        if self.tokens_per_frame is not None:
+            gpt = replace(gpt, max_tokens=self.context_steps * self.tokens_per_block)
+        self.gpt = gpt
 
     @property
     def tokens_per_block(self) -> int:
         return self.tokens_per_frame + 1
+
+    def check_sizes(self) -> None:
+        """Raise where a size that comes from the data is still unset."""
+        unset = [name for name in ("vocab_size", "tokens_per_frame", "num_actions") if getattr(self, name) is None]
+        if unset:
+            raise ValueError(
+                f"WorldModelConfig.{', '.join(unset)} unset: these sizes come from the data (the token store's "
+                "manifest); set them, or let the training stage read them from the store."
+            )
+
+
+# Checkpoints are read with torch.load(weights_only=True); hyperparameters can hold this dataclass.
+torch.serialization.add_safe_globals([WorldModelConfig])
 
 
 @dataclass
@@ -97,9 +113,10 @@ def _head(embed_dim: int, out: int) -> nn.Sequential:
 class WorldModel(nn.Module):
     """Embeddings, transformer and heads. ``forward`` takes interleaved token ids starting at any position."""
 
-    def __init__(self, config: WorldModelConfig | None = None):
+    def __init__(self, config: WorldModelConfig):
         super().__init__()
-        self.config = cfg = config or WorldModelConfig()
+        config.check_sizes()
+        self.config = cfg = config
         e = cfg.gpt.embed_dim
         self.observation_embedding = nn.Embedding(cfg.vocab_size, e)
         self.action_embedding = nn.Embedding(cfg.num_actions, e)

@@ -1,4 +1,4 @@
-"""Test-wide settings. NOTES.md: small matmuls on 2 spinning OpenMP threads can be 100x slower."""
+"""Test-wide settings. Small matmuls on 2 spinning OpenMP threads were measured 100x slower (docs/LOG.md)."""
 
 import os
 
@@ -27,3 +27,11 @@ def local_hub(tmp_path, monkeypatch):
     from helpers.hub import serve
 
     yield from serve(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Path:
+    """The shared small pipeline (helpers/pipeline.py), built once per test session; read it, write elsewhere."""
+    from helpers.pipeline import build_pipeline
+
+    return build_pipeline(tmp_path_factory.mktemp("pipeline"))

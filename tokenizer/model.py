@@ -75,6 +75,10 @@ class TokenizerConfig:
         return self.quantizer.vocab_size
 
 
+# Checkpoints are read with torch.load(weights_only=True); hyperparameters can hold this dataclass.
+torch.serialization.add_safe_globals([TokenizerConfig])
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
 

@@ -53,6 +53,10 @@ class QuantizerConfig:
         return math.prod(self.fsq_levels) if self.kind == "fsq" else self.codebook_size
 
 
+# Checkpoints are read with torch.load(weights_only=True); hyperparameters can hold this dataclass.
+torch.serialization.add_safe_globals([QuantizerConfig])
+
+
 @dataclass
 class Quantized:
     """Output of the quantizer for a feature map of ``K = h * w`` positions."""

@@ -1,1 +1,3 @@
-"""The agent: an actor-critic that learns in the world model's imagination (IRIS section 2.3)."""
+"""The agent: the actor-critic (``actor_critic``), lambda-returns (``returns``), its objective (``objective``), the
+policy acting in imagination (``rollout``) and in real environments (``policy``), the bundle of models that act
+together (``bundle.Agent``) and the Lightning system that trains it in imagination (``module``; opens no files)."""

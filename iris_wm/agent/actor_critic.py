@@ -21,26 +21,29 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from iris_wm.runtime.errors import ConfigError
+
 State = tuple[torch.Tensor, torch.Tensor]
 """The LSTM's ``(h, c)``, each ``(B, lstm_dim)``."""
 
 
 @dataclass
 class ActorCriticConfig:
-    """Sizes of the actor-critic. ``num_actions``, ``vocab_size`` and ``tokens_per_frame`` come from the data."""
+    """Sizes of the actor-critic. ``num_actions``, ``vocab_size`` and ``tokens_per_frame`` come from the data (the
+    token store) and have no defaults: an :class:`ActorCritic` is built once they are set."""
 
-    num_actions: int = 4
-    """Discrete actions of the environment."""
+    num_actions: int | None = None
+    """Discrete actions of the environment (from the data)."""
     observation: Literal["frames", "tokens"] = "frames"
     """Read reconstructed frames (IRIS) or the observation tokens (no decoding in imagination)."""
     frame_size: int = 64
     """Side of the square RGB frames read in ``frames`` mode."""
     channels: tuple[int, ...] = (32, 32, 64, 64)
     """Output channels of the convolutions in ``frames`` mode, each followed by a 2x2 max-pool (IRIS)."""
-    vocab_size: int = 512
-    """Observation codes, in ``tokens`` mode."""
-    tokens_per_frame: int = 16
-    """K, in ``tokens`` mode."""
+    vocab_size: int | None = None
+    """Observation codes, in ``tokens`` mode (from the data)."""
+    tokens_per_frame: int | None = None
+    """K, in ``tokens`` mode (from the data)."""
     token_embed_dim: int = 32
     """Width of each token's embedding in ``tokens`` mode."""
     encoder_dim: int = 512
@@ -57,6 +60,20 @@ class ActorCriticConfig:
                 f"frame_size {self.frame_size} is not divisible by 2^{len(self.channels)} (one "
                 "max-pool per convolution): change frame_size or channels."
             )
+
+    def check_sizes(self) -> None:
+        """Raise where a size this observation mode needs from the data is still unset."""
+        needed = ("num_actions", "vocab_size", "tokens_per_frame") if self.observation == "tokens" else ("num_actions",)
+        unset = [name for name in needed if getattr(self, name) is None]
+        if unset:
+            raise ConfigError(
+                f"ActorCriticConfig.{', '.join(unset)} unset: these sizes come from the data (the token store's "
+                "manifest); set them, or let the training stage read them from the store."
+            )
+
+
+# Checkpoints are read with torch.load(weights_only=True); hyperparameters can hold this dataclass.
+torch.serialization.add_safe_globals([ActorCriticConfig])
 
 
 @dataclass
@@ -112,9 +129,10 @@ class TokenEncoder(nn.Module):
 class ActorCritic(nn.Module):
     """``forward(observation, state) -> logits, value, next state`` for one time step of a batch."""
 
-    def __init__(self, config: ActorCriticConfig | None = None):
+    def __init__(self, config: ActorCriticConfig):
         super().__init__()
-        self.config = cfg = config or ActorCriticConfig()
+        config.check_sizes()
+        self.config = cfg = config
         self.encoder = FrameEncoder(cfg) if cfg.observation == "frames" else TokenEncoder(cfg)
         self.lstm = nn.LSTMCell(self.encoder.out_dim, cfg.lstm_dim)
         self.actor = nn.Linear(cfg.lstm_dim, cfg.num_actions)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic
+from iris_wm.agent.rollout import observe
 
 
 class AgentPolicy:
@@ -46,9 +47,7 @@ class AgentPolicy:
         if self.state is None or self.state[0].shape[0] != frames.shape[0]:
             self.reset(frames.shape[0])
         state = ActorCritic.reset_state(self.state, keep)
-        tokens = self.tokenizer.encode(frames)
-        observation = tokens if self.actor_critic.reads_tokens else self.tokenizer.decode(tokens)
-        out = self.actor_critic(observation, state)
+        out = self.actor_critic(observe(self.actor_critic, self.tokenizer, self.tokenizer.encode(frames)), state)
         self.state = out.state
         logits = out.logits.float()
         if self.temperature == 0:

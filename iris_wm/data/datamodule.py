@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from iris_wm.data.store import EpisodeStore, StepStore, TokenStore, Verify
+from iris_wm.data.store import StepStore, TokenStore, Verify, open_store, require_token_store
 from iris_wm.data.windows import Pad, WindowDataset, collate_batch, split_episodes
-
-
-def open_store(root: str | Path, verify: Verify = "checksum") -> StepStore:
-    """Open an episode store or a token store, whichever ``root`` holds."""
-    import json
-
-    manifest = Path(root) / "manifest.json"
-    kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
-    return (TokenStore if kind == "tokens" else EpisodeStore).open(root, verify=verify)
+from iris_wm.runtime.errors import ConfigError
 
 
 class ResumableRandomSampler(Sampler[int]):
@@ -87,7 +77,7 @@ class StoreDataModule(L.LightningDataModule):
         hp = self.hparams
         self.store = open_store(hp.root, hp.verify)
         if self.store.num_episodes == 0:
-            raise ValueError(f"The store at {hp.root} holds no episodes; collect some first (`iris-wm collect`).")
+            raise ConfigError(f"The store at {hp.root} holds no episodes; collect some into it first.", "collect")
         train, val = split_episodes(self.store, hp.val_fraction, hp.split_seed)
         self.train_episodes, self.val_episodes = train, val
         self.train_set = WindowDataset(self.store, train, hp.sequence_length, hp.pad, hp.complete_windows)
@@ -101,12 +91,7 @@ class StoreDataModule(L.LightningDataModule):
 
     def _token_store(self) -> TokenStore:
         self.setup()
-        if not isinstance(self.store, TokenStore):
-            raise ValueError(
-                f"{self.hparams.root} holds frames, but the world model trains on tokens: encode it "
-                "first with `iris-wm tokenizer predict ... --token_writer.output TOKENS`."
-            )
-        return self.store
+        return require_token_store(self.store, "the world model")
 
     @property
     def tokens_per_frame(self) -> int:

@@ -9,19 +9,17 @@ One row is one agent step ``t`` of one episode: the observation ``o_t`` seen bef
 ``a_t`` taken, the reward ``r_t`` received for it, and whether the episode ended after it
 (``terminated`` or ``truncated``). Only the last row of an episode may end it.
 
-Writes are atomic: a shard is written under a temporary name, synced and renamed, and only then is the
-manifest replaced (also by rename). A crash at any point leaves the manifest, and so the store, as it
-was; an orphaned shard that no manifest names is ignored and overwritten by the next append. Reads are
-zero-copy views of memory-mapped shards: the observations are never loaded into RAM as a whole.
+Shards are written, read and locked by :mod:`iris_wm.data.shards`. Writes are atomic: a shard is written under
+a temporary name, synced and renamed, and only then is the manifest replaced (also by rename). A crash at any
+point leaves the manifest, and so the store, as it was; an orphaned shard that no manifest names is ignored and
+overwritten by the next append. Reads are zero-copy views of memory-mapped shards: the observations are never
+loaded into RAM as a whole.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,18 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
-from iris_wm.provenance import provenance
+from iris_wm.data.episode import Episode, ObsSpec
+from iris_wm.data.shards import (
+    Shard,
+    StoreError,
+    StoreLock,
+    episodes_table,
+    ipc_bytes,
+    read_shard,
+    step_schema,
+    write_file,
+)
+from iris_wm.runtime.provenance import provenance
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -39,76 +48,8 @@ SHARD_DIR = "shards"
 Verify = Literal["checksum", "size"]
 
 
-class StoreError(RuntimeError):
-    """A store on disk is missing, damaged, or does not match what the caller expects."""
-
-
-@dataclass(frozen=True)
-class ObsSpec:
-    """The observation column of a store: its name, element type and per-step shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape))
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ObsSpec:
-        return cls(d["name"], d["dtype"], tuple(d["shape"]))
-
-
-@dataclass
-class Episode:
-    """One episode as arrays of length T (observations: ``(T, *spec.shape)``)."""
-
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-    def check(self, spec: ObsSpec, num_actions: int) -> None:
-        """Raise ValueError naming the problem if this episode cannot go into a store with ``spec``."""
-        n = len(self.actions)
-        if n == 0:
-            raise ValueError("An episode must have at least one step.")
-        for name in ("observations", "rewards", "terminated", "truncated"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"Episode field {name!r} has {len(getattr(self, name))} steps, actions {n}.")
-        obs = self.observations
-        if obs.dtype != np.dtype(spec.dtype) or tuple(obs.shape[1:]) != spec.shape:
-            raise ValueError(
-                f"Observations must be {spec.dtype} of shape (T, {', '.join(map(str, spec.shape))}); "
-                f"got {obs.dtype} {tuple(obs.shape)}. Convert them before appending (frames: uint8 CHW)."
-            )
-        actions = np.asarray(self.actions)
-        if actions.min() < 0 or actions.max() >= num_actions:
-            raise ValueError(f"Actions must lie in [0, {num_actions}); got range [{actions.min()}, {actions.max()}].")
-        ends = np.asarray(self.terminated, bool) | np.asarray(self.truncated, bool)
-        if ends[:-1].any():
-            raise ValueError(f"Only the last step may end an episode; step {int(np.argmax(ends))} does.")
-        if not ends[-1]:
-            raise ValueError("The last step of an episode must be terminated or truncated.")
-        if not np.isfinite(np.asarray(self.rewards, np.float64)).all():
-            raise ValueError("Rewards must be finite numbers.")
-
-
-@dataclass
-class _Shard:
-    file: str
-    rows: int
-    episodes: int
-    nbytes: int
-    sha256: str
+class WrongStoreKind(StoreError, ValueError):
+    """A store of one kind (episodes, tokens) where the other is needed."""
 
 
 @dataclass
@@ -164,7 +105,7 @@ class StepStore:
             "num_steps": 0,
             "shards": [],
         }
-        _write_json_atomic(root / MANIFEST, manifest)
+        write_file(root / MANIFEST, manifest)
         return cls(root, manifest)
 
     @classmethod
@@ -173,7 +114,9 @@ class StepStore:
         root = Path(root)
         path = root / MANIFEST
         if not path.exists():
-            raise StoreError(f"No store at {root}: {path} is missing. Create one first (e.g. `iris-wm collect`).")
+            raise StoreError(
+                f"No store at {root}: {path} is missing. Create one first (collect episodes into it).", "collect"
+            )
         try:
             manifest = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -218,7 +161,7 @@ class StepStore:
     def _load_shards(self, shards: list[dict]) -> None:
         columns: dict[str, list[np.ndarray]] = {k: [] for k in _Index.__dataclass_fields__}
         for entry in shards:
-            table, obs = self._read_shard(_Shard(**entry))
+            table, obs = read_shard(self.root / SHARD_DIR, Shard(**entry), self.spec, self.verify)
             self._tables.append(table)
             self._obs.append(obs)
             for name in columns:
@@ -227,35 +170,6 @@ class StepStore:
             idx = self._index
             self._index = _Index(**{k: np.concatenate([getattr(idx, k), *v]) for k, v in columns.items()})
         self._refresh_episode_table()
-
-    def _read_shard(self, shard: _Shard) -> tuple[pa.Table, np.ndarray]:
-        path = self.root / SHARD_DIR / shard.file
-        if not path.exists():
-            raise StoreError(f"Shard {path} named in the manifest is missing: the store is incomplete.")
-        size = path.stat().st_size
-        if size != shard.nbytes:
-            raise StoreError(
-                f"Shard {path} has {size} bytes but the manifest records {shard.nbytes}: it is truncated or "
-                "was changed. Restore it from a backup or re-collect the store."
-            )
-        if self.verify == "checksum" and _sha256(path) != shard.sha256:
-            raise StoreError(
-                f"Shard {path} does not match its checksum in the manifest: it is corrupted. "
-                "Restore it from a backup or re-collect the store."
-            )
-        try:
-            table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise StoreError(f"Shard {path} cannot be read as Arrow ({err}); it is damaged.") from err
-        if table.num_rows != shard.rows or not table.schema.equals(self.schema(), check_metadata=False):
-            raise StoreError(f"Shard {path} does not have the rows or columns its manifest records.")
-        # A shard is one record batch: take its chunk as it is. combine_chunks() copies even a single chunk into
-        # anonymous memory, which held every frame of the store in RAM (a 1M-frame store was OOM-killed at
-        # 12 GB; benchmarks/store_memory.py).
-        column = table.column(self.spec.name)
-        array = column.chunk(0) if column.num_chunks == 1 and column.chunk(0).offset == 0 else column.combine_chunks()
-        obs = array.values.to_numpy(zero_copy_only=True).reshape(table.num_rows, *self.spec.shape)
-        return table, obs
 
     def _refresh_episode_table(self) -> None:
         episode = self._index.episode
@@ -319,20 +233,7 @@ class StepStore:
 
     # ------------------------------------------------------------------ writing
     def schema(self) -> pa.Schema:
-        from datasets import Features, List, Value
-
-        features = Features(
-            {
-                "episode": Value("int64"),
-                "step": Value("int32"),
-                self.spec.name: List(Value(self.spec.dtype), length=self.spec.numel),
-                "action": Value("int64"),
-                "reward": Value("float32"),
-                "terminated": Value("bool"),
-                "truncated": Value("bool"),
-            }
-        )
-        return features.arrow_schema
+        return step_schema(self.spec)
 
     def append(self, episodes: Sequence[Episode]) -> str:
         """Append whole episodes as one new shard; returns its file name. Stored data is never rewritten."""
@@ -340,19 +241,19 @@ class StepStore:
             raise ValueError("append() needs at least one episode.")
         for episode in episodes:
             episode.check(self.spec, self.num_actions)
-        with _Lock(self.root):
+        with StoreLock(self.root):
             self._reload_if_changed()
             first_id = int(self.manifest["num_episodes"])
-            table = self._build_table(episodes, first_id)
-            payload = _to_ipc_bytes(table)
+            table = episodes_table(episodes, self.spec, first_id)
+            payload = ipc_bytes(table)
             name = f"shard-{len(self.manifest['shards']):06d}.arrow"
-            _write_bytes_atomic(self.root / SHARD_DIR / name, payload)
-            entry = _Shard(name, table.num_rows, len(episodes), len(payload), hashlib.sha256(payload).hexdigest())
+            write_file(self.root / SHARD_DIR / name, payload)
+            entry = Shard(name, table.num_rows, len(episodes), len(payload), hashlib.sha256(payload).hexdigest())
             manifest = dict(self.manifest)
             manifest["shards"] = [*self.manifest["shards"], entry.__dict__]
             manifest["num_episodes"] = first_id + len(episodes)
             manifest["num_steps"] = int(self.manifest["num_steps"]) + table.num_rows
-            _write_json_atomic(self.root / MANIFEST, manifest)
+            write_file(self.root / MANIFEST, manifest)
             self.manifest = manifest
             self._load_shards([entry.__dict__])
         return name
@@ -361,7 +262,7 @@ class StepStore:
         """Forget the shards after the first ``num_shards`` (the online loop's uncommitted appends after a
         crash, collected again on resume). The manifest is rewritten atomically before the files are removed,
         so a crash here leaves either the old or the new store. Returns the number of shards dropped."""
-        with _Lock(self.root):
+        with StoreLock(self.root):
             self._reload_if_changed()
             shards = self.manifest["shards"]
             if not 0 <= num_shards <= len(shards):
@@ -376,26 +277,11 @@ class StepStore:
                 num_episodes=sum(s["episodes"] for s in kept),
                 num_steps=sum(s["rows"] for s in kept),
             )
-            _write_json_atomic(self.root / MANIFEST, manifest)
+            write_file(self.root / MANIFEST, manifest)
             for shard in dropped:
                 (self.root / SHARD_DIR / shard["file"]).unlink(missing_ok=True)
         self.__init__(self.root, manifest, verify="size")
         return len(dropped)
-
-    def _build_table(self, episodes: Sequence[Episode], first_id: int) -> pa.Table:
-        lengths = [len(e) for e in episodes]
-        obs = np.concatenate([np.ascontiguousarray(e.observations).reshape(len(e), -1) for e in episodes])
-        values = pa.array(obs.reshape(-1), type=pa.from_numpy_dtype(np.dtype(self.spec.dtype)))
-        columns = {
-            "episode": np.repeat(np.arange(first_id, first_id + len(episodes), dtype=np.int64), lengths),
-            "step": np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
-            self.spec.name: pa.FixedSizeListArray.from_arrays(values, self.spec.numel),
-            "action": np.concatenate([np.asarray(e.actions, np.int64) for e in episodes]),
-            "reward": np.concatenate([np.asarray(e.rewards, np.float32) for e in episodes]),
-            "terminated": np.concatenate([np.asarray(e.terminated, bool) for e in episodes]),
-            "truncated": np.concatenate([np.asarray(e.truncated, bool) for e in episodes]),
-        }
-        return pa.table(columns, schema=self.schema())
 
     def _reload_if_changed(self) -> None:
         """Pick up shards that another writer appended since this store was opened."""
@@ -428,69 +314,19 @@ class TokenStore(StepStore):
         return ObsSpec("tokens", "int16", (tokens_per_frame,))
 
 
-# ---------------------------------------------------------------------- file helpers
-class _Lock:
-    """An exclusive advisory lock on the store folder for the duration of an append."""
-
-    def __init__(self, root: Path):
-        self.path = root / ".lock"
-
-    def __enter__(self):
-        try:
-            self.handle = open(self.path, "a")
-        except OSError as err:
-            raise StoreError(
-                f"Cannot write to the store {self.path.parent} ({err.strerror or err}): the folder is "
-                "read-only or not yours. The store is unchanged; make it writable (or copy it to a "
-                "folder you can write) and try again."
-            ) from err
-        fcntl.flock(self.handle, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+def open_store(root: str | Path, verify: Verify = "checksum") -> StepStore:
+    """Open an episode store or a token store, whichever ``root`` holds."""
+    manifest = Path(root) / MANIFEST
+    kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
+    return (TokenStore if kind == "tokens" else EpisodeStore).open(root, verify=verify)
 
 
-def _to_ipc_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write to a temporary file in the same folder, sync it, then rename over ``path``."""
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(
-            f"Could not write {path} ({err.strerror or err}). The store is unchanged; free disk space or "
-            "fix the folder's permissions and try again."
-        ) from err
-    _fsync_dir(path.parent)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    _write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def require_token_store(store: StepStore, needed_by: str) -> TokenStore:
+    """``store`` if it holds tokens; otherwise the error that says to encode it first."""
+    if not isinstance(store, TokenStore):
+        raise WrongStoreKind(
+            f"{store.root} holds frames, but {needed_by} trains on tokens: encode it into a token store first "
+            "(the tokenizer's predict stage).",
+            "encode",
+        )
+    return store

@@ -18,7 +18,7 @@ spec.loader.exec_module(ref)
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    ours = WorldModel(WorldModelConfig(num_actions=4)).eval()
+    ours = WorldModel(WorldModelConfig(vocab_size=512, tokens_per_frame=16, num_actions=4)).eval()
     theirs = ref.ReferenceWorldModel(num_actions=4).eval()
     ref.copy_weights(ours, theirs)
     return ours, theirs

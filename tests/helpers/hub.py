@@ -88,6 +88,20 @@ def serve(tmp_path, monkeypatch):
     import huggingface_hub
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # huggingface_hub reads HF_HOME once, at import; an earlier test may have imported it, so its cache paths
+    # are set here too (otherwise downloads land in, and are served from, the user's real cache).
+    from huggingface_hub import constants
+
+    for name, folder in (
+        ("HF_HOME", "hf"),
+        ("HF_HUB_CACHE", "hf/hub"),
+        ("HUGGINGFACE_HUB_CACHE", "hf/hub"),
+        ("HF_ASSETS_CACHE", "hf/assets"),
+        ("HF_XET_CACHE", "hf/xet"),
+        ("HF_TOKEN_PATH", "hf/token"),
+        ("HF_STORED_TOKENS_PATH", "hf/stored_tokens"),
+    ):
+        monkeypatch.setattr(constants, name, str(tmp_path / folder))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     hub = LocalHub()

@@ -5,42 +5,33 @@ import pickle
 import pytest
 import torch
 
-from helpers.stages import debug_args
-from iris_wm.cli import main as iris_wm
-from iris_wm.training import run_tokenizer_cli
+from iris_wm.train.stages import run_tokenizer_cli, stage_args
 
 
 def _tokenizer_fit(root, out, *extra):
-    return run_tokenizer_cli(debug_args("fit", "tokenizer", root / "episodes", out, *extra))
+    return run_tokenizer_cli(stage_args("fit", "tokenizer", "debug", root / "episodes", out, *extra))
 
 
-@pytest.fixture(scope="module")
-def episodes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    iris_wm(["collect", "--out", str(root / "episodes"), "--steps", "120", "--env.max_episode_steps", "40"])
-    return root
-
-
-def test_a_diverging_stage_stops_with_a_message_and_keeps_a_good_checkpoint(episodes, tmp_path):
+def test_a_diverging_stage_stops_with_a_message_and_keeps_a_good_checkpoint(pipeline, tmp_path):
     # A learning rate of 1e30 sends the weights to huge values after one step and the loss to inf or NaN.
     with pytest.raises(FloatingPointError, match="training stopped before updating the weights"):
         _tokenizer_fit(
-            episodes,
+            pipeline,
             tmp_path,
             "--model.learning_rate",
             "1e30",
             "--trainer.callbacks.init_args.every_n_train_steps",
             "1",
         )
-    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point())
 
 
-def test_same_seed_same_losses(episodes, tmp_path):
+def test_same_seed_same_losses(pipeline, tmp_path):
     import csv
 
     for name in ("a", "b"):
-        _tokenizer_fit(episodes, tmp_path / name)
+        _tokenizer_fit(pipeline, tmp_path / name)
     rows = [list(csv.DictReader(next((tmp_path / n).rglob("metrics.csv")).open())) for n in ("a", "b")]
     losses = [[r["train/loss"] for r in run if r.get("train/loss")] for run in rows]
     assert len(losses[0]) == 6 and losses[0] == losses[1]
@@ -55,7 +46,7 @@ class _Payload:
 def test_a_crafted_pickle_in_a_checkpoint_is_refused(tmp_path, monkeypatch, what):
     monkeypatch.chdir(tmp_path)
     if what == "run":
-        from iris_wm.loop_state import checkpoint_path, load_checkpoint
+        from iris_wm.train.loop.state import checkpoint_path, load_checkpoint
 
         path = checkpoint_path(tmp_path)
         path.parent.mkdir(parents=True)
@@ -63,7 +54,7 @@ def test_a_crafted_pickle_in_a_checkpoint_is_refused(tmp_path, monkeypatch, what
         with pytest.raises(ValueError, match="cannot be read"):
             load_checkpoint(tmp_path)
     else:
-        from iris_wm.evaluate import load_agent
+        from iris_wm.hub import load_agent
 
         path = tmp_path / "agent.ckpt"
         with open(path, "wb") as f:

@@ -20,7 +20,7 @@ SETUP = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from helpers.counting import counting_episode
     from iris_wm.data.store import EpisodeStore, StoreError
-    from iris_wm.loop_state import save_checkpoint
+    from iris_wm.train.loop.state import save_checkpoint
 
     root = sys.argv[1]
     store = EpisodeStore.create(root + "/store", EpisodeStore.frame_spec(8), 4, {"env": "counting"})
@@ -62,7 +62,7 @@ def _nothing_lost(root: Path) -> EpisodeStore:
     """The store still holds exactly the first episode (every checksum verified) and the checkpoint its zeros."""
     import torch
 
-    from iris_wm.loop_state import load_checkpoint
+    from iris_wm.train.loop.state import load_checkpoint
 
     store = EpisodeStore.open(root / "store")
     assert (store.num_episodes, store.num_steps) == (1, 20)
@@ -116,4 +116,4 @@ def test_a_full_disk_gives_a_clear_error_and_loses_nothing(tmp_path):
     store = _nothing_lost(tmp_path)
     assert not [p.name for p in (tmp_path / "store").rglob(".tmp-*")], "no temporary file is left behind"
     np.testing.assert_array_equal(store.columns.action, np.arange(20) % 4)
-    assert not list((tmp_path / "run" / "checkpoints").glob("*.partial"))
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["last.ckpt"], "no temporary file is left"

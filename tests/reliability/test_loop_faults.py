@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from iris_wm.data.store import EpisodeStore
-from iris_wm.loop import OnlineLoop, RunConfig, parse_run_config
-from iris_wm.loop_state import checkpoint_path, load_checkpoint
+from iris_wm.train.loop.config import RunConfig, parse_run_config
+from iris_wm.train.loop.online import OnlineLoop
+from iris_wm.train.loop.state import checkpoint_path, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "run" / "debug.yaml"
@@ -95,11 +96,11 @@ def test_more_epochs_continue_and_other_settings_are_refused(tmp_path):
 
 
 def test_exported_agent_plays_the_real_game(tmp_path):
-    from iris_wm.evaluate import evaluate
+    from iris_wm.evaluate.play import evaluate
 
     loop = OnlineLoop(_config(tmp_path / "run", epochs=2))
     loop.run()
-    path = loop.export_agent(tmp_path / "agent.ckpt")
+    path = loop.export_agent(tmp_path / "agent")
     result = evaluate(
         str(tmp_path / "eval.json"),
         agent=str(path),
@@ -143,8 +144,8 @@ def test_every_run_config_parses(config):
 
 
 def test_unknown_run_keys_are_refused(tmp_path, capsys):
-    from iris_wm.loop import main
+    from iris_wm.cli.main import main as iris_wm
 
     with pytest.raises(SystemExit):
-        main(["--config", str(DEBUG), "--run.collection.stepz", "3"])
+        iris_wm(["run", "--config", str(DEBUG), "--run.collection.stepz", "3"])
     assert "stepz" in capsys.readouterr().err

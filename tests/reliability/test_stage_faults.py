@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.stages import debug_args
-from iris_wm.cli import main as iris_wm
-from iris_wm.training import run_agent_cli, run_tokenizer_cli, run_world_model_cli
+from iris_wm.train.stages import run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -21,32 +19,9 @@ RUNNERS = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "
 
 def _args(stage, root, out, *extra):
     data = root / ("episodes" if stage == "tokenizer" else "tokens")
-    return debug_args("fit", stage, data, out, "--trainer.callbacks.init_args.every_n_train_steps", "2", *extra)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """Episodes, a debug tokenizer, its token store and a debug world model."""
-    root = tmp_path_factory.mktemp("pipeline")
-    iris_wm(["collect", "--out", str(root / "episodes"), "--steps", "200", "--env.max_episode_steps", "40"])
-    run_tokenizer_cli(_args("tokenizer", root, root / "tok"))
-    run_tokenizer_cli(
-        [
-            "predict",
-            "--config",
-            str(CONFIGS / "tokenizer/debug.yaml"),
-            "--data.root",
-            str(root / "episodes"),
-            "--ckpt_path",
-            str(root / "tok" / "ckpt" / "last.ckpt"),
-            "--trainer.logger",
-            "false",
-            "--token_writer.output",
-            str(root / "tokens"),
-        ]
+    return stage_args(
+        "fit", stage, "debug", data, out, "--trainer.callbacks.init_args.every_n_train_steps", "2", *extra
     )
-    run_world_model_cli(_args("world_model", root, root / "wm"))
-    return root
 
 
 def _extra(stage, root):
@@ -54,9 +29,9 @@ def _extra(stage, root):
         return []
     return [
         "--model.world_model",
-        str(root / "wm" / "ckpt" / "last.ckpt"),
+        str(root / "wm" / "checkpoints" / "last.ckpt"),
         "--model.tokenizer",
-        str(root / "tok" / "ckpt" / "last.ckpt"),
+        str(root / "tok" / "checkpoints" / "last.ckpt"),
         "--trainer.max_steps",
         "6",
     ]
@@ -86,9 +61,12 @@ def test_a_stage_killed_mid_fit_resumes_to_the_uninterrupted_result(pipeline, st
     env = dict(os.environ, IRIS_WM_FAULT=f"{stage}:5", OMP_NUM_THREADS="1")
     killed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert _state(out / "ckpt" / "last.ckpt")[0] == 4, "the last checkpoint before the crash is step 4's"
+    assert _state(out / "checkpoints" / "last.ckpt")[0] == 4, "the last checkpoint before the crash is step 4's"
     RUNNERS[stage](_args(stage, pipeline, out, *extra, "--ckpt_path", "last"))
-    reference, resumed = _state(tmp_path / "ref" / "ckpt" / "last.ckpt"), _state(out / "ckpt" / "last.ckpt")
+    reference, resumed = (
+        _state(tmp_path / "ref" / "checkpoints" / "last.ckpt"),
+        _state(out / "checkpoints" / "last.ckpt"),
+    )
     assert reference[0] == resumed[0] == 6
     assert _same(reference[1], resumed[1]), "weights differ from the uninterrupted fit"
     assert _same(reference[2], resumed[2]), "optimiser state differs from the uninterrupted fit"

@@ -17,7 +17,7 @@ def _epoch_points(shared_data):
     N = np.array([float(r["Model Size"]) for r in rows])
     C = np.array([float(r["Training FLOP"]) for r in rows])
     L = np.array([float(r["loss"]) for r in rows])
-    keep = np.argsort(L)[:-5]  # SCALING.md: drop the 5 highest-loss points
+    keep = np.argsort(L)[:-5]  # As the Epoch replication does: drop the 5 highest-loss points
     return N[keep], C[keep] / (6 * N[keep]), L[keep]
 
 
@@ -36,7 +36,7 @@ def test_golden_epoch_replication(shared_data):
 
 
 def test_least_squares_in_levels_moves_a(shared_data):
-    # SCALING.md: the objective alone moves a by about 0.03 (least squares in levels gives about 0.545).
+    # The objective alone moves a by about 0.03 (least squares in levels gives about 0.545).
     N, D, L = _epoch_points(shared_data)
     levels = fit_parametric(N, D, L, objective="squares_level", keep=16).law
     assert levels.a == pytest.approx(0.545, abs=0.01)

@@ -1,6 +1,6 @@
 """Planted law: synthetic losses from a known L(N, D) with log-normal noise on the cpu_default design.
 
-SCALING.md's bar: the exponent a is recovered within 0.02 (median over replicates) and the 95% bootstrap
+The harness's bar: the exponent a is recovered within 0.02 (median over replicates) and the 95% bootstrap
 interval covers the truth in at least 90% of replicates. The fast version runs in the suite; the slow one
 (`make test-slow`) uses more replicates and bootstrap draws.
 """

@@ -150,7 +150,7 @@ def test_twohot_reward_round_trips_through_the_expected_value():
 
 
 def test_iris_size():
-    model = WorldModel(WorldModelConfig(num_actions=4))
+    model = WorldModel(WorldModelConfig(vocab_size=512, tokens_per_frame=16, num_actions=4))
     assert model.config.gpt.max_tokens == 340
     assert 8.3e6 < model.num_parameters() < 8.5e6  # IRIS: about 8.4M
     assert model.num_parameters(non_embedding=True) == model.num_parameters() - (512 + 4 + 340) * 256

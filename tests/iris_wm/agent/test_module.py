@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
-from iris_wm.agent.module import ActorCriticModule, AgentObjective, alive_mask
+from iris_wm.agent.module import ActorCriticModule
+from iris_wm.agent.objective import AgentObjective, alive_mask
 from iris_wm.data.windows import StepBatch
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModelConfig
@@ -148,17 +149,22 @@ def test_checkpoint_round_trip_rebuilds_the_frozen_models(tmp_path):
 
 def test_size_mismatches_are_refused():
     config = ActorCriticConfig(num_actions=A + 1, observation="tokens", vocab_size=V, tokens_per_frame=K)
-    with pytest.raises(ValueError, match="actions but the world model"):
+    with pytest.raises(
+        ValueError,
+        match=r"actor critic \(.*4 actions\) and the world model \(.*3 actions\) do not fit .*\(actions differ\)",
+    ):
         ActorCriticModule(config, world_model_config=asdict(wm_config()), tokenizer_config=asdict(tok_config()))
     config = ActorCriticConfig(num_actions=A, observation="tokens", vocab_size=V * 2, tokens_per_frame=K)
-    with pytest.raises(ValueError, match="link the sizes"):
+    with pytest.raises(ValueError, match=r"actor critic \(32 codes.*, the world model \(16 codes.*\(codes differ\)"):
         ActorCriticModule(config, world_model_config=asdict(wm_config()), tokenizer_config=asdict(tok_config()))
     other = asdict(tok_config())
     other["quantizer"]["codebook_size"] = V * 2
     config = ActorCriticConfig(num_actions=A, observation="tokens", vocab_size=V, tokens_per_frame=K)
-    with pytest.raises(ValueError, match="tokenizer whose token store the world model was trained on"):
+    with pytest.raises(
+        ValueError,
+        match=r"world model \(16 codes.* and the tokenizer \(32 codes.*\(codes differ\).*tokens of this tokenizer",
+    ):
         ActorCriticModule(config, world_model_config=asdict(wm_config()), tokenizer_config=other)
     with pytest.raises(ValueError, match="uint8"):
-        ActorCritic(ActorCriticConfig(frame_size=16, channels=(4, 4)))(
-            torch.zeros(1, 3, 16, 16), ActorCritic().initial_state(1)
-        )
+        network = ActorCritic(ActorCriticConfig(num_actions=A, frame_size=16, channels=(4, 4)))
+        network(torch.zeros(1, 3, 16, 16), network.initial_state(1))

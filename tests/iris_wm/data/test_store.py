@@ -98,7 +98,7 @@ def test_crash_before_the_manifest_is_replaced_leaves_the_store_as_it_was(tmp_pa
 def test_full_disk_gives_a_clear_error_and_an_unchanged_store(tmp_path, monkeypatch):
     store = new_store(tmp_path)
     store.append([counting_episode(0, 4)])
-    import iris_wm.data.store as module
+    import iris_wm.runtime.files as module  # the store writes through it
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -1,0 +1,86 @@
+"""What the actor-critic learns from an imagined rollout (IRIS section 2.3, appendix B).
+
+lambda-returns (gamma 0.995, lambda 0.95) from the imagined rewards and ends and the critic's values (or an EMA
+target critic's); REINFORCE with the value as baseline, an entropy bonus, and value regression. Steps after the
+first imagined episode end never happened and are masked out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from iris_wm.agent.returns import lambda_returns
+from iris_wm.agent.rollout import Rollout
+from iris_wm.envs.imagination import ImaginationConfig
+
+
+@dataclass
+class AgentObjective:
+    """What the actor-critic learns from (defaults: IRIS)."""
+
+    horizon: int = 20
+    """Imagined steps per trajectory (IRIS: 20)."""
+    gamma: float = 0.995
+    """Discount factor."""
+    lambda_: float = 0.95
+    """lambda of the lambda-returns."""
+    entropy_weight: float = 0.001
+    """Weight of the policy's entropy bonus."""
+    value_weight: float = 1.0
+    """Weight of the value regression."""
+    target_critic_decay: float | None = None
+    """EMA decay of a target critic whose values give the returns (None: the critic itself, as IRIS)."""
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig.iris)
+    """How imagined steps are drawn (default: IRIS's, every outcome sampled)."""
+
+    def __post_init__(self):
+        if isinstance(self.imagination, dict):
+            self.imagination = ImaginationConfig(**self.imagination)
+
+
+# Checkpoints are read with torch.load(weights_only=True); the agent's hyperparameters can hold this dataclass.
+torch.serialization.add_safe_globals([AgentObjective])
+
+
+@dataclass
+class AgentLosses:
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+    imagined_return: torch.Tensor  # mean undiscounted imagined reward per trajectory, up to its end
+    end_rate: torch.Tensor  # share of trajectories that ended within the horizon
+    mean_value: torch.Tensor
+
+
+def alive_mask(ends: torch.Tensor) -> torch.Tensor:
+    """``(B, H)``: True for the steps up to and including the first end (a step after an end never happened)."""
+    ended_before = torch.cumsum(ends.long(), dim=1) - ends.long()
+    return ended_before == 0
+
+
+def agent_losses(rollout: Rollout, target_values: torch.Tensor, objective: AgentObjective) -> AgentLosses:
+    """The losses of one rollout; ``target_values (B, H + 1)`` give the returns (the critic's own, detached, or a
+    target critic's)."""
+    returns = lambda_returns(rollout.rewards, target_values.float(), rollout.ends, objective.gamma, objective.lambda_)
+    alive = alive_mask(rollout.ends).float()
+    count = alive.sum().clamp_min(1.0)
+    log_probs = rollout.logits.float().log_softmax(-1)
+    chosen = log_probs.gather(-1, rollout.actions[..., None]).squeeze(-1)
+    values = rollout.values[:, :-1].float()
+    advantage = (returns - values).detach()
+    policy = -(chosen * advantage * alive).sum() / count
+    entropy = (-(log_probs.exp() * log_probs).sum(-1) * alive).sum() / count
+    value = ((values - returns.detach()).pow(2) * alive).sum() / count
+    total = policy - objective.entropy_weight * entropy + objective.value_weight * value
+    return AgentLosses(
+        total,
+        policy,
+        value,
+        entropy,
+        (rollout.rewards * alive).sum(1).mean(),
+        rollout.ends.any(1).float().mean(),
+        values.mean().detach(),
+    )

@@ -1,0 +1,73 @@
+"""The actor-critic acting in imagination: one function for the agent's training step and the online loop's
+pictures, so both read, sample and step exactly alike.
+
+At each of ``horizon`` steps the actor-critic reads the current frame (its tokens, or the frame the tokenizer
+decodes from them), an action is sampled from its policy, and the imagination environment steps; a last read
+after the final step gives the value that bootstraps the horizon. Nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from iris_wm.agent.actor_critic import ActorCritic, State
+from iris_wm.envs.imagination import ImaginationEnv
+
+
+def observe(actor_critic: ActorCritic, tokenizer, tokens: torch.Tensor) -> torch.Tensor:
+    """What ``actor_critic`` reads of frames given as tokens ``(B, K)``: the tokens, or the decoded frames."""
+    return tokens if actor_critic.reads_tokens else tokenizer.decode(tokens)
+
+
+@dataclass
+class Rollout:
+    """``horizon`` imagined steps of a batch of ``B`` trajectories."""
+
+    tokens: list[torch.Tensor]  # H + 1 frames as tokens (B, K): the starting frame, then each imagined one
+    observations: list[torch.Tensor]  # H + 1 of what the actor-critic read (tokens or decoded frames)
+    logits: torch.Tensor  # (B, H, A) policy logits at each imagined step
+    values: torch.Tensor  # (B, H + 1) critic values of the observations; the last bootstraps the horizon
+    actions: torch.Tensor  # (B, H)
+    rewards: torch.Tensor  # (B, H)
+    ends: torch.Tensor  # (B, H) bool: the world model ended the episode after this step's action
+
+
+def rollout(
+    actor_critic: ActorCritic,
+    env: ImaginationEnv,
+    current: torch.Tensor,
+    state: State,
+    horizon: int,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Act for ``horizon`` steps in ``env`` (already reset; ``current`` are its frames' tokens ``(B, K)``) from the
+    actor-critic's recurrent ``state``. Gradients flow through the actor-critic's outputs (the training step);
+    actions are sampled from the detached policy, with ``generator`` where given."""
+    tokens, observations, logits, values, actions, rewards, ends = [current], [], [], [], [], [], []
+    for t in range(horizon + 1):
+        observation = observe(actor_critic, env.tokenizer, current)
+        out = actor_critic(observation, state)
+        observations.append(observation)
+        values.append(out.value)
+        if t == horizon:
+            break
+        probs = out.logits.detach().float().softmax(-1)
+        action = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        step = env.step(action)
+        logits.append(out.logits)
+        actions.append(action)
+        rewards.append(step.reward)
+        ends.append(step.terminated)
+        state, current = out.state, step.tokens
+        tokens.append(current)
+    return Rollout(
+        tokens,
+        observations,
+        torch.stack(logits, 1),
+        torch.stack(values, 1),
+        torch.stack(actions, 1),
+        torch.stack(rewards, 1),
+        torch.stack(ends, 1),
+    )

@@ -1,0 +1,221 @@
+"""`make demo`: the pipeline end to end on a CPU-sized Breakout setup, each stage through the library function that
+its command calls.
+
+Stages (each skipped when its output already exists, so an interrupted demo resumes):
+1. ``iris-wm collect``: random-policy Breakout steps into an episode store.
+2. ``iris-wm tokenizer fit``: the demo tokenizer (configs/tokenizer/demo.yaml).
+3. ``iris-wm tokenizer validate``: held-out PSNR, L1 and codebook usage on every validation frame.
+4. ``iris-wm tokenizer predict``: the token store the world model trains on.
+5. ``iris-wm world-model fit`` and ``validate``: the demo world model (configs/world_model/demo.yaml).
+6. ``iris-wm imagine``: imagined vs real rollouts of held-out episodes and the error per horizon.
+7. ``iris-wm agent fit``: the demo actor-critic, trained in the world model's imagination
+   (configs/agent/demo.yaml).
+8. ``iris-wm evaluate``: the agent and the random policy on the same seeded episodes of the real game.
+9. ``iris-wm push-to-hub`` without a repository: the agent exported as a pretrained folder with its card.
+Then ``<out>/report.md`` gathers the figures, the reconstruction grid, the imagined rollouts and the
+learning curves (``<out>/curves.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from iris_wm.cli.report import plot_curves, write_report
+from iris_wm.data.collect import collect
+from iris_wm.envs.atari import EnvConfig
+from iris_wm.evaluate.imagine import imagine
+from iris_wm.evaluate.play import evaluate
+from iris_wm.hub import CardInfo, export_checkpoint, load_model, read_checkpoint
+from iris_wm.runtime.provenance import weights_digest
+from iris_wm.train.stages import run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
+
+RUNNERS = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "agent": run_agent_cli}
+DATA = {"tokenizer": "episodes", "world_model": "tokens", "agent": "tokens"}
+
+
+def _stage(stage: str, verb: str, out: Path, *extra: str):
+    """``verb`` of ``stage`` with its demo config, reading the demo's store and writing under ``out/<stage>``."""
+    return RUNNERS[stage](stage_args(verb, stage, "demo", out / DATA[stage], out / stage, *extra))
+
+
+def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
+    """PSNR on the validation frames of the per-pixel mean training frame: the score of a tokenizer that
+    knows nothing about the frame it encodes. A useful tokenizer scores above it."""
+    import numpy as np
+    import torch
+
+    from tokenizer.module import psnr
+
+    train, val = datamodule.train_set, datamodule.val_set
+    total = np.zeros((3, *datamodule.store.spec.shape[1:]), np.float64)
+    for start in range(0, len(train), chunk):
+        total += datamodule.store.observations(train.anchors[start : start + chunk]).sum(0, dtype=np.float64)
+    mean = torch.from_numpy((total / len(train)).round().astype(np.uint8))
+    scores = [
+        psnr(mean.expand(len(rows), -1, -1, -1), torch.from_numpy(datamodule.store.observations(rows)))
+        for rows in np.array_split(val.anchors, max(1, len(val) // chunk))
+    ]
+    return float(torch.cat(scores).mean())
+
+
+def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_steps: int = 2_000) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    previous = out / "summary.json"
+    # Stages skipped on a resumed demo keep the timings of the run that did them.
+    timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
+
+    start = time.perf_counter()
+    collect(out / "episodes", steps, EnvConfig(), seed=seed)
+    timings["collect"] = time.perf_counter() - start
+
+    checkpoint = out / "tokenizer" / "checkpoints" / "last.ckpt"
+    if not checkpoint.exists():
+        start = time.perf_counter()
+        _stage("tokenizer", "fit", out, "--seed_everything", str(seed))
+        timings["tokenizer fit"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    cli = _stage("tokenizer", "validate", out, "--ckpt_path", str(checkpoint), "--data.max_val_windows", "null")
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    timings["tokenizer validate"] = time.perf_counter() - start
+
+    tokens = out / "tokens"
+    if not (tokens / "manifest.json").exists():
+        start = time.perf_counter()
+        _stage("tokenizer", "predict", out, "--ckpt_path", str(checkpoint), "--token_writer.output", str(tokens))
+        timings["tokenizer predict"] = time.perf_counter() - start
+
+    metrics["baseline/mean_frame_psnr"] = mean_frame_psnr(cli.datamodule)
+
+    wm_checkpoint = out / "world_model" / "checkpoints" / "last.ckpt"
+    if not wm_checkpoint.exists():
+        start = time.perf_counter()
+        _stage("world_model", "fit", out, "--seed_everything", str(seed))
+        timings["world model fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    wm_cli = _stage("world_model", "validate", out, "--ckpt_path", str(wm_checkpoint), "--data.max_val_windows", "null")
+    metrics.update({f"world_model/{k}": float(v) for k, v in wm_cli.trainer.callback_metrics.items()})
+    val_rows = wm_cli.datamodule.val_set.anchors
+    metrics["baseline/zero_reward_accuracy"] = float((wm_cli.datamodule.store.columns.reward[val_rows] == 0).mean())
+    timings["world model validate"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    imagination = imagine(
+        str(wm_checkpoint),
+        str(checkpoint),
+        str(out / "episodes"),
+        str(tokens),
+        str(out / "imagine"),
+        burn_in=4,
+        horizon=20,
+        num_episodes=8,
+        seed=seed,
+    )
+    timings["imagine"] = time.perf_counter() - start
+
+    agent_checkpoint = out / "agent" / "checkpoints" / "last.ckpt"
+    if not agent_checkpoint.exists():
+        start = time.perf_counter()
+        _stage(
+            "agent",
+            "fit",
+            out,
+            "--seed_everything",
+            str(seed),
+            "--model.world_model",
+            str(wm_checkpoint),
+            "--model.tokenizer",
+            str(checkpoint),
+        )
+        timings["agent fit"] = time.perf_counter() - start
+    evaluation = {}
+    for name, agent in (("agent", str(agent_checkpoint)), ("random", None)):
+        start = time.perf_counter()
+        evaluation[name] = evaluate(
+            str(out / "evaluate" / f"{name}.json"),
+            agent,
+            EnvConfig.evaluation(max_episode_steps=eval_max_steps),
+            episodes=eval_episodes,
+            num_envs=8,
+            seed=1000 + seed,
+        )
+        timings[f"evaluate {name}"] = time.perf_counter() - start
+    start = time.perf_counter()
+    card_metrics = {
+        "tokenizer: held-out PSNR (dB)": metrics.get("val/psnr"),
+        "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
+        "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame"),
+    }
+    for row in imagination["per_horizon"]:
+        if row["horizon"] in (1, 5, 10, 20):
+            card_metrics[f"imagination: token accuracy at horizon {row['horizon']}"] = row["token_accuracy"]
+    (out / "card_metrics.json").write_text(json.dumps({k: v for k, v in card_metrics.items() if v is not None}))
+    round_trip = check_round_trip(
+        out, export_pretrained(out, agent_checkpoint), agent_checkpoint, metrics["world_model/val/observation_ce"]
+    )
+    timings["export and round trip"] = time.perf_counter() - start
+    plot_curves(out)
+    summary = {
+        "metrics": metrics,
+        "imagination": imagination,
+        "evaluation": evaluation,
+        "timings_s": timings,
+        "round_trip": round_trip,
+        "checkpoint": str(checkpoint),
+        "tokens": str(tokens),
+        "validation_frames": len(cli.datamodule.val_set),
+        "training_frames": len(cli.datamodule.train_set),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_report(out, summary)
+    return summary
+
+
+def export_pretrained(out: Path, agent_checkpoint: Path) -> Path:
+    """The trained agent as a pretrained folder (safetensors, configs, a model card with the evaluation)."""
+    metrics = out / "card_metrics.json"
+    card = CardInfo.from_results(
+        [out / "evaluate" / "agent.json", out / "evaluate" / "random.json"],
+        metrics if metrics.exists() else None,
+        command="make demo",
+    )
+    return export_checkpoint(agent_checkpoint, out / "pretrained", card)[1]
+
+
+def check_round_trip(out: Path, folder: Path, agent_checkpoint: Path, observation_ce: float) -> dict:
+    """The exported folder holds exactly the trained weights (digests of each component, checkpoint vs folder),
+    and `world-model validate --model.from_pretrained` on it gives the checkpoint's held-out figure."""
+    trained = read_checkpoint(agent_checkpoint).models
+    same = {kind: weights_digest(trained[kind]) == weights_digest(load_model(folder, kind)) for kind in trained}
+    cli = _stage(
+        "world_model", "validate", out, "--model.from_pretrained", str(folder), "--data.max_val_windows", "null"
+    )
+    again = float(cli.trainer.callback_metrics["val/observation_ce"])
+    return {
+        "identical_weights": same,
+        "observation_ce_checkpoint": observation_ce,
+        "observation_ce_pretrained": again,
+        "observation_ce_abs_difference": abs(again - observation_ce),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="iris-wm-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="Folder for everything the demo writes.")
+    parser.add_argument("--steps", type=int, default=10_000, help="Environment steps to collect.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of collection and training.")
+    parser.add_argument("--eval_episodes", type=int, default=16, help="Real-game episodes for the agent and random.")
+    parser.add_argument("--eval_max_steps", type=int, default=2_000, help="Cap on the steps of an evaluation episode.")
+    args = parser.parse_args(argv)
+    summary = run(args.out, args.steps, args.seed, args.eval_episodes, args.eval_max_steps)
+    print((args.out / "report.md").read_text())
+    print(json.dumps(summary["timings_s"]))
+
+
+if __name__ == "__main__":
+    main()

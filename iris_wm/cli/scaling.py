@@ -1,0 +1,115 @@
+"""``iris-wm scaling sweep|fit|report|run``: the scaling harness (:mod:`iris_wm.scaling.harness`) from the command
+line.
+
+- ``sweep``: train every point the spec names (resumable: finished points are skipped).
+- ``fit``: fit the recorded points: ``runs.csv`` and ``fit.json``.
+- ``report``: plots and ``report.md`` from ``fit.json``.
+- ``run``: all three, preparing the Breakout token store first when it is missing (what `make scaling` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+USAGE = """usage: iris-wm scaling VERB --spec SPEC.yaml [options]
+
+verbs:
+  sweep   train the spec's points (resumable)
+  fit     fit the recorded points: runs.csv, fit.json
+  report  plots and report.md from fit.json
+  run     prepare the token store if missing, then sweep, fit and report (make scaling)
+
+Each verb explains its options with --help.
+"""
+
+
+def _parser(verb: str):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog=f"iris-wm scaling {verb}", description=__doc__, default_config_files=[])
+    parser.add_argument("--spec", type=str, required=True, help="Sweep spec YAML (profiles in configs/scaling/).")
+    parser.add_argument("--out", type=str | None, default=None, help="Output folder (default: the spec's `out`).")
+    if verb in ("sweep", "run"):
+        parser.add_argument("--device", type=str, default="cpu", help="torch device to train on (cpu, cuda).")
+        parser.add_argument(
+            "--series",
+            type=list[str] | None,
+            default=None,
+            help="Sweep only these series of the spec (one process per GPU, say).",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU); "
+            "with `run`, also the processes that collect a missing token store's episodes.",
+        )
+    if verb == "run":
+        parser.add_argument(
+            "--prepare_steps",
+            type=int | None,
+            default=None,
+            help="Breakout steps to collect when the spec's token store does not exist yet "
+            "(default: the series' `steps`).",
+        )
+    return parser
+
+
+def _print_fits(fits: dict) -> None:
+    for name, fit in fits["series"].items():
+        est = fit["estimators"]
+        a = ", ".join(
+            f"{k} {v['a']['estimate']:.3f}" if v["a"]["estimate"] is not None else f"{k} n/a" for k, v in est.items()
+        )
+        print(f"[{name}] exponent a of N_opt ~ C^a: {a}")
+        for h in fit["holdout"]:
+            print(
+                f"[{name}] held-out {h['size']}: observed {h['observed']:.4f}, predicted {h['predicted']:.4f} "
+                f"({100 * h['relative_error']:+.2f}%), inside the 95% PI: {h['inside_95']}"
+            )
+        for w in fit["warnings"]:
+            print(f"[{name}] warning: {w}")
+
+
+def _spec(cfg):
+    from iris_wm.scaling.harness import load_spec
+
+    spec = load_spec(cfg.spec)
+    if cfg.get("series"):
+        unknown = sorted(set(cfg.series) - {s.name for s in spec.series})
+        if unknown:
+            raise SystemExit(
+                f"iris-wm scaling: --series {unknown} not in the spec (it has {[s.name for s in spec.series]})."
+            )
+        spec = dataclasses.replace(spec, series=tuple(s for s in spec.series if s.name in cfg.series))
+    return spec
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    verb, rest = argv[0], argv[1:]
+    if verb not in ("sweep", "fit", "report", "run"):
+        raise SystemExit(f"iris-wm scaling: unknown verb {verb!r}.\n\n{USAGE}")
+    from iris_wm.runtime.errors import IrisError
+    from iris_wm.scaling import harness
+    from iris_wm.scaling.harness import SpecError
+
+    cfg = _parser(verb).parse_args(rest)
+    try:
+        spec = _spec(cfg)
+        out = Path(cfg.out or spec.out)
+        if verb == "run":
+            harness.prepare(spec, out, cfg.prepare_steps, cfg.workers)
+        if verb in ("sweep", "run"):
+            harness.sweep(spec, out, cfg.device, cfg.workers)
+        fits = None
+        if verb in ("fit", "run"):
+            fits = harness.fit(spec, out)
+            _print_fits(fits)
+        if verb in ("report", "run"):
+            print(f"report: {harness.report(spec, out, fits)}")
+    except (SpecError, IrisError, ValueError) as err:
+        raise SystemExit(f"iris-wm scaling {verb}: {err}") from None

@@ -1,0 +1,221 @@
+"""Collect episodes from an Atari environment into an episode store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from iris_wm.data.episode import Episode, EpisodeBuffer
+from iris_wm.data.store import EpisodeStore, StoreError
+from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
+from iris_wm.runtime.faults import maybe_fault
+
+Policy = Callable[[np.ndarray], int]
+"""Maps one observation ``uint8 (3, H, W)`` to an action index."""
+
+
+@dataclass
+class CollectSummary:
+    store: Path
+    steps_added: int
+    episodes_added: int
+    total_steps: int
+    total_episodes: int
+    returns: list[float]  # undiscounted return of every episode added
+
+
+def _reseed(env, seed: int, stored_episodes: int) -> np.ndarray:
+    """Start a new game seeded by ``(seed, episodes stored)``. Collection does this after every append, so a
+    run killed at any point and rerun continues exactly as the uninterrupted run did (the episodes that were
+    only in memory are collected again, identically)."""
+    rng = np.random.default_rng([seed, stored_episodes])
+    env.action_space.seed(int(rng.integers(2**31)))
+    obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    return obs
+
+
+def collect(
+    out: str | Path,
+    steps: int,
+    env_config: EnvConfig | None = None,
+    seed: int = 0,
+    policy: Policy | None = None,
+    flush_steps: int = 5_000,
+    progress: bool = True,
+    progress_position: int = 0,
+) -> CollectSummary:
+    """Run the environment until the store at ``out`` holds at least ``steps`` steps.
+
+    The store is created if needed; an existing one must have been collected with the same environment
+    settings. Because the target is the store's total, rerunning the same command after an interruption
+    continues where the stored data ends. Whole episodes are appended every ``flush_steps`` steps, and each
+    append is followed by a new game seeded from ``(seed, episodes stored)``; so a rerun after a crash
+    collects exactly what the uninterrupted run would have (for the random policy, or any deterministic
+    one). When the target is reached mid-episode, that episode is stored with its last step marked
+    ``truncated``. Without a ``policy`` actions are uniformly random.
+    """
+    env_config = dataclasses.replace(env_config or EnvConfig(), game=resolve_game_id((env_config or EnvConfig()).game))
+    env = make_env(env_config)
+    settings = {"env": env_config.to_dict(), "action_meanings": env.unwrapped.get_action_meanings()}
+    store = EpisodeStore.open_or_create(out, EpisodeStore.frame_spec(env_config.size), env.action_space.n, settings)
+    start_steps, start_episodes = store.num_steps, store.num_episodes
+    todo = steps - start_steps
+    returns: list[float] = []
+    if todo <= 0:
+        env.close()
+        return CollectSummary(Path(out), 0, 0, store.num_steps, store.num_episodes, returns)
+
+    obs = _reseed(env, seed, start_episodes)
+    pending: list[Episode] = []
+    buffer = EpisodeBuffer()
+    bar = tqdm(
+        total=todo, desc=f"collect {env_config.game}", unit="step", disable=not progress, position=progress_position
+    )
+    for i in range(todo):
+        maybe_fault(f"collect:{i}")
+        action = int(policy(obs)) if policy else int(env.action_space.sample())
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        last = i == todo - 1
+        buffer.add(obs, action, float(reward), bool(terminated), bool(truncated or (last and not terminated)))
+        obs = next_obs
+        bar.update(1)
+        if terminated or truncated or last:
+            returns.append(float(np.sum(buffer.rewards)))
+            pending.append(buffer.to_episode())
+            buffer = EpisodeBuffer()
+            if sum(len(e) for e in pending) >= flush_steps or last:
+                store.append(pending)
+                pending = []
+                bar.set_postfix(episodes=store.num_episodes)
+                if not last:
+                    obs = _reseed(env, seed, store.num_episodes)
+            elif not last:
+                obs, _ = env.reset()
+    bar.close()
+    env.close()
+    return CollectSummary(
+        Path(out),
+        store.num_steps - start_steps,
+        store.num_episodes - start_episodes,
+        store.num_steps,
+        store.num_episodes,
+        returns,
+    )
+
+
+def part_seed(seed: int, part: int) -> int:
+    """Seed of share ``part`` of a parallel collection. Share 0 keeps ``seed``, so it is exactly the beginning of
+    what a serial ``collect`` with that seed stores; the others draw theirs from ``(seed, part)``."""
+    return seed if part == 0 else int(np.random.SeedSequence([seed, part]).generate_state(1)[0] >> 1)
+
+
+def _part_folder(out: Path, part: int) -> Path:
+    return out.with_name(f"{out.name}.part{part}")
+
+
+def _remove_parts(out: Path, plan_file: Path) -> None:
+    """Remove the part stores of the plan in ``plan_file``, then the plan (last, so a crash here is finished by a
+    rerun)."""
+    if not plan_file.exists():
+        return
+    for w in range(1, json.loads(plan_file.read_text())["workers"]):
+        shutil.rmtree(_part_folder(out, w), ignore_errors=True)
+    plan_file.unlink()
+
+
+def _collect_share(args: tuple) -> CollectSummary:
+    folder, steps, env_config, seed, flush_steps, progress, position = args
+    return collect(
+        folder, steps, env_config, seed=seed, flush_steps=flush_steps, progress=progress, progress_position=position
+    )
+
+
+def collect_parallel(
+    out: str | Path,
+    steps: int,
+    env_config: EnvConfig | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    flush_steps: int = 5_000,
+    progress: bool = True,
+) -> CollectSummary:
+    """:func:`collect` in ``workers`` processes: the emulator runs on one core, so 2 workers on 2 cores take
+    about half the time (random policy only).
+
+    The steps are split into ``workers`` shares. Share 0 goes into ``out`` itself, exactly what a serial
+    collection with ``seed`` stores first; share ``w`` goes into a store beside it, ``<out>.part<w>``, seeded from
+    ``(seed, w)``. Then the shares' episodes are appended to ``out`` in order, and the part stores removed. Every
+    stage resumes: a rerun finishes the shares, then appends only the episodes ``out`` does not hold yet (it
+    counts its steps), so a crash anywhere ends in the same store as an uninterrupted run. The plan (steps,
+    workers, seed) is kept in ``<out>.parts.json`` until the end, and a rerun with another plan is refused.
+    """
+    out = Path(out)
+    shares = [steps // workers + (w < steps % workers) for w in range(workers)]
+    plan_file = out.with_name(f"{out.name}.parts.json")
+    plan = {"steps": steps, "workers": workers, "seed": seed, "shares": shares}
+    if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
+        raise StoreError(
+            f"{plan_file} records an unfinished parallel collection with other settings "
+            f"({plan_file.read_text().strip()}); rerun it with those, or delete it and the "
+            f"{out.name}.part* folders to start the shares again."
+        )
+    start = EpisodeStore.open(out, verify="size") if (out / "manifest.json").exists() else None
+    start_steps, start_episodes = (start.num_steps, start.num_episodes) if start else (0, 0)
+    if start_steps >= steps:
+        _remove_parts(out, plan_file)  # a crash after the last append left them
+        return collect(out, steps, env_config, seed=seed, progress=False)  # nothing to do; checks the settings
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps(plan))
+    folders = [out] + [_part_folder(out, w) for w in range(1, workers)]
+    jobs = [(folders[w], shares[w], env_config, part_seed(seed, w), flush_steps, progress, w) for w in range(workers)]
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            summaries = list(pool.map(_collect_share, jobs))
+    except BrokenProcessPool as error:
+        raise StoreError(
+            f"A collection worker died ({error}). Every episode it appended is kept: rerun the same "
+            "command to finish the shares and merge them."
+        ) from error
+    store = EpisodeStore.open(out)
+    for w in range(1, workers):
+        _append_share(store, EpisodeStore.open(folders[w]), offset=sum(shares[:w]), flush_steps=flush_steps, index=w)
+    _remove_parts(out, plan_file)
+    return CollectSummary(
+        out,
+        store.num_steps - start_steps,
+        store.num_episodes - start_episodes,
+        store.num_steps,
+        store.num_episodes,
+        [r for s in summaries for r in s.returns],
+    )
+
+
+def _append_share(store: EpisodeStore, part: EpisodeStore, offset: int, flush_steps: int, index: int) -> None:
+    """Append ``part``'s episodes to ``store`` after its first ``offset`` steps, skipping those already there."""
+    have = store.num_steps - offset
+    lengths = np.cumsum(part.episode_lengths)
+    if have < 0 or (have and have not in lengths):
+        raise StoreError(
+            f"{store.root} holds {store.num_steps} steps, which is not the end of an episode of "
+            f"{part.root} after its first {offset}; the stores do not belong together. Collect again "
+            "into a new folder."
+        )
+    pending: list[Episode] = []
+    chunk = 0
+    for position in range(int(np.searchsorted(lengths, have, side="right")), part.num_episodes):
+        pending.append(part.episode(position))
+        if sum(len(e) for e in pending) >= flush_steps or position == part.num_episodes - 1:
+            store.append(pending)
+            pending = []
+            maybe_fault(f"collect-merge:{index}:{chunk}")
+            chunk += 1

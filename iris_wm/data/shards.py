@@ -1,0 +1,138 @@
+"""The files of a store: its Arrow shards (their columns, written from episodes, read back checked and zero-copy),
+its atomic writes, and the writer's lock."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from iris_wm.data.episode import Episode, ObsSpec
+from iris_wm.runtime.errors import IrisError
+from iris_wm.runtime.files import sha256_file, write_atomic, write_json_atomic
+
+
+class StoreError(IrisError, RuntimeError):
+    """A store on disk is missing, damaged, or does not match what the caller expects."""
+
+
+@dataclass
+class Shard:
+    """A shard's entry in the manifest."""
+
+    file: str
+    rows: int
+    episodes: int
+    nbytes: int
+    sha256: str
+
+
+def step_schema(spec: ObsSpec) -> pa.Schema:
+    """The columns of a store's shards: one row per step."""
+    from datasets import Features, List, Value
+
+    features = Features(
+        {
+            "episode": Value("int64"),
+            "step": Value("int32"),
+            spec.name: List(Value(spec.dtype), length=spec.numel),
+            "action": Value("int64"),
+            "reward": Value("float32"),
+            "terminated": Value("bool"),
+            "truncated": Value("bool"),
+        }
+    )
+    return features.arrow_schema
+
+
+def episodes_table(episodes: Sequence[Episode], spec: ObsSpec, first_id: int) -> pa.Table:
+    """Whole episodes as one table, their ids counting from ``first_id``."""
+    lengths = [len(e) for e in episodes]
+    obs = np.concatenate([np.ascontiguousarray(e.observations).reshape(len(e), -1) for e in episodes])
+    values = pa.array(obs.reshape(-1), type=pa.from_numpy_dtype(np.dtype(spec.dtype)))
+    columns = {
+        "episode": np.repeat(np.arange(first_id, first_id + len(episodes), dtype=np.int64), lengths),
+        "step": np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
+        spec.name: pa.FixedSizeListArray.from_arrays(values, spec.numel),
+        "action": np.concatenate([np.asarray(e.actions, np.int64) for e in episodes]),
+        "reward": np.concatenate([np.asarray(e.rewards, np.float32) for e in episodes]),
+        "terminated": np.concatenate([np.asarray(e.terminated, bool) for e in episodes]),
+        "truncated": np.concatenate([np.asarray(e.truncated, bool) for e in episodes]),
+    }
+    return pa.table(columns, schema=step_schema(spec))
+
+
+def read_shard(folder: Path, shard: Shard, spec: ObsSpec, verify: str = "checksum") -> tuple[pa.Table, np.ndarray]:
+    """The table of a shard, checked against its manifest entry (size, and checksum when ``verify`` asks), and
+    a zero-copy view of its observations ``(rows, *spec.shape)``."""
+    path = folder / shard.file
+    if not path.exists():
+        raise StoreError(f"Shard {path} named in the manifest is missing: the store is incomplete.")
+    size = path.stat().st_size
+    if size != shard.nbytes:
+        raise StoreError(
+            f"Shard {path} has {size} bytes but the manifest records {shard.nbytes}: it is truncated or "
+            "was changed. Restore it from a backup or re-collect the store."
+        )
+    if verify == "checksum" and sha256_file(path) != shard.sha256:
+        raise StoreError(
+            f"Shard {path} does not match its checksum in the manifest: it is corrupted. "
+            "Restore it from a backup or re-collect the store."
+        )
+    try:
+        table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StoreError(f"Shard {path} cannot be read as Arrow ({err}); it is damaged.") from err
+    if table.num_rows != shard.rows or not table.schema.equals(step_schema(spec), check_metadata=False):
+        raise StoreError(f"Shard {path} does not have the rows or columns its manifest records.")
+    # A shard is one record batch: take its chunk as it is. combine_chunks() copies even a single chunk into
+    # anonymous memory, which held every frame of the store in RAM (a 1M-frame store was OOM-killed at
+    # 12 GB; benchmarks/store_memory.py).
+    column = table.column(spec.name)
+    array = column.chunk(0) if column.num_chunks == 1 and column.chunk(0).offset == 0 else column.combine_chunks()
+    obs = array.values.to_numpy(zero_copy_only=True).reshape(table.num_rows, *spec.shape)
+    return table, obs
+
+
+class StoreLock:
+    """An exclusive advisory lock on the store folder for the duration of an append."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".lock"
+
+    def __enter__(self):
+        try:
+            self.handle = open(self.path, "a")
+        except OSError as err:
+            raise StoreError(
+                f"Cannot write to the store {self.path.parent} ({err.strerror or err}): the folder is "
+                "read-only or not yours. The store is unchanged; make it writable (or copy it to a "
+                "folder you can write) and try again."
+            ) from err
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def write_file(path: Path, payload: bytes | dict) -> None:
+    """Atomic write of a shard (bytes) or the manifest (a dict, as JSON); a failure leaves the store unchanged."""
+    try:
+        write_json_atomic(path, payload) if isinstance(payload, dict) else write_atomic(path, payload)
+    except OSError as err:
+        raise StoreError(
+            f"Could not write {path} ({err.strerror or err}). The store is unchanged; free disk space or "
+            "fix the folder's permissions and try again."
+        ) from err

@@ -1,0 +1,162 @@
+"""A batched imagination environment: the world model rolled out with a KV cache.
+
+``reset`` primes the cache with ``C`` real steps (observation tokens and the actions between them; IRIS
+primes with one frame). ``step(actions)`` then imagines one step for every environment of the batch:
+reward and episode end are read at the action position, the ``K`` tokens of the next frame are sampled one
+after another. The last token of a frame is fed together with the next action, so a step costs ``K``
+transformer passes (IRIS: ``K + 1``). Nothing in ``step`` reads a value back to the host.
+
+When the next step would not fit in the context (``context_steps * (K + 1)`` tokens), the cache is
+re-primed: cleared and refilled in one pass with the last ``reprime_steps`` steps, positions starting at 0
+again, exactly like a training window that starts there. Frames are decoded only when asked (``frames()``):
+a policy that reads tokens never pays for the decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sequence_model.world_model import WorldModel
+
+
+@dataclass
+class ImaginationConfig:
+    """How imagined steps are drawn."""
+
+    temperature: float = 1.0
+    """Sampling temperature of observation tokens (0: argmax)."""
+    sample_rewards: bool = False
+    """Sample rewards from the sign head instead of taking the most likely class (a two-hot head always
+    gives its expected value)."""
+    sample_terminations: bool = False
+    """Sample episode ends instead of taking the most likely outcome."""
+    reprime_steps: int | None = None
+    """Steps kept when the context is full (default: context_steps - 1, a sliding window)."""
+
+    @classmethod
+    def iris(cls, **overrides) -> ImaginationConfig:
+        """IRIS's imagination for training the actor-critic: the next tokens, the reward and the episode end are
+        all sampled from the world model's distributions."""
+        return cls(**{"temperature": 1.0, "sample_rewards": True, "sample_terminations": True, **overrides})
+
+
+# Checkpoints are read with torch.load(weights_only=True); the agent's hyperparameters can hold this dataclass.
+torch.serialization.add_safe_globals([ImaginationConfig])
+
+
+@dataclass
+class ImaginedStep:
+    tokens: torch.Tensor  # (B, K) observation tokens of the new frame
+    reward: torch.Tensor  # (B,) float
+    terminated: torch.Tensor  # (B,) bool: the world model predicts the episode ended after this action
+    done: torch.Tensor  # (B,) bool: terminated at this or an earlier imagined step
+
+
+def _draw(logits: torch.Tensor, temperature: float, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Gumbel-max sampling (argmax when not sampling or at temperature 0); stays on the device."""
+    if not sample or temperature <= 0:
+        return logits.argmax(-1)
+    uniform = torch.rand(logits.shape, device=logits.device, generator=generator).clamp_(1e-10, 1.0)
+    return (logits.float() / temperature - torch.log(-torch.log(uniform))).argmax(-1)
+
+
+class ImaginationEnv:
+    """Imagined environments, a batch at a time, on the world model's device."""
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        tokenizer=None,
+        config: ImaginationConfig | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        self.world_model = world_model
+        self.tokenizer = tokenizer
+        self.config = config or ImaginationConfig()
+        self.generator = generator
+        cfg = world_model.config
+        self.K, self.context_steps = cfg.tokens_per_frame, cfg.context_steps
+        keep = self.config.reprime_steps or self.context_steps - 1
+        if not 1 <= keep < self.context_steps:
+            raise ValueError(f"reprime_steps must be in [1, {self.context_steps - 1}], got {keep}.")
+        self.keep = keep
+        self.cache = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.world_model.parameters()).device
+
+    @torch.no_grad()
+    def reset(self, observations: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Prime with ``C`` real steps: tokens ``(B, C, K)`` and the ``C - 1`` actions between them ``(B, C-1)``.
+
+        Returns the tokens of the current (last real) frame ``(B, K)``.
+        """
+        B, C, K = observations.shape
+        if K != self.K:
+            raise ValueError(f"Observations have {K} tokens per frame; the world model expects {self.K}.")
+        if not 1 <= C < self.context_steps:
+            raise ValueError(
+                f"Prime with 1 to {self.context_steps - 1} real steps (the context holds "
+                f"{self.context_steps}); got {C}."
+            )
+        actions = actions if actions is not None else observations.new_zeros(B, 0)
+        if actions.shape != (B, C - 1):
+            raise ValueError(
+                f"Expected {C - 1} actions per environment between {C} frames; got {tuple(actions.shape)}."
+            )
+        self.observations = observations.to(self.device).long()  # (B, S, K) history kept for re-priming
+        self.actions = actions.to(self.device).long()  # (B, S - 1)
+        if self.cache is None or self.cache.buffer.shape[2] != B:
+            self.cache = self.world_model.transformer.new_cache(B, self.device, self._dtype())
+        self._prime()
+        self.done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        return self.observations[:, -1]
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.world_model.parameters()).dtype
+
+    def _prime(self) -> None:
+        """Fill the cache with the history up to the last frame's second-to-last token (the last one is fed
+        with the next action)."""
+        self.cache.reset()
+        padded = torch.cat([self.actions, self.actions.new_zeros(self.actions.shape[0], 1)], dim=1)
+        ids = self.world_model.interleave(self.observations, padded)[:, :-2]
+        if ids.shape[1] > 0:
+            self.world_model(ids, self.cache)
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor) -> ImaginedStep:
+        """Imagine one step for every environment: ``actions (B,)`` -> the next frame's tokens, reward, end."""
+        cfg, K = self.config, self.K
+        if self.cache.size + K + 1 > self.cache.max_tokens:
+            self.observations = self.observations[:, -self.keep :]
+            self.actions = self.actions[:, -(self.keep - 1) :] if self.keep > 1 else self.actions[:, :0]
+            self._prime()
+        actions = actions.to(self.device).long()
+        last_token = self.observations[:, -1, -1:]
+        out = self.world_model(torch.cat([last_token, actions[:, None]], dim=1), self.cache)
+        reward_logits, end_logits = out.reward_logits[:, -1], out.termination_logits[:, -1]
+        if self.world_model.config.reward == "sign" and cfg.sample_rewards:
+            reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
+        else:
+            reward = self.world_model.expected_reward(reward_logits)
+        terminated = _draw(end_logits, 1.0, cfg.sample_terminations, self.generator).bool()
+        tokens = [_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator)]
+        for _ in range(K - 1):
+            out = self.world_model(tokens[-1][:, None], self.cache)
+            tokens.append(_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator))
+        frame = torch.stack(tokens, dim=1)  # (B, K)
+        self.observations = torch.cat([self.observations, frame[:, None]], dim=1)[:, -self.context_steps :]
+        self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -(self.context_steps - 1) :]
+        self.done = self.done | terminated
+        return ImaginedStep(frame, reward, terminated, self.done.clone())
+
+    @torch.no_grad()
+    def frames(self, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode the current frames (or ``tokens``) to ``uint8 (B, 3, H, W)`` through the tokenizer."""
+        if self.tokenizer is None:
+            raise ValueError("This imagination env has no tokenizer: pass one to decode frames.")
+        return self.tokenizer.decode(self.observations[:, -1] if tokens is None else tokens)

@@ -1,0 +1,100 @@
+"""Model cards: README.md with the Hub's YAML metadata and a body a reader can act on (how to load the model, the
+environment and data, the figures with the command that reproduces them, the provenance)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iris_wm.runtime.errors import ConfigError
+
+CARD_FILE = "README.md"
+
+
+@dataclass
+class CardInfo:
+    """What the model card says beyond the config."""
+
+    environment: str | None = None
+    """The game, e.g. ``ALE/Breakout-v5``."""
+    dataset: str | None = None
+    """Hub id (or local path) of the data it was trained on."""
+    training_config: dict = field(default_factory=dict)
+    """The resolved training configuration."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Evaluation figures, by name."""
+    command: str | None = None
+    """The command that reproduces the figures."""
+    tags: list[str] = field(default_factory=list)
+    """More Hub tags."""
+
+    @classmethod
+    def from_results(
+        cls,
+        results: list[str | Path] = (),
+        metrics: str | Path | None = None,
+        environment: str | None = None,
+        dataset: str | None = None,
+        command: str | None = None,
+    ) -> CardInfo:
+        """A card showing the mean return, standard error and human-normalised score of each evaluation result
+        (JSON files of ``iris_wm.evaluate.play.evaluate``), and the figures of a ``metrics`` JSON file
+        (``{"figure": number, ...}``). The environment defaults to the results' game."""
+        figures = {}
+        for path in results:
+            result = json.loads(Path(path).read_text())
+            label = "random policy" if result["policy"] == "random" else "agent"
+            figures[f"{label}: mean return ({result['episodes']} episodes)"] = result["mean"]
+            figures[f"{label}: standard error"] = result["stderr"]
+            if result.get("human_normalized") is not None:
+                figures[f"{label}: human-normalised score"] = result["human_normalized"]
+            environment = environment or result["game"]
+        if metrics:
+            extra = json.loads(Path(metrics).read_text())
+            if not isinstance(extra, dict) or not all(isinstance(v, (int, float)) for v in extra.values()):
+                raise ConfigError(f"{metrics} must hold one JSON object of figure -> number.")
+            figures.update(extra)
+        return cls(environment=environment, dataset=dataset, metrics=figures, command=command)
+
+
+def write_card(folder: Path, kind: str, config: dict, card: CardInfo) -> Path:
+    """README.md with YAML metadata (library, tags, dataset, metrics) and a body a reader can act on."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(
+        library_name="iris-wm",
+        tags=["world-model", "iris", "reinforcement-learning", kind.replace("_", "-"), *card.tags],
+        datasets=[card.dataset] if card.dataset and "/" in card.dataset else None,
+        metrics=sorted(card.metrics) or None,
+        environment=card.environment,
+        training_config=card.training_config or None,
+    )
+    title = {"agent": "agent (tokenizer, world model, actor-critic)"}.get(kind, kind.replace("_", " "))
+    lines = [
+        f"# iris-wm {title}",
+        "",
+        "A component of an IRIS-style tokenized world model (Micheli et al. 2023), trained with iris-wm. Load it with:",
+        "",
+        "```python",
+        "from iris_wm.hub import " + ("load_agent" if kind == "agent" else "from_pretrained"),
+        f'model = {"load_agent" if kind == "agent" else "from_pretrained"}("<this repository or folder>")',
+        "```",
+        "",
+    ]
+    if card.environment:
+        lines += [f"Environment: `{card.environment}`.", ""]
+    if card.dataset:
+        lines += [f"Training data: `{card.dataset}`.", ""]
+    if card.metrics:
+        lines += ["## Evaluation", "", "| figure | value |", "| --- | --- |"]
+        lines += [f"| {name} | {value:.4g} |" for name, value in card.metrics.items()]
+        lines.append("")
+    if card.command:
+        lines += ["## Reproduce", "", "```bash", card.command, "```", ""]
+    if "parameters" in config:
+        lines += [f"Parameters: {config['parameters']:,}.", ""]
+    lines += ["## Provenance", "", "```json", json.dumps(config.get("provenance", {}), indent=1), "```", ""]
+    path = folder / CARD_FILE
+    ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)).save(path)
+    return path

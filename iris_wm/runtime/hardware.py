@@ -1,0 +1,22 @@
+"""What the hardware can do, and the precision chosen from it."""
+
+from __future__ import annotations
+
+import torch
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX). Elsewhere (e.g. an AVX2-only AMD EPYC)
+    oneDNN emulates it: a demo tokenizer step took 21.6 s in bf16 against 1.4 s in fp32 (docs/LOG.md)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def effective_precision(precision, accelerator: str) -> tuple:
+    """``(precision to use, note)``: a bf16 precision asked for on a CPU that would only emulate bf16 becomes
+    ``32-true``, and the note says so; anything else is kept (note None). ``accelerator`` is Lightning's
+    (``cpu``, ``cuda``, ``auto``, ...); ``precision`` may be None (Lightning's default)."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and str(precision).startswith("bf16") and not cpu_has_native_bf16():
+        note = f"this CPU has no bf16 hardware (emulated bf16 is about 15x slower); precision {precision} -> 32-true."
+        return "32-true", note
+    return precision, None

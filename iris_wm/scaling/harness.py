@@ -1,0 +1,75 @@
+"""The scaling harness's steps on the torch backend: prepare the token stores a spec names, sweep its points, fit
+the records and write the report (``iris-wm scaling sweep|fit|report|run`` calls these). Each step adds its
+wall time to ``<out>/timings.json``."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+from iris_wm.runtime.errors import ConfigError
+from iris_wm.scaling.backend import TorchBackend
+from iris_wm.scaling.prepare import prepare_tokens
+from scaling.spec import SpecError, SweepSpec, load_spec
+from scaling.sweep import Sweep
+
+DEFAULT_PREPARE_STEPS = 100_000
+__all__ = ["SpecError", "load_spec", "prepare", "sweep", "fit", "report", "add_timing"]
+
+
+def add_timing(out: Path, stage: str, seconds: float) -> None:
+    path = Path(out) / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[stage] = seconds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(timings, indent=1))
+
+
+def prepare(spec: SweepSpec, out: Path, steps: int | None = None, workers: int = 1) -> None:
+    """Build each series' token store that does not exist yet (``steps`` Breakout steps, default the series'
+    own); refuse an existing store smaller than its series asks for."""
+    for series in spec.series:
+        wanted = steps or series.steps
+        manifest = Path(series.store) / "manifest.json"
+        if not manifest.exists():
+            start = time.perf_counter()
+            prepare_tokens(Path(series.store).parent, wanted or DEFAULT_PREPARE_STEPS, workers=workers)
+            add_timing(out, f"prepare {series.name}", time.perf_counter() - start)
+        elif wanted and (held := json.loads(manifest.read_text())["num_steps"]) < wanted:
+            raise ConfigError(
+                f"The token store {series.store} holds {held:,} steps, but series {series.name} asks for "
+                f"{wanted:,}. Point `store` at a new folder (it is built there), or remove this one and its "
+                "episodes to build it again."
+            )
+
+
+def sweep(spec: SweepSpec, out: Path, device: str = "cpu", workers: int = 1) -> None:
+    """Train every point of ``spec`` not recorded yet (``workers`` trunks at once)."""
+    start = time.perf_counter()
+    factory = partial(TorchBackend, device, progress=False)
+    Sweep(spec, TorchBackend(device), out, workers=workers, backend_factory=factory).run()
+    add_timing(out, "sweep", time.perf_counter() - start)
+
+
+def fit(spec: SweepSpec, out: Path) -> dict:
+    """Fit the recorded points: ``runs.csv`` and ``fit.json``; returns the fits."""
+    from scaling.report import run_fit
+
+    start = time.perf_counter()
+    fits = run_fit(spec, out)
+    add_timing(out, "fit", time.perf_counter() - start)
+    return fits
+
+
+def report(spec: SweepSpec, out: Path, fits: dict | None = None) -> Path:
+    """Plots and ``report.md`` from the fits (read from ``fit.json`` when not given)."""
+    from scaling.report import write_report
+
+    if fits is None:
+        path = Path(out) / "fit.json"
+        if not path.exists():
+            raise ConfigError(f"No {path}: fit the records first (the harness's fit step).")
+        fits = json.loads(path.read_text())
+    return write_report(spec, fits, out, command=f"iris-wm scaling run --spec {spec.name}")

@@ -1,0 +1,99 @@
+"""Imagination with the KV cache equals a naive loop of full forward passes, re-priming included."""
+
+import pytest
+import torch
+
+from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from sequence_model.gpt import GPTConfig
+from sequence_model.world_model import WorldModel, WorldModelConfig
+
+K, V, A, C = 3, 13, 4, 4
+
+
+def model():
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(
+        vocab_size=V,
+        tokens_per_frame=K,
+        num_actions=A,
+        context_steps=C,
+        gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.0),
+    )
+    return WorldModel(cfg).eval()
+
+
+def naive_rollout(wm, obs, act, actions, keep):
+    """Greedy imagination recomputing the whole window for every token."""
+    frames = [obs[:, i] for i in range(obs.shape[1])]
+    acts = [act[:, i] for i in range(act.shape[1])]
+    start = 0  # first step of the current window
+    results = []
+    for a in actions:
+        steps = len(frames) - start
+        if steps * (K + 1) - 2 + K + 1 > C * (K + 1):
+            start = len(frames) - keep
+        window_obs = torch.stack(frames[start:], 1)
+        window_act = torch.stack([*acts[start:], a], 1)
+        ids = wm.interleave(window_obs, window_act)
+        with torch.no_grad():
+            out = wm(ids)
+            reward = wm.expected_reward(out.reward_logits[:, -1])
+            end = out.termination_logits[:, -1].argmax(-1).bool()
+            new = [out.observation_logits[:, -1].argmax(-1)]
+            for _ in range(K - 1):
+                new.append(wm(torch.cat([ids, torch.stack(new, 1)], 1)).observation_logits[:, -1].argmax(-1))
+        frame = torch.stack(new, 1)
+        frames.append(frame)
+        acts.append(a)
+        results.append((frame, reward, end))
+    return results
+
+
+@pytest.mark.parametrize("primed, keep", [(1, None), (2, None), (3, 1), (2, 2)])
+def test_greedy_imagination_equals_full_forward_passes(primed, keep):
+    wm = model()
+    g = torch.Generator().manual_seed(3)
+    obs = torch.randint(0, V, (2, primed, K), generator=g)
+    act = torch.randint(0, A, (2, primed - 1), generator=g)
+    actions = [torch.randint(0, A, (2,), generator=g) for _ in range(9)]  # forces several re-primes
+    env = ImaginationEnv(wm, config=ImaginationConfig(temperature=0.0, reprime_steps=keep))
+    assert torch.equal(env.reset(obs, act), obs[:, -1])
+    expected = naive_rollout(wm, obs, act, actions, keep or C - 1)
+    for a, (frame, reward, end) in zip(actions, expected, strict=True):
+        step = env.step(a)
+        assert torch.equal(step.tokens, frame)
+        torch.testing.assert_close(step.reward, reward)
+        assert torch.equal(step.terminated, end)
+
+
+def test_sampling_is_seeded_and_done_is_sticky():
+    wm = model()
+    obs = torch.randint(0, V, (5, 2, K))
+    act = torch.randint(0, A, (5, 1))
+    runs = []
+    for _ in range(2):
+        env = ImaginationEnv(
+            wm,
+            config=ImaginationConfig(temperature=1.0, sample_terminations=True),
+            generator=torch.Generator().manual_seed(7),
+        )
+        env.reset(obs, act)
+        steps = [env.step(torch.full((5,), 1)) for _ in range(6)]
+        runs.append(torch.stack([s.tokens for s in steps]))
+        for earlier, later in zip(steps, steps[1:], strict=False):
+            assert (later.done >= earlier.done).all()
+            assert torch.equal(later.done, earlier.done | later.terminated)
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_bad_priming_is_explained():
+    env = ImaginationEnv(model())
+    with pytest.raises(ValueError, match="Prime with 1 to 3 real steps"):
+        env.reset(torch.zeros(1, C, K, dtype=torch.long), torch.zeros(1, C - 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="tokens per frame"):
+        env.reset(torch.zeros(1, 2, K + 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="Expected 1 actions"):
+        env.reset(torch.zeros(1, 2, K, dtype=torch.long))
+    with pytest.raises(ValueError, match="no tokenizer"):
+        env.reset(torch.zeros(1, 1, K, dtype=torch.long))
+        env.frames()
