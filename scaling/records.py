@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -70,7 +71,7 @@ def read_records(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):
                 warnings.warn(
@@ -80,7 +81,37 @@ def read_records(path: str | Path) -> list[dict]:
             raise ValueError(
                 f"{path}, line {number}: not valid JSON. Remove or repair that line; every other record is intact."
             ) from None
+        problem = record_problem(record)
+        if problem:
+            raise ValueError(
+                f"{path}, line {number}: {problem}. Remove that line (the sweep runs its point again); every other "
+                "record is intact."
+            )
+        records.append(record)
     return records
+
+
+REQUIRED = {"key": str, "role": str, "val_obs_ce": float}
+"""The fields every record must have, and their types; the losses must also be finite and non-negative."""
+FITTED = {"series": str, "size": str, "budget": float, "params": int, "flops": float, "tokens": int}
+"""The further fields a fit reads."""
+
+
+def record_problem(record, fitted: bool = False) -> str | None:
+    """Why ``record`` cannot be used (not an object, a field missing or of the wrong type, a loss that is not a
+    finite non-negative number; with ``fitted``, also a field the fit reads), or None."""
+    if not isinstance(record, dict):
+        return f"a record must be a JSON object, not {type(record).__name__}"
+    for name, kind in {**REQUIRED, **(FITTED if fitted else {})}.items():
+        value = record.get(name)
+        numeric = kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name not in record or not (numeric or isinstance(value, kind)):
+            return f"the field {name!r} is {'missing' if name not in record else f'not a {kind.__name__}'}"
+    for name in ("val_obs_ce", "val_bits_per_frame", "val_reward_loss", "val_termination_loss", "train_loss"):
+        value = record.get(name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            return f"{name} is {value}, not a finite non-negative loss (the point diverged or the line was edited)"
+    return None
 
 
 def write_csv(records: list[dict], path: str | Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from scaling.fit import FitConfig, fit_records
 from scaling.plot import plot_all
-from scaling.records import read_records, write_csv
+from scaling.records import read_records, record_problem, write_csv
 from scaling.spec import SweepSpec
 
 REFERENCES = {
@@ -38,6 +38,13 @@ def run_fit(spec: SweepSpec, out: Path | None = None) -> dict:
     records = read_records(out / "records.jsonl")
     if not records:
         raise ValueError(f"No records in {out / 'records.jsonl'}: run the sweep first (`iris-wm scaling sweep`).")
+    for number, record in enumerate(records, 1):
+        problem = record_problem(record, fitted=True)
+        if problem:
+            raise ValueError(
+                f"{out / 'records.jsonl'}, record {number} ({record.get('key')}): {problem}. Remove that line (the "
+                "sweep runs its point again)."
+            )
     stores: dict[str, set] = {}
     for record in records:
         stores.setdefault(record["series"], set()).add(record.get("store_digest"))

@@ -270,6 +270,17 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"No sweep spec at {path}; the profiles are in configs/scaling/ (e.g. cpu_default.yaml).")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise SpecError(
+            f"{path} is not valid YAML ({str(error).splitlines()[0]}): repair it, or start from a "
+            "profile in configs/scaling/."
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path} must hold a mapping of spec keys, not a {type(data).__name__}.")
     data.update(overrides or {})
-    return spec_from_dict(data)
+    try:
+        return spec_from_dict(data)
+    except SpecError as error:
+        raise SpecError(f"{path}: {error}") from None

@@ -34,6 +34,14 @@ class GPTConfig:
     """Dropout on embeddings, attention weights and residual branches (IRIS: 0.1)."""
 
     def __post_init__(self):
+        # max_tokens 0 means "set by the world model" (from its context length).
+        minimum = {"num_layers": 1, "num_heads": 1, "embed_dim": 1, "max_tokens": 0, "mlp_ratio": 1}
+        for name, least in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"GPTConfig: {name} must be a whole number of at least {least}, got {value!r}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"GPTConfig: dropout must lie in [0, 1), got {self.dropout!r}.")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}.")
 

@@ -53,6 +53,10 @@ class WorldModelConfig:
     """Weight of the termination loss."""
 
     def __post_init__(self):
+        for name in ("vocab_size", "tokens_per_frame", "num_actions", "context_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"WorldModelConfig: {name} must be a whole number of at least 1, got {value!r}.")
         gpt = GPTConfig(**self.gpt) if isinstance(self.gpt, dict) else self.gpt
         if self.tokens_per_frame is not None:
             gpt = replace(gpt, max_tokens=self.context_steps * self.tokens_per_block)

@@ -14,6 +14,7 @@ import torch
 from iris_wm.agent.returns import lambda_returns
 from iris_wm.agent.rollout import Rollout
 from iris_wm.envs.imagination import ImaginationConfig
+from iris_wm.runtime.checks import at_least, within
 
 
 @dataclass
@@ -38,6 +39,9 @@ class AgentObjective:
     def __post_init__(self):
         if isinstance(self.imagination, dict):
             self.imagination = ImaginationConfig(**self.imagination)
+        at_least(1, "objective", horizon=self.horizon)
+        within(0, 1, "objective", gamma=self.gamma, lambda_=self.lambda_, target_critic_decay=self.target_critic_decay)
+        at_least(0, "objective", entropy_weight=self.entropy_weight, value_weight=self.value_weight)
 
 
 # Checkpoints are read with torch.load(weights_only=True); the agent's hyperparameters can hold this dataclass.

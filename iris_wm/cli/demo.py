@@ -28,6 +28,7 @@ from iris_wm.data.collect import collect
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.imagine import imagine
 from iris_wm.evaluate.play import evaluate
+from iris_wm.evaluate.scores import read_figures, result_figures
 from iris_wm.hub import CardInfo, export_checkpoint, load_model, read_checkpoint
 from iris_wm.runtime.provenance import weights_digest
 from iris_wm.train.stages import run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
@@ -177,12 +178,10 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
 def export_pretrained(out: Path, agent_checkpoint: Path) -> Path:
     """The trained agent as a pretrained folder (safetensors, configs, a model card with the evaluation)."""
     metrics = out / "card_metrics.json"
-    card = CardInfo.from_results(
-        [out / "evaluate" / "agent.json", out / "evaluate" / "random.json"],
-        metrics if metrics.exists() else None,
-        command="make demo",
-    )
-    return export_checkpoint(agent_checkpoint, out / "pretrained", card)[1]
+    figures, game = result_figures([out / "evaluate" / "agent.json", out / "evaluate" / "random.json"])
+    figures.update(read_figures(metrics) if metrics.exists() else {})
+    card = CardInfo(environment=game, metrics=figures, command="make demo")
+    return export_checkpoint(agent_checkpoint, out / "pretrained", card, overwrite=True)[1]
 
 
 def check_round_trip(out: Path, folder: Path, agent_checkpoint: Path, observation_ce: float) -> dict:

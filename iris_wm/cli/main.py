@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from iris_wm.runtime.errors import IrisError
+from iris_wm.runtime.errors import ConfigError, IrisError
 
 USAGE = """usage: iris-wm COMMAND [ARGS...]
 
@@ -49,6 +50,7 @@ REMEDIES = {
     "collect": "iris-wm collect --out EPISODES --steps N",
     "encode": "iris-wm tokenizer predict --ckpt_path TOKENIZER.ckpt --data.root EPISODES --token_writer.output TOKENS",
     "games": "iris-wm games",
+    "overwrite": "add --overwrite to replace the earlier export",
 }
 """The command line of each fix a library error names (``IrisError.remedy``)."""
 
@@ -75,10 +77,8 @@ def _collect(argv: list[str]) -> None:
     )
     parser.add_class_arguments(EnvConfig, "env", help="Environment protocol (IRIS training defaults).")
     cfg = parser.parse_args(argv)
-    if cfg.workers < 1:
-        parser.error(f"--workers must be at least 1, got {cfg.workers}.")
     env = EnvConfig(**cfg.env.as_dict())
-    if cfg.workers > 1:
+    if cfg.workers != 1:  # collect_parallel refuses fewer than 1
         summary = collect_parallel(
             cfg.out, cfg.steps, env, seed=cfg.seed, workers=cfg.workers, flush_steps=cfg.flush_steps
         )
@@ -168,6 +168,7 @@ def _push_to_hub(argv: list[str]) -> None:
     import argparse
 
     from iris_wm.hub import CardInfo, export_checkpoint, push_to_hub
+    from iris_wm.hub.pretrained import check_push
 
     parser = argparse.ArgumentParser(
         prog="iris-wm push-to-hub",
@@ -181,22 +182,29 @@ def _push_to_hub(argv: list[str]) -> None:
     parser.add_argument("--out", help="Folder for the exported model (kept; default: a folder beside the checkpoint).")
     parser.add_argument("--repo_id", help="owner/name on the Hub; without it the model is only exported.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier export in --out (only that).")
     parser.add_argument("--results", nargs="*", default=[], help="`iris-wm evaluate` JSON files shown in the card.")
     parser.add_argument("--metrics", help='A JSON file of more figures for the card: {"name": number, ...}.')
     parser.add_argument("--environment", help="The game, for the card (default: from the results).")
     parser.add_argument("--dataset", help="Hub id of the training data, for the card.")
     parser.add_argument("--command", help="The command that reproduces the card's figures.")
     args = parser.parse_args(argv)
+    if args.store and not args.repo_id:
+        parser.error("--store needs --repo_id.")
+    if args.repo_id:
+        check_push(args.repo_id)  # before any export work
     if args.store:
         from iris_wm.hub.datasets import push_store
 
-        if not args.repo_id:
-            parser.error("--store needs --repo_id.")
         print(push_store(args.store, args.repo_id, private=args.private))
         return
-    card = CardInfo.from_results(args.results, args.metrics, args.environment, args.dataset, args.command)
+    from iris_wm.evaluate.scores import read_figures, result_figures
+
+    figures, game = result_figures(args.results)
+    figures.update(read_figures(args.metrics) if args.metrics else {})
+    card = CardInfo(environment=args.environment or game, dataset=args.dataset, metrics=figures, command=args.command)
     out = args.out or str(Path(args.checkpoint).with_suffix("")) + "-pretrained"
-    kind, folder = export_checkpoint(args.checkpoint, out, card)
+    kind, folder = export_checkpoint(args.checkpoint, out, card, overwrite=args.overwrite)
     print(f"exported the {kind} to {folder}")
     if args.repo_id:
         print(push_to_hub(folder, args.repo_id, private=args.private))
@@ -236,8 +244,78 @@ COMMANDS = {
 }
 
 
+CONTINUE = {
+    "collect": "rerun the same command: the store keeps every flushed episode and collection continues from there",
+    "run": "rerun the same command: the loop resumes from its last checkpoint",
+    "tokenizer": "rerun the same command with --ckpt_path last to resume training",
+    "world-model": "rerun the same command with --ckpt_path last to resume training",
+    "agent": "rerun the same command with --ckpt_path last to resume training",
+    "scaling": "rerun the same command: finished points are kept and skipped",
+}
+"""How to go on after Ctrl-C, per command (others simply start again)."""
+
+USER_ERRORS = (IrisError, ValueError, OSError, FloatingPointError)
+"""What a user can fix: shown as the message alone. Anything else is a bug, shown with its traceback."""
+
+
+def _check_config_files(argv: list[str]) -> None:
+    """Every ``--config FILE`` must exist and be YAML: said here with the file's name (the parser would say
+    neither)."""
+    import yaml
+
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for name in given:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"--config {name}: no such file (the shipped configs are under configs/).")
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            where = getattr(error, "problem_mark", None)
+            line = f", line {where.line + 1}" if where else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"--config {name} is not valid YAML ({problem}{line}): repair the file.") from None
+
+
+@contextmanager
+def _usage_on_request():
+    """Parse errors as the message alone: jsonargparse prints the whole usage first (hundreds of lines for a
+    stage), which buries the one line that matters; its tip names --help."""
+    from jsonargparse import ArgumentParser
+
+    original = ArgumentParser.print_usage
+    ArgumentParser.print_usage = lambda self, file=None: None if file is sys.stderr else original(self, file)
+    try:
+        yield
+    finally:
+        ArgumentParser.print_usage = original
+
+
+def _debugging(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether tracebacks are wanted (``--debug`` anywhere in the arguments, or ``IRIS_WM_DEBUG=1``), and the
+    arguments without the flag."""
+    import os
+
+    wanted = "--debug" in argv or os.environ.get("IRIS_WM_DEBUG", "") not in ("", "0")
+    return wanted, [a for a in argv if a != "--debug"]
+
+
+def _message(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    if isinstance(error, IrisError) and error.remedy in REMEDIES:
+        # The library states its fix in its own terms; on the command line, name the command that does it.
+        text = f"{text} On the command line: {REMEDIES[error.remedy]}"
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{text} ({error.filename})"
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one command. A problem the user can fix ends the process with exit status 2 and one or two lines on
+    standard error (what is wrong, which file or flag, the fix); ``--debug`` (or ``IRIS_WM_DEBUG=1``) re-raises it
+    with its traceback instead. Ctrl-C says how to continue and exits with 130."""
+    debug, argv = _debugging(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
@@ -246,12 +324,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"iris-wm: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)
     try:
-        COMMANDS[command](rest)
-    except IrisError as error:
-        # The library states its fix in its own terms; on the command line, name the command that does it.
-        if error.remedy in REMEDIES:
-            error.args = (f"{error} On the command line: {REMEDIES[error.remedy]}",)
-        raise
+        _check_config_files(rest)
+        with _usage_on_request():
+            COMMANDS[command](rest)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        how = CONTINUE.get(command, "run the command again")
+        print(f"iris-wm {command}: interrupted; {how}.", file=sys.stderr)
+        raise SystemExit(130) from None
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"iris-wm {command}: error: {_message(error)}", file=sys.stderr)
+        print("(add --debug, or set IRIS_WM_DEBUG=1, to see the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from iris_wm.runtime.errors import ConfigError
+
 USAGE = """usage: iris-wm scaling VERB --spec SPEC.yaml [options]
 
 verbs:
@@ -79,8 +81,8 @@ def _spec(cfg):
     if cfg.get("series"):
         unknown = sorted(set(cfg.series) - {s.name for s in spec.series})
         if unknown:
-            raise SystemExit(
-                f"iris-wm scaling: --series {unknown} not in the spec (it has {[s.name for s in spec.series]})."
+            raise ConfigError(
+                f"--series {unknown} not in the spec {cfg.spec} (it has {[s.name for s in spec.series]})."
             )
         spec = dataclasses.replace(spec, series=tuple(s for s in spec.series if s.name in cfg.series))
     return spec
@@ -92,24 +94,19 @@ def main(argv: list[str]) -> None:
         return
     verb, rest = argv[0], argv[1:]
     if verb not in ("sweep", "fit", "report", "run"):
-        raise SystemExit(f"iris-wm scaling: unknown verb {verb!r}.\n\n{USAGE}")
-    from iris_wm.runtime.errors import IrisError
+        raise ConfigError(f"unknown verb {verb!r}: use one of sweep, fit, report, run (iris-wm scaling --help).")
     from iris_wm.scaling import harness
-    from iris_wm.scaling.harness import SpecError
 
     cfg = _parser(verb).parse_args(rest)
-    try:
-        spec = _spec(cfg)
-        out = Path(cfg.out or spec.out)
-        if verb == "run":
-            harness.prepare(spec, out, cfg.prepare_steps, cfg.workers)
-        if verb in ("sweep", "run"):
-            harness.sweep(spec, out, cfg.device, cfg.workers)
-        fits = None
-        if verb in ("fit", "run"):
-            fits = harness.fit(spec, out)
-            _print_fits(fits)
-        if verb in ("report", "run"):
-            print(f"report: {harness.report(spec, out, fits)}")
-    except (SpecError, IrisError, ValueError) as err:
-        raise SystemExit(f"iris-wm scaling {verb}: {err}") from None
+    spec = _spec(cfg)
+    out = Path(cfg.out or spec.out)
+    if verb == "run":
+        harness.prepare(spec, out, cfg.prepare_steps, cfg.workers)
+    if verb in ("sweep", "run"):
+        harness.sweep(spec, out, cfg.device, cfg.workers)
+    fits = None
+    if verb in ("fit", "run"):
+        fits = harness.fit(spec, out)
+        _print_fits(fits)
+    if verb in ("report", "run"):
+        print(f"report: {harness.report(spec, out, fits)}")

@@ -18,7 +18,10 @@ from tqdm.auto import tqdm
 from iris_wm.data.episode import Episode, EpisodeBuffer
 from iris_wm.data.store import EpisodeStore, StoreError
 from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
+from iris_wm.runtime.checks import at_least, output_folder
+from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.faults import maybe_fault
+from iris_wm.runtime.files import FolderLock
 
 Policy = Callable[[np.ndarray], int]
 """Maps one observation ``uint8 (3, H, W)`` to an action index."""
@@ -53,6 +56,7 @@ def collect(
     flush_steps: int = 5_000,
     progress: bool = True,
     progress_position: int = 0,
+    exclusive: bool = True,
 ) -> CollectSummary:
     """Run the environment until the store at ``out`` holds at least ``steps`` steps.
 
@@ -63,7 +67,52 @@ def collect(
     collects exactly what the uninterrupted run would have (for the random policy, or any deterministic
     one). When the target is reached mid-episode, that episode is stored with its last step marked
     ``truncated``. Without a ``policy`` actions are uniformly random.
+
+    One process writes a store at a time: ``out`` is locked for the whole call (``exclusive``; the workers of
+    :func:`collect_parallel` write share 0 under their parent's lock), and a second collection into it is refused
+    at once. A parallel collection's unfinished plan beside ``out`` is refused too: finish it with its workers.
     """
+    out = Path(out)
+    _check_arguments(steps, seed, flush_steps, 1)
+    _make_folder(out)
+    if not exclusive:
+        return _collect(out, steps, env_config, seed, policy, flush_steps, progress, progress_position)
+    with FolderLock(out, "episode store"):
+        plan_file = _plan_file(out)
+        if plan_file.exists():
+            raise StoreError(
+                f"{plan_file} records an unfinished parallel collection into {out} "
+                f"({plan_file.read_text().strip()}); rerun it with the same number of workers to finish and merge "
+                "its shares. Collecting into the store without them would leave their episodes out of it."
+            )
+        return _collect(out, steps, env_config, seed, policy, flush_steps, progress, progress_position)
+
+
+MAX_FLUSH_STEPS = 100_000
+"""Steps held in memory before an append: 100,000 64x64 frames are 1.2 GB, and a crash loses what is held."""
+
+
+def _check_arguments(steps: int, seed: int, flush_steps: int, workers: int) -> None:
+    at_least(1, "collect", steps=steps, flush_steps=flush_steps, workers=workers)
+    at_least(0, "collect", seed=seed)
+    if flush_steps > MAX_FLUSH_STEPS:
+        raise ConfigError(
+            f"collect: flush_steps={flush_steps:,} would hold that many frames in memory before the first write "
+            f"(and lose them all in a crash); use at most {MAX_FLUSH_STEPS:,} (the default, 5,000, costs nothing)."
+        )
+
+
+def _make_folder(out: Path) -> None:
+    output_folder(out, "episode store")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(
+            f"Cannot create the store folder {out} ({err.strerror or err}): choose a folder you can write to."
+        ) from err
+
+
+def _collect(out, steps, env_config, seed, policy, flush_steps, progress, progress_position) -> CollectSummary:
     env_config = dataclasses.replace(env_config or EnvConfig(), game=resolve_game_id((env_config or EnvConfig()).game))
     env = make_env(env_config)
     settings = {"env": env_config.to_dict(), "action_meanings": env.unwrapped.get_action_meanings()}
@@ -119,6 +168,23 @@ def part_seed(seed: int, part: int) -> int:
     return seed if part == 0 else int(np.random.SeedSequence([seed, part]).generate_state(1)[0] >> 1)
 
 
+def _plan_file(out: Path) -> Path:
+    return out.with_name(f"{out.name}.parts.json")
+
+
+def _read_plan(plan_file: Path) -> dict:
+    try:
+        plan = json.loads(plan_file.read_text())
+    except (OSError, ValueError) as error:
+        plan = error
+    if not (isinstance(plan, dict) and isinstance(plan.get("workers"), int)):
+        raise StoreError(
+            f"{plan_file}, the plan of an unfinished parallel collection, is damaged ({plan}). Delete it and the "
+            f"{plan_file.name.removesuffix('.parts.json')}.part* folders beside it, then collect again."
+        )
+    return plan
+
+
 def _part_folder(out: Path, part: int) -> Path:
     return out.with_name(f"{out.name}.part{part}")
 
@@ -128,15 +194,23 @@ def _remove_parts(out: Path, plan_file: Path) -> None:
     rerun)."""
     if not plan_file.exists():
         return
-    for w in range(1, json.loads(plan_file.read_text())["workers"]):
+    for w in range(1, _read_plan(plan_file)["workers"]):
         shutil.rmtree(_part_folder(out, w), ignore_errors=True)
     plan_file.unlink()
 
 
 def _collect_share(args: tuple) -> CollectSummary:
     folder, steps, env_config, seed, flush_steps, progress, position = args
+    # Share 0 is the parent's own store, which the parent holds locked for the whole command.
     return collect(
-        folder, steps, env_config, seed=seed, flush_steps=flush_steps, progress=progress, progress_position=position
+        folder,
+        steps,
+        env_config,
+        seed=seed,
+        flush_steps=flush_steps,
+        progress=progress,
+        progress_position=position,
+        exclusive=position != 0,
     )
 
 
@@ -160,20 +234,29 @@ def collect_parallel(
     workers, seed) is kept in ``<out>.parts.json`` until the end, and a rerun with another plan is refused.
     """
     out = Path(out)
+    _check_arguments(steps, seed, flush_steps, workers)
+    _make_folder(out)
+    with FolderLock(out, "episode store"):
+        return _collect_parallel(out, steps, env_config, seed, workers, flush_steps, progress)
+
+
+def _collect_parallel(out, steps, env_config, seed, workers, flush_steps, progress) -> CollectSummary:
     shares = [steps // workers + (w < steps % workers) for w in range(workers)]
-    plan_file = out.with_name(f"{out.name}.parts.json")
+    plan_file = _plan_file(out)
     plan = {"steps": steps, "workers": workers, "seed": seed, "shares": shares}
-    if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
+    if plan_file.exists() and _read_plan(plan_file) != plan:
         raise StoreError(
             f"{plan_file} records an unfinished parallel collection with other settings "
-            f"({plan_file.read_text().strip()}); rerun it with those, or delete it and the "
-            f"{out.name}.part* folders to start the shares again."
+            f"({plan_file.read_text().strip()}); rerun it with those (the same steps, seed and number of workers) "
+            f"to finish it, or delete it and the {out.name}.part* folders to start the shares again."
         )
     start = EpisodeStore.open(out, verify="size") if (out / "manifest.json").exists() else None
     start_steps, start_episodes = (start.num_steps, start.num_episodes) if start else (0, 0)
     if start_steps >= steps:
         _remove_parts(out, plan_file)  # a crash after the last append left them
-        return collect(out, steps, env_config, seed=seed, progress=False)  # nothing to do; checks the settings
+        return collect(
+            out, steps, env_config, seed=seed, progress=False, exclusive=False
+        )  # nothing to do; checks the settings
     out.parent.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps(plan))
     folders = [out] + [_part_folder(out, w) for w in range(1, workers)]

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from iris_wm.data.store import StepStore, TokenStore, Verify, open_store, require_token_store
 from iris_wm.data.windows import Pad, WindowDataset, collate_batch, split_episodes
+from iris_wm.runtime.checks import at_least, within
 from iris_wm.runtime.errors import ConfigError
 
 
@@ -68,6 +69,9 @@ class StoreDataModule(L.LightningDataModule):
             verify: check every shard's checksum when opening ("checksum") or only its size ("size").
         """
         super().__init__()
+        at_least(1, "data", sequence_length=sequence_length, batch_size=batch_size, max_val_windows=max_val_windows)
+        at_least(0, "data", num_workers=num_workers, split_seed=split_seed, shuffle_seed=shuffle_seed)
+        within(0, 1, "data", val_fraction=val_fraction)
         self.save_hyperparameters()
         self.store: StepStore | None = None
 

@@ -7,17 +7,48 @@ import fcntl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
 from iris_wm.data.episode import Episode, ObsSpec
 from iris_wm.runtime.errors import IrisError
 from iris_wm.runtime.files import sha256_file, write_atomic, write_json_atomic
+from iris_wm.runtime.schema import Schema
 
 
 class StoreError(IrisError, RuntimeError):
     """A store on disk is missing, damaged, or does not match what the caller expects."""
+
+
+class _ObsSpecEntry(Schema):
+    name: str
+    dtype: Literal["uint8", "int16", "int32", "int64", "float32"]
+    shape: list[Annotated[int, Field(ge=1)]]
+
+
+class _ShardEntry(Schema):
+    file: str
+    rows: Annotated[int, Field(ge=1)]
+    episodes: Annotated[int, Field(ge=1)]
+    nbytes: Annotated[int, Field(ge=1)]
+    sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+
+
+class Manifest(Schema):
+    """``manifest.json`` of a store."""
+
+    format_version: int
+    kind: Literal["episodes", "tokens"]
+    observation: _ObsSpecEntry
+    num_actions: Annotated[int, Field(ge=1)]
+    settings: dict
+    created_with: dict
+    num_episodes: Annotated[int, Field(ge=0)]
+    num_steps: Annotated[int, Field(ge=0)]
+    shards: list[_ShardEntry]
 
 
 @dataclass

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from iris_wm.data.episode import Episode, ObsSpec
 from iris_wm.data.shards import (
+    Manifest,
     Shard,
     StoreError,
     StoreLock,
@@ -39,7 +40,9 @@ from iris_wm.data.shards import (
     step_schema,
     write_file,
 )
+from iris_wm.runtime.files import FolderLock
 from iris_wm.runtime.provenance import provenance
+from iris_wm.runtime.schema import SchemaError, check, read_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -78,6 +81,23 @@ class StepStore:
         self._tables: list[pa.Table] = []
         self._index = _Index()
         self._load_shards(manifest["shards"])
+        self._check_counts()
+
+    def _check_counts(self) -> None:
+        """The manifest's counts must be its shards': appends number episodes from them."""
+        m, ids = self.manifest, self.episode_ids
+        problems = [
+            f"{name} {m[name]} but its shards hold {held}"
+            for name, held in (("num_steps", self.num_steps), ("num_episodes", self.num_episodes))
+            if m[name] != held
+        ]
+        if len(ids) and not np.array_equal(ids, np.arange(len(ids))):
+            problems.append("episode ids that are not 0, 1, 2, ... in order")
+        if problems:
+            raise StoreError(
+                f"The manifest of {self.root} records {'; '.join(problems)}: it was edited or damaged, and appending "
+                "would reuse episode ids. Restore it from a backup, or collect the store again."
+            )
 
     # ------------------------------------------------------------------ creation and opening
     @classmethod
@@ -86,7 +106,7 @@ class StepStore:
         root = Path(root)
         if (root / MANIFEST).exists():
             raise StoreError(f"{root} already holds a store; open it with {cls.__name__}.open(...) instead.")
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and any(p.name != FolderLock.FILE for p in root.iterdir()):
             raise StoreError(f"{root} exists and is not empty: choose a new folder for the store.")
         try:
             (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
@@ -117,18 +137,30 @@ class StepStore:
             raise StoreError(
                 f"No store at {root}: {path} is missing. Create one first (collect episodes into it).", "collect"
             )
+        fix = "Restore the manifest from a backup, or collect the store again."
         try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise StoreError(f"{path} is not valid JSON ({err}); the store's manifest is damaged.") from err
-        version = manifest.get("format_version")
+            manifest = read_json(path, "store manifest", fix)
+        except SchemaError as err:
+            raise StoreError(
+                str(err).replace("the store manifest is damaged", "the store's manifest is damaged")
+            ) from err
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
         if version != FORMAT_VERSION:
             raise StoreError(
                 f"{path} has store format version {version}, but this iris-wm reads version {FORMAT_VERSION}. "
                 "Use the iris-wm version that wrote it, or re-create the store with this one."
             )
         if manifest.get("kind") != cls.kind:
-            raise StoreError(f"{root} holds a {manifest.get('kind')!r} store, not a {cls.kind!r} store.")
+            names = {"tokens": "a token store", "episodes": "an episode store"}
+            held = names.get(manifest.get("kind"), f"a store of unknown kind {manifest.get('kind')!r}")
+            raise WrongStoreKind(
+                f"{root} holds {held}, but {names[cls.kind]} is needed here: give {names[cls.kind]} (in code, open "
+                f"this one as {'TokenStore' if manifest.get('kind') == 'tokens' else 'EpisodeStore'})."
+            )
+        try:
+            check(manifest, Manifest, path, "store manifest", fix)
+        except SchemaError as err:
+            raise StoreError(str(err)) from err
         return cls(root, manifest, verify)
 
     @classmethod
@@ -317,7 +349,10 @@ class TokenStore(StepStore):
 def open_store(root: str | Path, verify: Verify = "checksum") -> StepStore:
     """Open an episode store or a token store, whichever ``root`` holds."""
     manifest = Path(root) / MANIFEST
-    kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
+    try:
+        kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
+    except (ValueError, AttributeError, OSError):
+        kind = None  # the store's own open names what is wrong with the manifest
     return (TokenStore if kind == "tokens" else EpisodeStore).open(root, verify=verify)
 
 

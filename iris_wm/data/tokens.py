@@ -15,6 +15,8 @@ import torch
 from iris_wm.data.episode import Episode
 from iris_wm.data.sizes import check_sizes
 from iris_wm.data.store import EpisodeStore, StoreError, TokenStore
+from iris_wm.runtime.faults import maybe_fault
+from iris_wm.runtime.files import complete_or_absent
 from iris_wm.runtime.provenance import weights_digest
 
 
@@ -47,19 +49,22 @@ def write_token_store(
         "vocab_size": int(tokenizer_config.vocab_size),
         "frame_shape": list(source.spec.shape),
     }
-    store = TokenStore.create(output, TokenStore.token_spec(tokens.shape[1]), source.num_actions, settings)
-    cols = source.columns
-    batch: list[Episode] = []
-    for position in range(source.num_episodes):
-        start, length = int(source.episode_starts[position]), int(source.episode_lengths[position])
-        rows = slice(start, start + length)
-        batch.append(
-            Episode(tokens[rows], cols.action[rows], cols.reward[rows], cols.terminated[rows], cols.truncated[rows])
-        )
-        if len(batch) == episodes_per_shard or position == source.num_episodes - 1:
-            store.append(batch)
-            batch = []
-    return store
+    # Complete or absent: a predict killed while writing leaves no token store that could be trained on.
+    with complete_or_absent(output, "token store") as partial:
+        store = TokenStore.create(partial, TokenStore.token_spec(tokens.shape[1]), source.num_actions, settings)
+        cols = source.columns
+        batch: list[Episode] = []
+        for position in range(source.num_episodes):
+            start, length = int(source.episode_starts[position]), int(source.episode_lengths[position])
+            rows = slice(start, start + length)
+            batch.append(
+                Episode(tokens[rows], cols.action[rows], cols.reward[rows], cols.terminated[rows], cols.truncated[rows])
+            )
+            if len(batch) == episodes_per_shard or position == source.num_episodes - 1:
+                store.append(batch)
+                batch = []
+                maybe_fault(f"tokens:{position}")
+    return TokenStore.open(output)
 
 
 def check_tokenizer(store: TokenStore, tokenizer) -> None:

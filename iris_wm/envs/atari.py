@@ -23,6 +23,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from iris_wm.runtime.checks import at_least, within
 from iris_wm.runtime.errors import ConfigError
 
 __all__ = ["EnvConfig", "make_env", "known_games", "EpisodicLife", "MaxAndSkip", "NoopReset", "ResizeCHW"]
@@ -50,6 +51,12 @@ class EnvConfig:
     """Probability of repeating the previous action (ALE v5 uses 0.25; IRIS used 0)."""
     full_action_space: bool = False
     """Use all 18 Atari actions instead of the game's minimal set."""
+
+    def __post_init__(self):
+        at_least(8, "env", size=self.size)
+        at_least(1, "env", frame_skip=self.frame_skip, max_episode_steps=self.max_episode_steps)
+        at_least(0, "env", noop_max=self.noop_max)
+        within(0, 1, "env", sticky_action_prob=self.sticky_action_prob)
 
     @classmethod
     def evaluation(cls, **overrides) -> EnvConfig:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from iris_wm.runtime.checks import at_least
 from sequence_model.world_model import WorldModel
 
 
@@ -34,6 +35,10 @@ class ImaginationConfig:
     """Sample episode ends instead of taking the most likely outcome."""
     reprime_steps: int | None = None
     """Steps kept when the context is full (default: context_steps - 1, a sliding window)."""
+
+    def __post_init__(self):
+        at_least(0, "imagination", temperature=self.temperature)
+        at_least(1, "imagination", reprime_steps=self.reprime_steps)
 
     @classmethod
     def iris(cls, **overrides) -> ImaginationConfig:

@@ -15,6 +15,7 @@ from iris_wm.data.tokens import check_tokenizer
 from iris_wm.data.windows import split_episodes
 from iris_wm.envs.imagination import ImaginationConfig
 from iris_wm.hub.checkpoints import load_model
+from iris_wm.runtime.checks import at_least, output_folder, within
 from iris_wm.runtime.errors import ConfigError
 from tokenizer.module import psnr
 
@@ -70,6 +71,10 @@ def imagine(
         split_seed: split seed used when the world model was trained.
         seed: seed of the window offsets and of sampling.
     """
+    at_least(1, "imagine", burn_in=burn_in, horizon=horizon, num_episodes=num_episodes)
+    at_least(0, "imagine", temperature=temperature, seed=seed, split_seed=split_seed)
+    within(0, 1, "imagine", val_fraction=val_fraction)
+    output_folder(out, "output folder")
     agent = Agent(load_model(tokenizer, "tokenizer"), load_model(world_model, "world_model"))
     wm, tok = agent.world_model, agent.tokenizer
     token_store, frame_store = TokenStore.open(tokens), EpisodeStore.open(episodes)

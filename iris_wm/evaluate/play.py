@@ -21,7 +21,7 @@ from iris_wm.data.sizes import check_sizes
 from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
 from iris_wm.evaluate.scores import summarize
 from iris_wm.hub.checkpoints import load_agent
-from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.checks import at_least, output_file
 from iris_wm.runtime.provenance import provenance
 
 
@@ -94,8 +94,9 @@ def evaluate(
         seed: episode ``i`` is seeded with ``seed + i``; also seeds the policy's sampling.
         device: where the agent runs.
     """
-    if episodes < 1:
-        raise ConfigError(f"episodes must be at least 1, got {episodes}.")
+    at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
+    at_least(0, "evaluate", temperature=temperature, seed=seed)
+    output_file(out, "result file")
     env = dataclasses.replace(env, game=resolve_game_id(env.game))
     probe = make_env(env)
     num_actions = int(probe.action_space.n)

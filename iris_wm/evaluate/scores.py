@@ -8,14 +8,16 @@ mean of the per-run normalised scores, with percentile intervals from a stratifi
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import ConfigDict, Field, RootModel, ValidationError
 
 from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.schema import Schema, SchemaError, describe, read, read_json
 
 # game: (random score, human score)
 REFERENCE_SCORES: dict[str, tuple[float, float]] = {
@@ -111,16 +113,66 @@ def summarize(game: str, returns: list[float]) -> dict:
     return {"mean": mean, "stderr": stderr, "human_normalized": human_normalized(game, mean)}
 
 
+class Result(Schema):
+    """The JSON file :func:`iris_wm.evaluate.play.evaluate` writes."""
+
+    model_config = ConfigDict(extra="allow")  # later fields (seconds, env, provenance) are not read here
+    game: str
+    policy: str
+    episodes: Annotated[int, Field(ge=1)]
+    returns: list[float]
+    mean: float
+    stderr: float | None
+    human_normalized: float | None
+
+
+def read_result(path: str | Path) -> Result:
+    """An evaluation result, checked (a file of another kind, or a damaged one, is refused with its name)."""
+    result = read(path, Result, "evaluation result", "Give a JSON file written by the evaluation (iris-wm evaluate).")
+    if len(result.returns) != result.episodes:
+        raise SchemaError(f"{path} lists {len(result.returns)} returns for {result.episodes} episodes: it was edited.")
+    return result
+
+
+def result_figures(paths: list[str | Path]) -> tuple[dict[str, float], str | None]:
+    """``(figures, game)`` of evaluation results, for a model card: mean return, standard error and human-normalised
+    score of the agent and of the random policy."""
+    figures, game = {}, None
+    for path in paths:
+        result = read_result(path)
+        label = "random policy" if result.policy == "random" else "agent"
+        figures[f"{label}: mean return ({result.episodes} episodes)"] = result.mean
+        if result.stderr is not None:
+            figures[f"{label}: standard error"] = result.stderr
+        if result.human_normalized is not None:
+            figures[f"{label}: human-normalised score"] = result.human_normalized
+        game = game or result.game
+    return figures, game
+
+
+class Figures(RootModel[dict[str, float]]):
+    """A JSON file of more figures for a card: ``{"figure": number, ...}``."""
+
+
+def read_figures(path: str | Path) -> dict[str, float]:
+    fix = 'Give one JSON object of figure names to numbers, e.g. {"held-out PSNR (dB)": 32.4}.'
+    data = read_json(path, "figures file", fix)
+    try:
+        return Figures.model_validate(data).root
+    except ValidationError as err:
+        raise SchemaError(f"{path} is not a figures file ({describe(err)}). {fix}") from err
+
+
 def aggregate_results(paths: list[str | Path], draws: int = 2000) -> dict:
     """:func:`aggregate` of the human-normalised scores of evaluation results (one JSON file per game and seed,
     as :func:`iris_wm.evaluate.play.evaluate` writes them)."""
     scores: dict[str, list[float]] = defaultdict(list)
     for path in paths:
-        result = json.loads(Path(path).read_text())
-        hns = human_normalized(result["game"], result["mean"])
+        result = read_result(path)
+        hns = human_normalized(result.game, result.mean)
         if hns is None:
             raise ConfigError(
-                f"{path} is a {result['game']} result; human-normalised scores exist for the 26 Atari 100k games only."
+                f"{path} is a {result.game} result; human-normalised scores exist for the 26 Atari 100k games only."
             )
-        scores[result["game"]].append(hns)
+        scores[result.game].append(hns)
     return aggregate(dict(scores), draws=draws)

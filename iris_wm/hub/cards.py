@@ -7,8 +7,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iris_wm.runtime.errors import ConfigError
-
 CARD_FILE = "README.md"
 
 
@@ -28,34 +26,6 @@ class CardInfo:
     """The command that reproduces the figures."""
     tags: list[str] = field(default_factory=list)
     """More Hub tags."""
-
-    @classmethod
-    def from_results(
-        cls,
-        results: list[str | Path] = (),
-        metrics: str | Path | None = None,
-        environment: str | None = None,
-        dataset: str | None = None,
-        command: str | None = None,
-    ) -> CardInfo:
-        """A card showing the mean return, standard error and human-normalised score of each evaluation result
-        (JSON files of ``iris_wm.evaluate.play.evaluate``), and the figures of a ``metrics`` JSON file
-        (``{"figure": number, ...}``). The environment defaults to the results' game."""
-        figures = {}
-        for path in results:
-            result = json.loads(Path(path).read_text())
-            label = "random policy" if result["policy"] == "random" else "agent"
-            figures[f"{label}: mean return ({result['episodes']} episodes)"] = result["mean"]
-            figures[f"{label}: standard error"] = result["stderr"]
-            if result.get("human_normalized") is not None:
-                figures[f"{label}: human-normalised score"] = result["human_normalized"]
-            environment = environment or result["game"]
-        if metrics:
-            extra = json.loads(Path(metrics).read_text())
-            if not isinstance(extra, dict) or not all(isinstance(v, (int, float)) for v in extra.values()):
-                raise ConfigError(f"{metrics} must hold one JSON object of figure -> number.")
-            figures.update(extra)
-        return cls(environment=environment, dataset=dataset, metrics=figures, command=command)
 
 
 def write_card(folder: Path, kind: str, config: dict, card: CardInfo) -> Path:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -32,6 +33,7 @@ from iris_wm.envs.imagination import ImaginationConfig
 from iris_wm.hub.cards import CardInfo
 from iris_wm.hub.pretrained import (
     AGENT_FILE,
+    CONFIG_FILE,
     KINDS,
     PretrainedError,
     agent_from_folder,
@@ -40,7 +42,8 @@ from iris_wm.hub.pretrained import (
     save_agent,
     save_pretrained,
 )
-from iris_wm.runtime.files import plain_json
+from iris_wm.runtime.files import OutputExists, archive_problem, complete_or_absent, plain_json, require_new_output
+from iris_wm.runtime.schema import Schema, SchemaError, check, config_from_dict
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModelConfig
 from tokenizer.model import TokenizerConfig
@@ -61,6 +64,14 @@ LEGACY_CLASSES = [
 ]
 
 
+class Record(Schema):
+    """What a stage's checkpoint records of itself (``checkpoint["iris_wm"]``)."""
+
+    format: Literal[1]
+    kind: Literal["tokenizer", "world_model", "agent"]
+    models: dict[Literal["tokenizer", "world_model", "actor_critic"], dict]
+
+
 @dataclass
 class StageCheckpoint:
     """A stage's checkpoint, read: its kind, its models (eval mode), and the checkpoint's dictionary."""
@@ -78,17 +89,6 @@ def is_checkpoint_path(source: str | Path) -> bool:
     rather than a pretrained folder or a Hub repository id."""
     path = Path(source)
     return path.is_file() or (path.suffix == ".ckpt" and not path.is_dir())
-
-
-def archive_problem(path: str | Path) -> str | None:
-    """Why the checkpoint file at ``path`` is not a whole archive (an entry failing its CRC, a cut-off file), or
-    None. Nothing is unpickled to find out."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-        return damaged and f"its entry {damaged} fails its CRC check"
-    except (zipfile.BadZipFile, OSError) as error:
-        return f"not a complete archive: {error}"
 
 
 def read_checkpoint(path: str | Path, map_location: str = "cpu") -> StageCheckpoint:
@@ -119,7 +119,14 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> StageCheckpo
             f"iris-wm: {advice}."
         ) from error
     record = saved.get(RECORD_KEY) if isinstance(saved, dict) else None
-    kind, configs = (record["kind"], record["models"]) if record else _legacy_record(path, saved)
+    if record is not None:
+        try:
+            record = check(record, Record, path, "checkpoint record", "Use another checkpoint of the run.")
+        except SchemaError as error:
+            raise PretrainedError(str(error)) from error
+    kind, configs = (record.kind, record.models) if record else _legacy_record(path, saved)
+    if not isinstance(saved.get("state_dict"), dict):
+        raise PretrainedError(f"{path} has no state_dict: it is not a checkpoint of a stage. Use another checkpoint.")
     models = {name: _build(path, name, config, saved["state_dict"], map_location) for name, config in configs.items()}
     return StageCheckpoint(kind, models, saved)
 
@@ -148,7 +155,10 @@ def _legacy_record(path: Path, saved) -> tuple[str, dict]:
 
 def _build(path: Path, name: str, config: dict, state_dict: dict, map_location: str) -> torch.nn.Module:
     model_class, config_class = KINDS[name]
-    model = model_class(config_class(**config))
+    try:
+        model = model_class(config_from_dict(config_class, config, f"{path} ({name.replace('_', ' ')})"))
+    except SchemaError as error:
+        raise PretrainedError(f"{error} The checkpoint's record was changed after it was written.") from error
     prefix = f"{name}."
     state = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
     try:
@@ -198,10 +208,16 @@ def load_agent(source: str | Path, revision: str | None = None, map_location: st
         raise PretrainedError(f"The models in {source} do not fit together: {error}") from error
 
 
-def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo | None = None) -> tuple[str, Path]:
+def export_checkpoint(
+    checkpoint: str | Path, folder: str | Path, card: CardInfo | None = None, overwrite: bool = False
+) -> tuple[str, Path]:
     """Turn a stage's checkpoint (tokenizer, world model or agent fit) into a pretrained folder. Returns
     ``(kind, folder)``. The card's training config defaults to the checkpoint's hyperparameters (model and
-    data), and the provenance names the checkpoint and the manifest of the store it was trained on."""
+    data), and the provenance names the checkpoint and the manifest of the store it was trained on.
+
+    ``folder`` must be new (or empty); ``overwrite`` replaces an earlier export there, and nothing else. The folder
+    is written whole or not at all."""
+    check_export_folder(folder, overwrite)
     read = read_checkpoint(checkpoint)
     saved = read.saved
     data = {k: v for k, v in (saved.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
@@ -216,6 +232,41 @@ def export_checkpoint(checkpoint: str | Path, folder: str | Path, card: CardInfo
     if not card.training_config:
         model = {k: v for k, v in (saved.get("hyper_parameters") or {}).items() if not k.startswith("_")}
         card.training_config = plain_json({"stage": read.kind, "model": model, "data": data})
-    if read.kind == "agent":
-        return read.kind, save_agent(folder, read.agent(), card, inputs)
-    return read.kind, save_pretrained(read.models[read.kind], folder, card, inputs)
+    with complete_or_absent(folder, "pretrained folder", overwrite) as partial:
+        if read.kind == "agent":
+            save_agent(partial, read.agent(), card, inputs)
+        else:
+            save_pretrained(read.models[read.kind], partial, card, inputs)
+    return read.kind, Path(folder)
+
+
+def _is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier iris-wm export: a ``config.json`` or ``agent.json`` with its format."""
+    for name in (CONFIG_FILE, AGENT_FILE):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "iris_wm_format" in data:
+            return True
+    return False
+
+
+def check_export_folder(folder: str | Path, overwrite: bool) -> None:
+    """Refuse, before any work, an export into a folder that holds anything but an earlier export."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        if (folder / "manifest.json").exists():
+            raise OutputExists(f"{folder} holds a store; export the model into a folder of its own.")
+        if not overwrite:
+            raise OutputExists(
+                f"{folder} already exists and is not empty; choose a new folder for the export, or replace an "
+                "earlier export there (overwrite).",
+                "overwrite",
+            )
+        if not _is_export(folder):
+            raise OutputExists(
+                f"{folder} holds files that are not an iris-wm export (no {CONFIG_FILE} or {AGENT_FILE} written by "
+                "iris-wm); overwrite replaces earlier exports only, so nothing was changed. Choose a new folder."
+            )
+    require_new_output(folder, "pretrained folder", overwrite=True)

@@ -15,10 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from iris_wm.data.episode import Episode, ObsSpec
+from iris_wm.data.shards import Manifest
 from iris_wm.data.store import EpisodeStore, TokenStore, open_store
-from iris_wm.hub.pretrained import PretrainedError, push_to_hub, resolve
+from iris_wm.hub.pretrained import PretrainedError, check_push, push_to_hub, resolve
+from iris_wm.runtime.files import complete_or_absent
+from iris_wm.runtime.schema import SchemaError, read
 
 MANIFEST_FILE = "iris_wm_store.json"
+
+
+class ExportManifest(Manifest):
+    """``iris_wm_store.json``: a store's manifest without its shard list."""
+
+    shards: list = []
 
 
 def export_store(root: str | Path, folder: str | Path) -> Path:
@@ -47,7 +56,7 @@ def export_store(root: str | Path, folder: str | Path) -> Path:
         f"{store.spec.dtype} {tuple(store.spec.shape)}, {store.num_actions} actions.",
         "",
         "One row per agent step: `episode`, `step`, the observation (flattened), `action`, `reward`, "
-        "`terminated`, `truncated`. Rebuild the store with `iris_wm.data.hub_store.load_store`.",
+        "`terminated`, `truncated`. Rebuild the store with `iris_wm.hub.datasets.load_store`.",
         "",
         "```json",
         json.dumps(manifest, indent=1),
@@ -60,6 +69,7 @@ def export_store(root: str | Path, folder: str | Path) -> Path:
 
 def push_store(root: str | Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
     """Export the store and upload it as a dataset repository; returns the commit URL."""
+    token = check_push(repo_id, token)
     with tempfile.TemporaryDirectory() as folder:
         export_store(root, folder)
         return push_to_hub(
@@ -80,16 +90,26 @@ def load_store(source: str | Path, out: str | Path, revision: str | None = None,
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise PretrainedError(f"{folder} has no {MANIFEST_FILE}: it is not a store exported by iris-wm.")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = read(path, ExportManifest, "exported store manifest", "Export or download the store again.")
+    except SchemaError as error:
+        raise PretrainedError(str(error)) from error
     files = sorted(str(p) for p in (folder / "data").glob("*.parquet"))
     if not files:
         raise PretrainedError(f"{folder / 'data'} holds no Parquet files: the export is incomplete.")
-    store_class = TokenStore if manifest["kind"] == "tokens" else EpisodeStore
-    spec = ObsSpec.from_dict(manifest["observation"])
-    store = store_class.create(out, spec, manifest["num_actions"], manifest["settings"])
+    store_class = TokenStore if manifest.kind == "tokens" else EpisodeStore
+    spec = ObsSpec(manifest.observation.name, manifest.observation.dtype, tuple(manifest.observation.shape))
     rows = datasets.load_dataset("parquet", data_files=files, split="train").with_format("numpy")
-    if len(rows) != manifest["num_steps"]:
-        raise PretrainedError(f"{folder} has {len(rows)} rows but its manifest says {manifest['num_steps']}.")
+    if len(rows) != manifest.num_steps:
+        raise PretrainedError(f"{folder} has {len(rows)} rows but its manifest says {manifest.num_steps}.")
+    # Complete or absent: an interrupted download leaves no store that could be trained on.
+    with complete_or_absent(out, "store") as partial:
+        store = store_class.create(partial, spec, manifest.num_actions, manifest.settings)
+        _append_rows(store, rows, spec, chunk)
+    return store_class.open(out)
+
+
+def _append_rows(store, rows, spec: ObsSpec, chunk: int) -> None:
     episode_ids = rows["episode"]
     bounds = np.flatnonzero(np.diff(episode_ids)) + 1
     starts, ends = np.r_[0, bounds], np.r_[bounds, len(episode_ids)]
@@ -108,4 +128,3 @@ def load_store(source: str | Path, out: str | Path, revision: str | None = None,
             for s, e in zip(starts[first : first + chunk], ends[first : first + chunk], strict=True)
         ]
         store.append(episodes)
-    return store

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -26,6 +27,7 @@ from iris_wm.hub.cards import CardInfo, write_card
 from iris_wm.runtime.errors import IrisError
 from iris_wm.runtime.files import write_atomic
 from iris_wm.runtime.provenance import provenance
+from iris_wm.runtime.schema import Schema, SchemaError, check, config_from_dict, read, read_json
 from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 
@@ -36,6 +38,25 @@ KINDS = {
     "world_model": (WorldModel, WorldModelConfig),
     "actor_critic": (ActorCritic, ActorCriticConfig),
 }
+
+
+class ConfigFile(Schema):
+    """``config.json`` of a pretrained folder."""
+
+    iris_wm_format: int
+    kind: str
+    config: dict
+    parameters: int
+    provenance: dict
+
+
+class AgentFile(Schema):
+    """``agent.json`` of a whole-agent folder."""
+
+    iris_wm_format: int
+    kind: Literal["agent"]
+    components: list[str]
+    provenance: dict
 
 
 class PretrainedError(IrisError, ValueError):
@@ -82,7 +103,10 @@ def from_pretrained(
     folder = resolve(source, revision, "model")
     config = read_config(folder, kind)
     model_class, config_class = KINDS[config["kind"]]
-    model = model_class(config_class(**config["config"]))
+    try:
+        model = model_class(config_from_dict(config_class, config["config"], str(folder / CONFIG_FILE)))
+    except SchemaError as error:
+        raise PretrainedError(f"{error} Save or download the folder again.") from error
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise PretrainedError(
@@ -106,11 +130,14 @@ def read_config(folder: Path, kind: str | None = None) -> dict:
             f"{folder} has no {CONFIG_FILE}: it is not a model saved with save_pretrained "
             "(for a whole agent, load it with load_agent)."
         )
+    fix = "Save or download the folder again."
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise PretrainedError(f"{path} is not valid JSON ({error}); save the model again.") from error
-    version = config.get("iris_wm_format")
+        config = read_json(path, "model config", fix)
+        version = config.get("iris_wm_format") if isinstance(config, dict) else None
+        if version == FORMAT:
+            check(config, ConfigFile, path, "model config", fix)
+    except SchemaError as error:
+        raise PretrainedError(str(error)) from error
     if version != FORMAT:
         raise PretrainedError(
             f"{path} has format version {version}; this iris-wm reads version {FORMAT}. "
@@ -171,6 +198,15 @@ def agent_from_folder(folder: Path, map_location: str = "cpu") -> Agent:
     """The :class:`~iris_wm.agent.bundle.Agent` in a local folder written by :func:`save_agent`."""
     if not (folder / AGENT_FILE).is_file():
         raise PretrainedError(f"{folder} has no {AGENT_FILE}: it is not a whole agent saved with save_agent.")
+    try:
+        described = read(folder / AGENT_FILE, AgentFile, "agent description", "Save or download the agent again.")
+    except SchemaError as error:
+        raise PretrainedError(str(error)) from error
+    if described.iris_wm_format != FORMAT or sorted(described.components) != sorted(COMPONENTS):
+        raise PretrainedError(
+            f"{folder / AGENT_FILE} describes format {described.iris_wm_format} with components {described.components};"
+            f" this iris-wm reads format {FORMAT} with {list(COMPONENTS)}. Upgrade iris-wm, or save the agent again."
+        )
     models = {name: from_pretrained(folder / name, name, map_location=map_location) for name in COMPONENTS}
     try:
         return Agent(**models)
@@ -206,6 +242,28 @@ def resolve(source: str | Path, revision: str | None, repo_type: str) -> Path:
         raise PretrainedError(f"Downloading {source} failed: {error}") from error
 
 
+def check_push(repo_id: str, token: str | None = None) -> str:
+    """Before any work is done for a push: ``repo_id`` must be a valid Hub id and a token must be at hand
+    (``token``, else ``HF_TOKEN`` or the stored login). Returns the token."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise PretrainedError(
+            f"{repo_id!r} is not a Hub repository id: use owner/name (letters, digits, '-', '_', '.'; at most 96 "
+            "characters)."
+        ) from None
+    token = token or get_token()
+    if not token:
+        raise PretrainedError(
+            f"No Hugging Face token to push {repo_id} with: set HF_TOKEN or log in (`hf auth login`); nothing was "
+            "exported or uploaded."
+        )
+    return token
+
+
 def push_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -215,18 +273,26 @@ def push_to_hub(
     commit_message: str | None = None,
 ) -> str:
     """Create the repository if needed and upload ``folder`` as one commit; returns the commit URL. The token
-    comes from ``token``, else ``HF_TOKEN`` or the stored login."""
+    comes from ``token``, else ``HF_TOKEN`` or the stored login. A network failure or a refusal by the Hub is one
+    :class:`PretrainedError` (the folder is left as it is)."""
     from huggingface_hub import HfApi
 
     folder = Path(folder)
     if not folder.is_dir():
         raise PretrainedError(f"{folder} is not a folder: save the model first (save_pretrained / save_agent).")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    info = api.upload_folder(
-        folder_path=str(folder),
-        repo_id=repo_id,
-        repo_type=repo_type,
-        commit_message=commit_message or f"Upload {folder.name} with iris-wm",
-    )
+    api = HfApi(token=check_push(repo_id, token))
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type=repo_type,
+            commit_message=commit_message or f"Upload {folder.name} with iris-wm",
+        )
+    except Exception as error:  # the network boundary: any failure there is the same to the user
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        raise PretrainedError(
+            f"Uploading {folder} to the Hub repository {repo_id} failed ({type(error).__name__}: {reason}). Check "
+            "the network, the token's write access and the id; the folder is kept, so push it again."
+        ) from error
     return str(info.commit_url if hasattr(info, "commit_url") else info)

@@ -3,19 +3,19 @@ the random state across a resume, the crash tests' fault points, and the writer 
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 
 import lightning as L
 import numpy as np
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from iris_wm.data.store import EpisodeStore
+from iris_wm.data.store import EpisodeStore, WrongStoreKind
 from iris_wm.data.tokens import write_token_store
 from iris_wm.hub.checkpoints import RECORD_FORMAT, RECORD_KEY, STAGE_MODELS
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.faults import maybe_fault
-from iris_wm.runtime.files import plain_json
+from iris_wm.runtime.files import plain_json, require_new_output
 from iris_wm.runtime.numerics import check_finite
 from iris_wm.runtime.provenance import weights_digest
 from iris_wm.runtime.rng import global_rng_state, set_global_rng_state
@@ -68,6 +68,20 @@ class FiniteLoss(Callback):
         )
 
 
+class HowToContinue(Callback):
+    """On Ctrl-C (Lightning stops the trainer and exits with status 1), say how to go on: the checkpoints
+    written so far are kept, and ``--ckpt_path last`` resumes from the newest."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+            folder = getattr(trainer.checkpoint_callback, "dirpath", None) or "the checkpoint folder"
+            print(
+                f"iris-wm: interrupted; the checkpoints in {folder} are kept. Rerun the same command with "
+                "--ckpt_path last to resume from the newest.",
+                file=sys.stderr,
+            )
+
+
 class FaultInjection(Callback):
     """``IRIS_WM_FAULT=<stage>:<step>`` kills the process after that optimiser step (the crash tests)."""
 
@@ -102,11 +116,10 @@ class TokenStoreWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.output:
             raise ConfigError("`predict` writes a token store: pass --token_writer.output FOLDER.")
-        if Path(self.output).exists() and any(Path(self.output).iterdir()):
-            raise FileExistsError(f"{self.output} already exists; choose a new folder for the token store.")
+        require_new_output(self.output, "token store")  # before any frame is encoded
         store = trainer.datamodule.store
         if not isinstance(store, EpisodeStore):
-            raise ValueError(f"`predict` encodes an episode store, but {store.root} is a {store.kind!r} store.")
+            raise WrongStoreKind(f"`predict` encodes an episode store, but {store.root} is a {store.kind!r} store.")
         self._tokens = np.full((store.num_steps, pl_module.config.tokens_per_frame), -1, dtype=np.int16)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):

@@ -19,11 +19,19 @@ from lightning.pytorch.cli import LightningCLI
 from iris_wm.agent.module import ActorCriticModule
 from iris_wm.data.datamodule import StoreDataModule
 from iris_wm.data.sizes import SizeMismatch
-from iris_wm.hub.checkpoints import archive_problem, is_checkpoint_path, load_model
+from iris_wm.hub.checkpoints import is_checkpoint_path, load_model
 from iris_wm.hub.pretrained import AGENT_FILE, resolve
 from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.files import archive_problem
 from iris_wm.runtime.hardware import effective_precision
-from iris_wm.train.callbacks import FaultInjection, FiniteLoss, ModelRecord, ResumeState, TokenStoreWriter
+from iris_wm.train.callbacks import (
+    FaultInjection,
+    FiniteLoss,
+    HowToContinue,
+    ModelRecord,
+    ResumeState,
+    TokenStoreWriter,
+)
 from sequence_model.module import WorldModelModule
 from tokenizer.module import TokenizerModule
 
@@ -82,7 +90,9 @@ class StageCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_ckpt_path()
         self.trainer.callbacks[:0] = [FiniteLoss(self.stage)]
-        self.trainer.callbacks.extend([ModelRecord(self.stage), ResumeState(), FaultInjection(self.stage)])
+        self.trainer.callbacks.extend(
+            [ModelRecord(self.stage), ResumeState(), FaultInjection(self.stage), HowToContinue()]
+        )
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads a --ckpt_path file's hyperparameters while parsing, before any public hook runs.

@@ -73,7 +73,7 @@ def test_parallel_collection_killed_in_a_share_or_in_the_merge_resumes_to_the_un
     _assert_same_store(b, EpisodeStore.open(serial), 200)
     # Killed inside both shares (every worker reaches its step 150), then mid-merge after the second share's
     # first appended chunk: each rerun ends in the uninterrupted store.
-    for name, fault, code in (("share", "collect:150", 1), ("merge", "collect-merge:1:0", -9)):
+    for name, fault, code in (("share", "collect:150", 2), ("merge", "collect-merge:1:0", -9)):
         crashed = tmp_path / name
         assert _collect(crashed, fault, *workers).returncode == code
         assert _collect(crashed, None, *workers).returncode == 0
@@ -82,6 +82,6 @@ def test_parallel_collection_killed_in_a_share_or_in_the_merge_resumes_to_the_un
         np.testing.assert_array_equal(a.episode_lengths, b.episode_lengths)
         _assert_same_store(a, b)
     # A rerun that would split the steps otherwise is refused while a plan is unfinished.
-    assert _collect(tmp_path / "mixed", "collect:150", *workers).returncode == 1
+    assert _collect(tmp_path / "mixed", "collect:150", *workers).returncode == 2
     refused = _collect(tmp_path / "mixed", None, "--workers", "3")
     assert refused.returncode != 0 and "unfinished parallel collection" in refused.stderr

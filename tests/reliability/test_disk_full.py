@@ -42,6 +42,10 @@ SCRIPT = SETUP + textwrap.dedent("""
 """)
 
 READ_ONLY = SETUP + textwrap.dedent("""
+    # Python's own files may not be readable by nobody: import what the command line needs first.
+    import contextlib, io, jsonargparse
+    import iris_wm.data.collect
+    from iris_wm.cli.main import main
     for folder, _, _ in os.walk(root):
         os.chmod(folder, 0o555)
     if os.geteuid() == 0:
@@ -55,6 +59,13 @@ READ_ONLY = SETUP + textwrap.dedent("""
             print(name + ": written")
         except (StoreError, OSError) as error:
             print(name + ":", error)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main(["collect", "--out", root + "/store", "--steps", "60", "--env.max_episode_steps", "10"])
+        except SystemExit as exit:
+            print("CLI EXIT:", exit.code)
+    print("CLI:", err.getvalue().splitlines()[0])
 """)
 
 
@@ -62,11 +73,13 @@ def _nothing_lost(root: Path) -> EpisodeStore:
     """The store still holds exactly the first episode (every checksum verified) and the checkpoint its zeros."""
     import torch
 
-    from iris_wm.train.loop.state import load_checkpoint
+    from iris_wm.train.loop.state import checkpoint_path
 
     store = EpisodeStore.open(root / "store")
     assert (store.num_episodes, store.num_steps) == (1, 20)
-    assert torch.equal(load_checkpoint(root / "run")["weights"], torch.zeros(10))
+    # A stand-in state, not a whole run's: read as it was written (load_checkpoint would refuse it as no run's).
+    state = torch.load(checkpoint_path(root / "run"), weights_only=True)
+    assert torch.equal(state["weights"], torch.zeros(10))
     return store
 
 
@@ -89,6 +102,8 @@ def test_a_read_only_output_folder_gives_a_clear_error_and_loses_nothing():
         assert "make it writable" in lines["STORE"]
         assert "Cannot create the store folder" in lines["NEW STORE"] and "folder you can write" in lines["NEW STORE"]
         assert "the previous checkpoint is kept" in lines["CHECKPOINT"] and "writable" in lines["CHECKPOINT"]
+        # The command line refuses a read-only store before any work, in one line.
+        assert lines["CLI EXIT"] == "2" and f"{root}/store" in lines["CLI"] and "not writable" in lines["CLI"]
         _nothing_lost(root)
     finally:
         for folder, _, _ in os.walk(root):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.cli import refused, snapshot
 from iris_wm.data.store import EpisodeStore
 from iris_wm.train.loop.config import RunConfig, parse_run_config
 from iris_wm.train.loop.online import OnlineLoop
@@ -133,8 +134,26 @@ def test_a_damaged_checkpoint_is_refused_with_a_fix(tmp_path):
     OnlineLoop(_config(tmp_path, epochs=1)).run()
     path = checkpoint_path(tmp_path)
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="move it away"):
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="cannot be read .*nothing of the run was changed. Restore it"):
         OnlineLoop(_config(tmp_path, epochs=2))
+    assert snapshot(tmp_path) == before
+
+
+def test_a_missing_checkpoint_never_costs_committed_episodes_or_metrics(tmp_path, capsys):
+    """Finding 1: with last.ckpt gone, the loop used to take the run for a new one and delete every shard of its
+    store and truncate metrics.jsonl. Now it refuses, and nothing changes."""
+    OnlineLoop(_config(tmp_path, epochs=1)).run()
+    checkpoint_path(tmp_path).rename(tmp_path / "moved-away.ckpt")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="missing, so it cannot be resumed exactly; nothing was changed"):
+        OnlineLoop(_config(tmp_path, epochs=2))
+    args = ["run", "--config", str(DEBUG), "--run.out", str(tmp_path), "--run.epochs", "2"]
+    refused(capsys, args, "checkpoint", str(checkpoint_path(tmp_path)), "Restore")
+    assert snapshot(tmp_path) == before
+    (tmp_path / "moved-away.ckpt").rename(checkpoint_path(tmp_path))
+    loop = OnlineLoop(_config(tmp_path, epochs=2))
+    assert loop.epoch == 1, "restored, the run resumes where it was"
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs" / "run").glob("*.yaml")), ids=lambda p: p.name)
@@ -144,8 +163,4 @@ def test_every_run_config_parses(config):
 
 
 def test_unknown_run_keys_are_refused(tmp_path, capsys):
-    from iris_wm.cli.main import main as iris_wm
-
-    with pytest.raises(SystemExit):
-        iris_wm(["run", "--config", str(DEBUG), "--run.collection.stepz", "3"])
-    assert "stepz" in capsys.readouterr().err
+    refused(capsys, ["run", "--config", str(DEBUG), "--run.collection.stepz", "3"], "stepz")

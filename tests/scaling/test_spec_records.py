@@ -1,6 +1,7 @@
 """Sweep specs refuse what they do not understand; records survive a torn write."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -93,12 +94,13 @@ def test_records_round_trip_and_csv(tmp_path):
 
 def test_torn_last_line_is_skipped_and_a_damaged_middle_line_is_an_error(tmp_path):
     path = tmp_path / "r.jsonl"
-    append_record(path, {"key": "a"})
+    a = {"key": "a", "role": "fit", "val_obs_ce": 1.0}
+    append_record(path, a)
     with open(path, "a") as f:
         f.write('{"key": "b", "val')  # a crash in the middle of a write
     with pytest.warns(UserWarning, match="torn last line"):
-        assert read_records(path) == [{"key": "a"}]
-    path.write_text('{"key": "a"}\n{oops\n' + json.dumps({"key": "c"}) + "\n")
+        assert read_records(path) == [a]
+    path.write_text(json.dumps(a) + "\n{oops\n" + json.dumps({**a, "key": "c"}) + "\n")
     with pytest.raises(ValueError, match="line 2"):
         read_records(path)
 
@@ -106,3 +108,24 @@ def test_torn_last_line_is_skipped_and_a_damaged_middle_line_is_an_error(tmp_pat
 def test_run_key_ignores_dict_order_but_not_values():
     assert run_key({"a": 1, "b": 2}) == run_key({"b": 2, "a": 1})
     assert run_key({"a": 1}) != run_key({"a": 2})
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        ({"val_obs_ce": float("nan")}, "val_obs_ce is nan"),
+        ({"val_obs_ce": -1.0}, "not a finite non-negative loss"),
+        ({"role": None}, "'role' is not a str"),
+        ({"key": 3}, "'key' is not a str"),
+    ],
+)
+def test_a_record_with_a_bad_loss_or_field_is_refused_naming_the_line(tmp_path, edit, problem):
+    path = tmp_path / "r.jsonl"
+    good = {"key": "a", "role": "fit", "val_obs_ce": 1.0}
+    append_record(path, good)
+    append_record(path, {**good, **edit})
+    with pytest.raises(ValueError, match=f"line 2: .*{re.escape(problem)}"):
+        read_records(path)
+    path.write_text(json.dumps(good) + "\n" + json.dumps([1, 2]) + "\n")
+    with pytest.raises(ValueError, match="line 2: a record must be a JSON object"):
+        read_records(path)

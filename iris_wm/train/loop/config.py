@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from iris_wm.agent.actor_critic import ActorCriticConfig
 from iris_wm.agent.objective import AgentObjective
 from iris_wm.envs.atari import EnvConfig
+from iris_wm.runtime.checks import at_least, positive, within
 from sequence_model.world_model import WorldModelConfig
 from tokenizer.model import TokenizerConfig
 
@@ -28,6 +29,11 @@ class Training:
     module_args: dict = field(default_factory=dict)
     """Further arguments of the component's Lightning module (e.g. ``l2_weight`` of the tokenizer)."""
 
+    def __post_init__(self):
+        at_least(0, "training", start_after_epochs=self.start_after_epochs)
+        at_least(1, "training", steps_per_epoch=self.steps_per_epoch, batch_size=self.batch_size)
+        positive("training", learning_rate=self.learning_rate, max_grad_norm=self.max_grad_norm)
+
 
 @dataclass
 class Collection:
@@ -39,6 +45,12 @@ class Collection:
     """Sampling temperature of the policy while collecting (IRIS: 1)."""
     stop_after_epochs: int | None = None
     """No collection after this epoch (IRIS: 500, i.e. 100k steps; training goes on to the last epoch)."""
+
+    def __post_init__(self):
+        at_least(1, "collection", steps_per_epoch=self.steps_per_epoch)
+        at_least(0, "collection", stop_after_epochs=self.stop_after_epochs)
+        within(0, 1, "collection", epsilon=self.epsilon)
+        positive("collection", temperature=self.temperature)
 
 
 def _training(start: int, batch: int) -> Training:
@@ -79,6 +91,11 @@ class RunConfig:
     """Re-encode the token cache with the current tokenizer every this many epochs (when it has changed)."""
     media_every_epochs: int = 50
     """Write reconstructions and an imagined rollout every this many epochs (0: never)."""
+
+    def __post_init__(self):
+        at_least(1, "run", epochs=self.epochs, burn_in=self.burn_in, prime_steps=self.prime_steps)
+        at_least(1, "run", reencode_every_epochs=self.reencode_every_epochs)
+        at_least(0, "run", seed=self.seed, media_every_epochs=self.media_every_epochs)
 
 
 def build_parser():

@@ -36,9 +36,10 @@ from iris_wm.data.tokens import encode_store
 from iris_wm.data.windows import WindowDataset
 from iris_wm.envs.atari import env_snapshot, make_env, resolve_game_id, restore_env
 from iris_wm.hub.pretrained import save_agent
+from iris_wm.runtime.checks import output_folder
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.faults import maybe_fault
-from iris_wm.runtime.files import plain_json
+from iris_wm.runtime.files import FolderLock, plain_json
 from iris_wm.runtime.hardware import effective_precision
 from iris_wm.runtime.rng import global_rng_state, set_global_rng_state
 from iris_wm.train.loop.config import RunConfig
@@ -64,7 +65,22 @@ class OnlineLoop:
         if note:
             print(f"iris-wm run: {note}", file=sys.stderr)
         self.fabric = Fabric(accelerator=cfg.device, devices=1, precision=precision)
-        self.out = Path(cfg.out)
+        self.out = output_folder(cfg.out, "run folder")
+        self.out.mkdir(parents=True, exist_ok=True)
+        # One process runs a run folder at a time: the lock is held until run() returns (or construction fails).
+        self._lock = FolderLock(self.out, "run").acquire()
+        try:
+            self._build()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _build(self) -> None:
+        cfg = self.config
+        # What the run folder holds is read (and refused if damaged) before anything is created in it.
+        self.log = LoopLog(self.out)
+        self.log.rows()
+        self._saved = load_checkpoint(self.out)
         torch.manual_seed(cfg.seed)
         self.env = make_env(cfg.env)
         num_actions = int(self.env.action_space.n)
@@ -88,7 +104,6 @@ class OnlineLoop:
         K = cfg.tokenizer.tokens_per_frame
         self.tokens = np.zeros((0, K), np.int64)  # token cache, one row per store row
         self.tokens_version = -1  # tokenizer steps at the last full encoding
-        self.log = LoopLog(self.out)
         self._start_environment()
         self._resume()
 
@@ -162,14 +177,9 @@ class OnlineLoop:
         }
 
     def _resume(self) -> None:
-        saved = load_checkpoint(self.out)
+        saved, self._saved = self._saved, None
         if saved is None:
-            dropped = self.store.rollback(0)
-            if dropped:
-                print(
-                    f"iris-wm run: {self.out} has episodes but no checkpoint; dropped {dropped} uncommitted shard(s)."
-                )
-            self.log.truncate(0)
+            self._start_without_checkpoint()
             return
         mine, theirs = plain_json(self.config), dict(saved["config"])
         mine.pop("epochs"), theirs.pop("epochs")
@@ -200,8 +210,34 @@ class OnlineLoop:
         self.log.truncate(self.epoch)
         print(f"iris-wm run: resumed {self.out} after epoch {self.epoch}.")
 
+    def _start_without_checkpoint(self) -> None:
+        """A new run, or one that crashed in its first epoch after appending its episodes and before its first
+        checkpoint (each epoch appends at most one shard, then checkpoints, then logs): that shard is rolled back
+        and collected again, identically. Anything more proves that checkpoints were written and one is now
+        missing: then nothing is touched, and the run is refused."""
+        shards, logged = len(self.store.manifest["shards"]), len(self.log.rows())
+        if shards > 1 or logged:
+            raise ConfigError(
+                f"{self.out} holds a run that checkpointed ({shards} shard(s) of episodes in "
+                f"{self.store.root}, {logged} epoch(s) in {self.log.path}) but {checkpoint_path(self.out)} is "
+                "missing, so it cannot be resumed exactly; nothing was changed. Restore the checkpoint (a backup, "
+                "or the file moved away), or start a new run in another --run.out."
+            )
+        if self.store.rollback(0):
+            print(f"iris-wm run: {self.out} crashed in its first epoch; its uncommitted episodes are collected again.")
+        self.log.truncate(0)
+
     # ------------------------------------------------------------------ the epoch
     def run(self) -> dict:
+        """Train to ``config.epochs``; returns the last epoch's metrics. The run folder stays locked until then."""
+        if self._lock.handle is None:
+            self._lock.acquire()
+        try:
+            return self._run()
+        finally:
+            self._lock.release()
+
+    def _run(self) -> dict:
         from tqdm.auto import tqdm
 
         cfg = self.config

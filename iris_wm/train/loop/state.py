@@ -9,7 +9,31 @@ from pathlib import Path
 
 import torch
 
-from iris_wm.runtime.files import torch_bytes, write_atomic
+from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.files import archive_problem, torch_bytes, write_atomic
+
+RUN_KEYS = {
+    "format",
+    "config",
+    "epoch",
+    "steps",
+    "store_shards",
+    "modules",
+    "optimizers",
+    "schedulers",
+    "rng",
+    "env",
+    "obs",
+    "episode",
+    "policy_state",
+    "tokens",
+    "tokens_version",
+}
+"""What a checkpoint of the online loop holds."""
+
+
+class RunStateError(ConfigError):
+    """The online loop's checkpoint is missing where it must exist, or cannot be read."""
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -36,15 +60,20 @@ def load_checkpoint(out: Path) -> dict | None:
     path = checkpoint_path(out)
     if not path.exists():
         return None
+    problem = archive_problem(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"The checkpoint {path} cannot be read ({type(error).__name__}: {error}). It was not "
-            "written by `iris-wm run`, or it is damaged: move it away to start the run again."
-        ) from error
-    if not isinstance(state, dict) or state.get("format") != 1:
-        raise ValueError(f"{path} is not an `iris-wm run` checkpoint (format 1).")
+        state = None if problem else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the unpickler's errors have no common base
+        problem = f"{type(error).__name__}: {error}"
+    if problem is None and (not isinstance(state, dict) or state.get("format") != 1 or RUN_KEYS - state.keys()):
+        missing = sorted(RUN_KEYS - state.keys()) if isinstance(state, dict) else "all"
+        problem = f"not a checkpoint of the online loop (format 1; missing {missing})"
+    if problem:
+        raise RunStateError(
+            f"The run's checkpoint {path} cannot be read ({problem}); it was not unpickled, so nothing in it ran, "
+            "and nothing of the run was changed. Restore it from a backup, or start a new run in another "
+            "--run.out (the episodes in its store can be trained on by the stages)."
+        )
     return state
 
 
@@ -52,25 +81,36 @@ class LoopLog:
     """``metrics.jsonl``, one line per finished epoch (and TensorBoard scalars when it is installed)."""
 
     def __init__(self, out: Path):
-        self.path = Path(out) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._board = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        self.out, self.path = Path(out), Path(out) / "metrics.jsonl"
+        self._board = None  # the TensorBoard writer, made at the first row (nothing is written before)
 
-            self._board = SummaryWriter(str(Path(out) / "tensorboard"))
-        except ImportError:  # tensorboard is an optional extra (pip install iris-wm[tensorboard])
-            pass
+    def _tensorboard(self):
+        if self._board is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._board = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:  # tensorboard is an optional extra (pip install iris-wm[tensorboard])
+                self._board = False
+        return self._board
 
     def rows(self) -> list[dict]:
         if not self.path.exists():
             return []
-        rows = []
-        for line in self.path.read_text().splitlines():
+        rows, lines = [], self.path.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a torn last line from a crash mid-write
+                if number == len(lines):
+                    break  # a torn last line from a crash mid-write: that epoch is redone
+                row = None
+            if not (isinstance(row, dict) and isinstance(row.get("epoch"), int)):
+                raise RunStateError(
+                    f"{self.path}, line {number}, is not an epoch's metrics (a JSON object with its epoch): the file "
+                    "was edited or damaged, and nothing was changed. Repair or remove that line, then rerun."
+                )
+            rows.append(row)
         return rows
 
     def truncate(self, epoch: int) -> None:
@@ -79,12 +119,14 @@ class LoopLog:
         write_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept).encode())
 
     def write(self, row: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        if self._board is not None:
+        board = self._tensorboard()
+        if board:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self._board.add_scalar(key, value, row["epoch"])
-            self._board.flush()
+                    board.add_scalar(key, value, row["epoch"])
+            board.flush()

@@ -137,7 +137,7 @@ def test_corrupted_shard_fails_its_checksum(tmp_path):
 def test_other_format_version_and_kind_are_refused(tmp_path):
     new_store(tmp_path).append([counting_episode(0, 3)])
     path = tmp_path / "store" / "manifest.json"
-    with pytest.raises(StoreError, match="holds a 'episodes' store, not a 'tokens' store"):
+    with pytest.raises(StoreError, match="holds an episode store, but a token store is needed here"):
         TokenStore.open(tmp_path / "store")
     manifest = json.loads(path.read_text())
     manifest["format_version"] = FORMAT_VERSION + 1

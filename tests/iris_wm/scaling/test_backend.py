@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from helpers.cli import refused
 from helpers.tokens import synthetic_token_store
 from iris_wm.cli.scaling import main as scaling_cli
 from iris_wm.scaling.backend import TorchBackend, branch_schedule, trunk_schedule
@@ -183,14 +184,12 @@ def test_scaling_cli_explains_itself_and_its_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         scaling_cli(["sweep", "--help"])
     assert exit_info.value.code == 0 and "--workers" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="unknown verb 'swep'"):
-        scaling_cli(["swep"])
+    refused(capsys, ["scaling", "swep"], "unknown verb 'swep'")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "x", "sizes": [], "budgets": [1e9], "series": [], "bogus": 1}))
-    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['bogus'\]"):
-        scaling_cli(["fit", "--spec", str(bad)])
-    with pytest.raises(SystemExit, match="run the sweep first|No .*records|Only 0 finished"):
-        scaling_cli(["fit", "--spec", str(REPO / "configs" / "scaling" / "cpu_fast.yaml"), "--out", str(tmp_path)])
+    refused(capsys, ["scaling", "fit", "--spec", str(bad)], r"unknown key\(s\) \['bogus'\]")
+    fast = str(REPO / "configs" / "scaling" / "cpu_fast.yaml")
+    refused(capsys, ["scaling", "fit", "--spec", fast, "--out", str(tmp_path)], "run the sweep first|No .*records")
 
 
 def test_run_refuses_a_store_smaller_than_the_series_asks(store, tmp_path, capsys):
@@ -198,5 +197,8 @@ def test_run_refuses_a_store_smaller_than_the_series_asks(store, tmp_path, capsy
     data = yaml.safe_load(spec.read_text())
     data["series"][0]["steps"] = 10**6  # the synthetic store has 30,000
     spec.write_text(yaml.safe_dump(data))
-    with pytest.raises(SystemExit, match="holds 30,000 steps, but series .* asks for 1,000,000"):
-        scaling_cli(["run", "--spec", str(spec), "--out", str(tmp_path / "out")])
+    refused(
+        capsys,
+        ["scaling", "run", "--spec", str(spec), "--out", str(tmp_path / "out")],
+        "holds 30,000 steps, but series .* asks for 1,000,000",
+    )

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.cli import refused
 from iris_wm.cli.main import main as iris_wm
 from iris_wm.data.store import TokenStore
 from iris_wm.hub import PretrainedError, from_pretrained, load_model, save_pretrained
@@ -148,6 +149,10 @@ def test_a_pretrained_model_that_does_not_fit_the_data_is_refused(pipeline, tmp_
             str(tmp_path / "pong"),
             "--trainer.logger",
             "false",
+            "--trainer.default_root_dir",
+            str(tmp_path / "predict"),
+            "--trainer.callbacks.init_args.dirpath",
+            str(tmp_path / "predict" / "checkpoints"),
             "--token_writer.output",
             str(tmp_path / "pong-tokens"),
             "--ckpt_path",
@@ -162,7 +167,7 @@ def test_a_pretrained_model_that_does_not_fit_the_data_is_refused(pipeline, tmp_
             _validate(run_world_model_cli, "world_model", tmp_path / "pong-tokens", tmp_path / "v", *source)
 
 
-def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path):
+def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path, capsys):
     # Same sizes, other weights: without the recorded digest its token ids would silently mean other codes.
     torch.manual_seed(1)
     save_pretrained(Tokenizer(from_pretrained(pipeline / "tok-pretrained").config), tmp_path / "other-tok")
@@ -182,8 +187,7 @@ def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path):
         "--num_episodes",
         "1",
     ]
-    with pytest.raises(ValueError, match="encoded by another tokenizer"):
-        iris_wm(["imagine", *sources, "--tokenizer", str(tmp_path / "other-tok")])
+    refused(capsys, ["imagine", *sources, "--tokenizer", str(tmp_path / "other-tok")], "encoded by another tokenizer")
     with pytest.raises(ValueError, match="encoded by another tokenizer"):
         _fit(
             run_agent_cli,
@@ -202,8 +206,11 @@ def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path):
         ["collect", "--out", str(tmp_path / "other"), "--steps", "60", "--seed", "7", "--env.max_episode_steps", "25"]
     )
     others = [a if a != str(pipeline / "episodes") else str(tmp_path / "other") for a in sources]
-    with pytest.raises(ValueError, match="was not encoded from the episode store"):
-        iris_wm(["imagine", *others, "--tokenizer", str(pipeline / "tok-pretrained")])
+    refused(
+        capsys,
+        ["imagine", *others, "--tokenizer", str(pipeline / "tok-pretrained")],
+        "was not encoded from the episode store",
+    )
 
 
 def test_an_agent_goes_on_training_from_its_pretrained_folder(pipeline, tmp_path):
