@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from iris_wm.cli.report import plot_curves, write_report
@@ -37,9 +38,15 @@ RUNNERS = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "
 DATA = {"tokenizer": "episodes", "world_model": "tokens", "agent": "tokens"}
 
 
+CONFIG = "demo"
+"""The config of every stage (``configs/<stage>/<CONFIG>.yaml``); the smoke test runs the demo with ``debug``."""
+IMAGINATION = {"demo": {"burn_in": 4, "horizon": 20, "num_episodes": 8}, "debug": {"burn_in": 2, "horizon": 3}}
+"""The imagined windows of each config (the debug world model's context holds 4 steps)."""
+
+
 def _stage(stage: str, verb: str, out: Path, *extra: str):
-    """``verb`` of ``stage`` with its demo config, reading the demo's store and writing under ``out/<stage>``."""
-    return RUNNERS[stage](stage_args(verb, stage, "demo", out / DATA[stage], out / stage, *extra))
+    """``verb`` of ``stage`` with the demo's config, reading the demo's store and writing under ``out/<stage>``."""
+    return RUNNERS[stage](stage_args(verb, stage, CONFIG, out / DATA[stage], out / stage, *extra))
 
 
 def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
@@ -68,96 +75,92 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
     # Stages skipped on a resumed demo keep the timings of the run that did them.
     timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
 
-    start = time.perf_counter()
-    collect(out / "episodes", steps, EnvConfig(), seed=seed)
-    timings["collect"] = time.perf_counter() - start
+    @contextmanager
+    def timer(name: str):
+        start = time.perf_counter()
+        yield
+        timings[name] = time.perf_counter() - start
+
+    with timer("collect"):
+        collect(out / "episodes", steps, EnvConfig(), seed=seed)
 
     checkpoint = out / "tokenizer" / "checkpoints" / "last.ckpt"
     if not checkpoint.exists():
-        start = time.perf_counter()
-        _stage("tokenizer", "fit", out, "--seed_everything", str(seed))
-        timings["tokenizer fit"] = time.perf_counter() - start
+        with timer("tokenizer fit"):
+            _stage("tokenizer", "fit", out, "--seed_everything", str(seed))
 
-    start = time.perf_counter()
-    cli = _stage("tokenizer", "validate", out, "--ckpt_path", str(checkpoint), "--data.max_val_windows", "null")
-    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    timings["tokenizer validate"] = time.perf_counter() - start
+    with timer("tokenizer validate"):
+        cli = _stage("tokenizer", "validate", out, "--ckpt_path", str(checkpoint), "--data.max_val_windows", "null")
+        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
 
     tokens = out / "tokens"
     if not (tokens / "manifest.json").exists():
-        start = time.perf_counter()
-        _stage("tokenizer", "predict", out, "--ckpt_path", str(checkpoint), "--token_writer.output", str(tokens))
-        timings["tokenizer predict"] = time.perf_counter() - start
+        with timer("tokenizer predict"):
+            _stage("tokenizer", "predict", out, "--ckpt_path", str(checkpoint), "--token_writer.output", str(tokens))
 
     metrics["baseline/mean_frame_psnr"] = mean_frame_psnr(cli.datamodule)
 
     wm_checkpoint = out / "world_model" / "checkpoints" / "last.ckpt"
     if not wm_checkpoint.exists():
-        start = time.perf_counter()
-        _stage("world_model", "fit", out, "--seed_everything", str(seed))
-        timings["world model fit"] = time.perf_counter() - start
-    start = time.perf_counter()
-    wm_cli = _stage("world_model", "validate", out, "--ckpt_path", str(wm_checkpoint), "--data.max_val_windows", "null")
-    metrics.update({f"world_model/{k}": float(v) for k, v in wm_cli.trainer.callback_metrics.items()})
-    val_rows = wm_cli.datamodule.val_set.anchors
-    metrics["baseline/zero_reward_accuracy"] = float((wm_cli.datamodule.store.columns.reward[val_rows] == 0).mean())
-    timings["world model validate"] = time.perf_counter() - start
+        with timer("world model fit"):
+            _stage("world_model", "fit", out, "--seed_everything", str(seed))
+    with timer("world model validate"):
+        wm_cli = _stage(
+            "world_model", "validate", out, "--ckpt_path", str(wm_checkpoint), "--data.max_val_windows", "null"
+        )
+        metrics.update({f"world_model/{k}": float(v) for k, v in wm_cli.trainer.callback_metrics.items()})
+        val_rows = wm_cli.datamodule.val_set.anchors
+        metrics["baseline/zero_reward_accuracy"] = float((wm_cli.datamodule.store.columns.reward[val_rows] == 0).mean())
 
-    start = time.perf_counter()
-    imagination = imagine(
-        str(wm_checkpoint),
-        str(checkpoint),
-        str(out / "episodes"),
-        str(tokens),
-        str(out / "imagine"),
-        burn_in=4,
-        horizon=20,
-        num_episodes=8,
-        seed=seed,
-    )
-    timings["imagine"] = time.perf_counter() - start
+    with timer("imagine"):
+        imagination = imagine(
+            str(wm_checkpoint),
+            str(checkpoint),
+            str(out / "episodes"),
+            str(tokens),
+            str(out / "imagine"),
+            **IMAGINATION[CONFIG],
+            seed=seed,
+        )
 
     agent_checkpoint = out / "agent" / "checkpoints" / "last.ckpt"
     if not agent_checkpoint.exists():
-        start = time.perf_counter()
-        _stage(
-            "agent",
-            "fit",
-            out,
-            "--seed_everything",
-            str(seed),
-            "--model.world_model",
-            str(wm_checkpoint),
-            "--model.tokenizer",
-            str(checkpoint),
-        )
-        timings["agent fit"] = time.perf_counter() - start
+        with timer("agent fit"):
+            _stage(
+                "agent",
+                "fit",
+                out,
+                "--seed_everything",
+                str(seed),
+                "--model.world_model",
+                str(wm_checkpoint),
+                "--model.tokenizer",
+                str(checkpoint),
+            )
     evaluation = {}
     for name, agent in (("agent", str(agent_checkpoint)), ("random", None)):
-        start = time.perf_counter()
-        evaluation[name] = evaluate(
-            str(out / "evaluate" / f"{name}.json"),
-            agent,
-            EnvConfig.evaluation(max_episode_steps=eval_max_steps),
-            episodes=eval_episodes,
-            num_envs=8,
-            seed=1000 + seed,
+        with timer(f"evaluate {name}"):
+            evaluation[name] = evaluate(
+                str(out / "evaluate" / f"{name}.json"),
+                agent,
+                EnvConfig.evaluation(max_episode_steps=eval_max_steps),
+                episodes=eval_episodes,
+                num_envs=8,
+                seed=1000 + seed,
+            )
+    with timer("export and round trip"):
+        card_metrics = {
+            "tokenizer: held-out PSNR (dB)": metrics.get("val/psnr"),
+            "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
+            "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame"),
+        }
+        for row in imagination["per_horizon"]:
+            if row["horizon"] in (1, 5, 10, 20):
+                card_metrics[f"imagination: token accuracy at horizon {row['horizon']}"] = row["token_accuracy"]
+        (out / "card_metrics.json").write_text(json.dumps({k: v for k, v in card_metrics.items() if v is not None}))
+        round_trip = check_round_trip(
+            out, export_pretrained(out, agent_checkpoint), agent_checkpoint, metrics["world_model/val/observation_ce"]
         )
-        timings[f"evaluate {name}"] = time.perf_counter() - start
-    start = time.perf_counter()
-    card_metrics = {
-        "tokenizer: held-out PSNR (dB)": metrics.get("val/psnr"),
-        "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
-        "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame"),
-    }
-    for row in imagination["per_horizon"]:
-        if row["horizon"] in (1, 5, 10, 20):
-            card_metrics[f"imagination: token accuracy at horizon {row['horizon']}"] = row["token_accuracy"]
-    (out / "card_metrics.json").write_text(json.dumps({k: v for k, v in card_metrics.items() if v is not None}))
-    round_trip = check_round_trip(
-        out, export_pretrained(out, agent_checkpoint), agent_checkpoint, metrics["world_model/val/observation_ce"]
-    )
-    timings["export and round trip"] = time.perf_counter() - start
     plot_curves(out)
     summary = {
         "metrics": metrics,

@@ -62,6 +62,9 @@ LEGACY_CLASSES = [
     AgentObjective,
     ImaginationConfig,
 ]
+# Registered for good, not with torch's safe_globals context manager: on exit it removes what it was given,
+# also the classes their own modules had registered, and Lightning's loading of an agent checkpoint then fails.
+torch.serialization.add_safe_globals(LEGACY_CLASSES)
 
 
 class Record(Schema):
@@ -111,8 +114,7 @@ def read_checkpoint(path: str | Path, map_location: str = "cpu") -> StageCheckpo
             f"disk while it was written; {advice}."
         )
     try:
-        with torch.serialization.safe_globals(LEGACY_CLASSES):
-            saved = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+        saved = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
         raise PretrainedError(
             f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error}); it is not a checkpoint of "

@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 from iris_wm.agent.module import ActorCriticModule
 from iris_wm.data.datamodule import StoreDataModule
 from iris_wm.data.sizes import SizeMismatch
-from iris_wm.hub.checkpoints import is_checkpoint_path, load_model
+from iris_wm.hub.checkpoints import is_checkpoint_path, load_model, read_checkpoint
 from iris_wm.hub.pretrained import AGENT_FILE, resolve
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.files import archive_problem
@@ -87,6 +87,13 @@ class StageCLI(LightningCLI):
             "Its config replaces model.config.",
         )
 
+    def link_to_data(self, parser, window: str) -> None:
+        """Windows of the length ``window`` sets; the sizes in ``data_linked`` are read from the token store, not
+        typed."""
+        parser.link_arguments(window, "data.sequence_length", apply_on="parse")
+        for name in self.data_linked:
+            parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
+
     def before_fit(self) -> None:
         self._check_ckpt_path()
         self.trainer.callbacks[:0] = [FiniteLoss(self.stage)]
@@ -97,7 +104,7 @@ class StageCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads a --ckpt_path file's hyperparameters while parsing, before any public hook runs.
         if self.config.get("subcommand"):
-            check_checkpoint_file(self.config[self.config.subcommand].get("ckpt_path"))
+            check_checkpoint_file(self.config[self.config.subcommand].get("ckpt_path"), self.stage)
         super()._parse_ckpt_path()
 
     def before_validate(self) -> None:
@@ -168,10 +175,10 @@ class StageCLI(LightningCLI):
             self.pretrained = None  # the module holds the weights now
 
 
-def check_checkpoint_file(ckpt_path: str | None) -> None:
-    """Refuse a ``--ckpt_path`` file that is not a whole checkpoint before Lightning reads it: the archive's
-    CRCs are checked (nothing is unpickled), so a file truncated by a crash gets a message with the fix
-    rather than a deep stack from the unpickler."""
+def check_checkpoint_file(ckpt_path: str | None, stage: str | None = None) -> None:
+    """Refuse a ``--ckpt_path`` file that is not a whole checkpoint, or (given ``stage``) one of another stage,
+    before Lightning reads it: the archive's CRCs are checked first (nothing is unpickled), so a file truncated
+    by a crash gets a message with the fix rather than a deep stack from the unpickler."""
     if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or not Path(ckpt_path).is_file():
         return
     damaged = archive_problem(ckpt_path)
@@ -182,6 +189,14 @@ def check_checkpoint_file(ckpt_path: str | None) -> None:
             "run (ModelCheckpoint keeps its best, epoch=...-step=....ckpt, beside last.ckpt), or "
             "start again."
         )
+    if stage is not None:
+        kind = read_checkpoint(ckpt_path).kind
+        if kind != stage:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} is a checkpoint of the {kind.replace('_', ' ')} stage, not of the "
+                f"{stage.replace('_', ' ')} stage: give one that `{stage.replace('_', '-')} fit` wrote (or, to "
+                "start from another stage's models, --model.from_pretrained)."
+            )
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -230,10 +245,7 @@ class WorldModelCLI(StageCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
-        # Windows are as long as the context; sizes that come from the data are read from the token store.
-        parser.link_arguments("model.config.context_steps", "data.sequence_length", apply_on="parse")
-        for name in self.data_linked:
-            parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
+        self.link_to_data(parser, "model.config.context_steps")  # windows as long as the context
 
 
 class AgentCLI(StageCLI):
@@ -244,10 +256,7 @@ class AgentCLI(StageCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
-        # Burn-in windows are served whole from the token store; its sizes are linked, not typed.
-        parser.link_arguments("model.burn_in", "data.sequence_length", apply_on="parse")
-        for name in self.data_linked:
-            parser.link_arguments(f"data.{name}", f"model.config.{name}", apply_on="instantiate")
+        self.link_to_data(parser, "model.burn_in")  # burn-in windows are served whole from the token store
 
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()

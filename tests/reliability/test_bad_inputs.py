@@ -159,6 +159,14 @@ CASES = {
         w.stage("world-model", "validate", w.tokens, "--ckpt_path", str(_truncate(w.wm_ckpt))),
         [str(w.wm_ckpt)],
     ),
+    ("checkpoint", "ckpt-path-other-stage"): lambda w: (
+        w.stage("world-model", "validate", w.tokens, "--ckpt_path", str(w.tok_ckpt)),
+        [str(w.tok_ckpt), "tokenizer"],
+    ),
+    ("checkpoint", "from-pretrained-other-stage"): lambda w: (
+        w.stage("tokenizer", "validate", w.episodes, "--model.from_pretrained", str(w.wm_folder)),
+        [str(w.wm_folder), "world"],
+    ),
     ("checkpoint", "push-truncated"): lambda w: (
         ["push-to-hub", "--checkpoint", str(_truncate(w.tok_ckpt)), "--out", str(w.out("export"))],
         [str(w.tok_ckpt)],

@@ -5,39 +5,21 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from helpers import tiny
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.module import ActorCriticModule
 from iris_wm.agent.objective import AgentObjective, alive_mask
 from iris_wm.data.windows import StepBatch
-from sequence_model.gpt import GPTConfig
-from sequence_model.world_model import WorldModelConfig
-from tokenizer.model import TokenizerConfig
-from tokenizer.quantizer import QuantizerConfig
 
 K, V, A, C = 4, 16, 3, 4
 
 
 def wm_config():
-    return WorldModelConfig(
-        vocab_size=V,
-        tokens_per_frame=K,
-        num_actions=A,
-        context_steps=C,
-        gpt=GPTConfig(num_layers=1, num_heads=2, embed_dim=16, dropout=0.0),
-    )
+    return tiny.world_model_config(V, K, A, C, dropout=0.0)
 
 
 def tok_config():
-    return TokenizerConfig(
-        resolution=16,
-        channels=4,
-        channel_mult=(1, 1, 1, 1),
-        num_res_blocks=1,
-        attn_resolutions=(),
-        z_channels=4,
-        embed_dim=4,
-        quantizer=QuantizerConfig(codebook_size=V),
-    )
+    return tiny.tokenizer_config(V)
 
 
 def module(observation="tokens", horizon=5, **objective):

@@ -153,34 +153,21 @@ def test_collect_fit_predict_gives_an_aligned_token_store(pipeline):
     assert (cfg.vocab_size, cfg.tokens_per_frame, cfg.num_actions) == (32, 256, episodes.num_actions)
 
 
+SHORT_IMAGINATION = ["--burn_in", "2", "--horizon", "3", "--num_episodes", "2"]
+
+
+def _imagine_sources(pipeline, world_model, tokenizer) -> list[str]:
+    stores = {"episodes": pipeline / "episodes", "tokens": pipeline / "tokens"}
+    given = {"world_model": world_model, "tokenizer": tokenizer, **stores}
+    return [part for name, path in given.items() for part in (f"--{name}", str(path))]
+
+
 def test_imagine_agent_evaluate_and_export_on_the_pipeline(pipeline, tmp_path, capsys):
     episodes = EpisodeStore.open(pipeline / "episodes")
     checkpoint = pipeline / "tok" / "checkpoints" / "last.ckpt"
     # Imagination from the two checkpoints: strips, GIFs and per-horizon errors of held-out episodes.
-    sources = [
-        "--world_model",
-        str(pipeline / "wm" / "checkpoints" / "last.ckpt"),
-        "--tokenizer",
-        str(checkpoint),
-        "--episodes",
-        str(pipeline / "episodes"),
-        "--tokens",
-        str(pipeline / "tokens"),
-    ]
-    iris_wm(
-        [
-            "imagine",
-            *sources,
-            "--out",
-            str(tmp_path / "imagine"),
-            "--burn_in",
-            "2",
-            "--horizon",
-            "3",
-            "--num_episodes",
-            "2",
-        ]
-    )
+    sources = _imagine_sources(pipeline, pipeline / "wm" / "checkpoints" / "last.ckpt", checkpoint)
+    iris_wm(["imagine", *sources, "--out", str(tmp_path / "imagine"), *SHORT_IMAGINATION])
     metrics = json.loads((tmp_path / "imagine" / "metrics.json").read_text())
     assert [row["horizon"] for row in metrics["per_horizon"]] == [1, 2, 3]
     assert all(0 <= row["token_accuracy"] <= 1 and row["frame_psnr"] > 0 for row in metrics["per_horizon"])
@@ -261,27 +248,10 @@ def test_imagine_agent_evaluate_and_export_on_the_pipeline(pipeline, tmp_path, c
     )
     again = json.loads((tmp_path / "pretrained.json").read_text())
     assert again["returns"] == json.loads((tmp_path / "agent.json").read_text())["returns"]
-    iris_wm(
-        [
-            "imagine",
-            "--world_model",
-            str(tmp_path / "pretrained" / "world_model"),
-            "--tokenizer",
-            str(tmp_path / "pretrained" / "tokenizer"),
-            "--episodes",
-            str(pipeline / "episodes"),
-            "--tokens",
-            str(pipeline / "tokens"),
-            "--out",
-            str(tmp_path / "imagine-pretrained"),
-            "--burn_in",
-            "2",
-            "--horizon",
-            "3",
-            "--num_episodes",
-            "2",
-        ]
+    pretrained = _imagine_sources(
+        pipeline, tmp_path / "pretrained" / "world_model", tmp_path / "pretrained" / "tokenizer"
     )
+    iris_wm(["imagine", *pretrained, "--out", str(tmp_path / "imagine-pretrained"), *SHORT_IMAGINATION])
     assert (
         json.loads((tmp_path / "imagine-pretrained" / "metrics.json").read_text())["per_horizon"]
         == metrics["per_horizon"]

@@ -73,3 +73,15 @@ def test_checkpoints_that_cannot_give_the_model_asked_for_are_refused(pipeline, 
     torch.save(saved, tmp_path / "edited.ckpt")
     with pytest.raises(PretrainedError, match="do not match the config it records"):
         load_model(tmp_path / "edited.ckpt", "world_model")
+
+
+def test_reading_a_checkpoint_keeps_the_configs_loadable_everywhere(pipeline):
+    """The configs registered as safe for ``weights_only`` loading at import must stay registered after a read:
+    Lightning's own loading of an agent checkpoint needs them (torch's ``safe_globals`` context manager removes
+    on exit what it was given, even if it had been registered before)."""
+    from iris_wm.agent.actor_critic import ActorCriticConfig
+    from iris_wm.agent.objective import AgentObjective
+    from iris_wm.envs.imagination import ImaginationConfig
+
+    read_checkpoint(pipeline / "wm" / "checkpoints" / "last.ckpt")
+    assert {ActorCriticConfig, AgentObjective, ImaginationConfig} <= set(torch.serialization.get_safe_globals())

@@ -7,40 +7,20 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.bundle import Agent
 from iris_wm.hub import PretrainedError, from_pretrained, load_agent, push_to_hub, save_agent, save_pretrained
-from sequence_model.gpt import GPTConfig
-from sequence_model.world_model import WorldModel, WorldModelConfig
-from tokenizer.model import Tokenizer, TokenizerConfig
-from tokenizer.quantizer import QuantizerConfig
+from sequence_model.world_model import WorldModel
+from tokenizer.model import Tokenizer
 
 K, V, A = 4, 16, 3
 
 
 def models():
     torch.manual_seed(0)
-    tok = Tokenizer(
-        TokenizerConfig(
-            resolution=16,
-            channels=4,
-            channel_mult=(1, 1, 1, 1),
-            num_res_blocks=1,
-            attn_resolutions=(),
-            z_channels=4,
-            embed_dim=4,
-            quantizer=QuantizerConfig(codebook_size=V),
-        )
-    ).eval()
-    wm = WorldModel(
-        WorldModelConfig(
-            vocab_size=V,
-            tokens_per_frame=K,
-            num_actions=A,
-            context_steps=3,
-            gpt=GPTConfig(num_layers=1, num_heads=2, embed_dim=16),
-        )
-    ).eval()
+    tok = Tokenizer(tiny.tokenizer_config(V)).eval()
+    wm = WorldModel(tiny.world_model_config(V, K, A, context_steps=3)).eval()
     ac = ActorCritic(
         ActorCriticConfig(num_actions=A, observation="frames", frame_size=16, channels=(4, 4), lstm_dim=8)
     ).eval()
