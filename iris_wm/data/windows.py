@@ -128,3 +128,24 @@ class WindowDataset(Dataset):
 def collate_batch(batch: StepBatch) -> StepBatch:
     """The dataset already returns whole batches; the DataLoader's collate step has nothing left to do."""
     return batch
+
+
+def start_windows(
+    store: StepStore, steps: int, episodes: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every window of ``steps`` real steps inside an episode of ``store`` (of ``episodes``, positions, when
+    given), as imagination starts from them: observations ``(N, steps, ...)`` and the ``steps - 1`` actions
+    taken between them ``(N, steps - 1)``. Raises when no episode is that long."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}.")
+    positions = np.arange(store.num_episodes) if episodes is None else np.asarray(episodes)
+    firsts = [
+        np.arange(store.episode_starts[p], store.episode_starts[p] + store.episode_lengths[p] - steps + 1)
+        for p in positions
+        if store.episode_lengths[p] >= steps
+    ]
+    if not firsts:
+        raise ValueError(f"No episode of {store.root} has {steps} steps: start from fewer, or collect longer ones.")
+    rows = np.concatenate(firsts)[:, None] + np.arange(steps)
+    observations = torch.from_numpy(np.ascontiguousarray(store.observations(rows)))
+    return observations, torch.from_numpy(store.columns.action[rows[:, :-1]].astype(np.int64))

@@ -160,6 +160,31 @@ class ImaginationEnv:
         return ImaginedStep(frame, reward, terminated, self.done.clone())
 
     @torch.no_grad()
+    def restart(self, rows: torch.Tensor, observations: torch.Tensor, actions: torch.Tensor | None = None) -> None:
+        """Start the environments ``rows`` (bool ``(B,)``) again from real steps ``observations (n, C, K)`` and the
+        ``C - 1`` actions between them, while the others go on. The cache holds one position for the whole
+        batch, so every environment is re-primed, as the context's own sliding window does: the others with
+        their last ``L`` steps, the restarted ones with the last ``L`` of the given, ``L`` being ``C`` or the
+        steps held, whichever is fewer."""
+        rows = rows.to(self.device).bool()
+        n, C, K = observations.shape
+        if rows.shape != (self.observations.shape[0],) or int(rows.sum()) != n or K != self.K:
+            raise ValueError(
+                f"restart takes a (B,) mask of {self.observations.shape[0]} and that many start windows of {self.K} "
+                f"tokens per frame as there are rows set; got mask {tuple(rows.shape)} ({int(rows.sum())} set) and "
+                f"windows {tuple(observations.shape)}."
+            )
+        actions = actions if actions is not None else observations.new_zeros(n, C - 1)
+        steps = min(C, self.observations.shape[1])
+        history = self.observations[:, -steps:].clone()
+        between = self.actions[:, self.actions.shape[1] - (steps - 1) :].clone()
+        history[rows] = observations[:, -steps:].to(self.device).long()
+        between[rows] = actions[:, actions.shape[1] - (steps - 1) :].to(self.device).long()
+        self.observations, self.actions = history, between
+        self._prime()
+        self.done = self.done & ~rows
+
+    @torch.no_grad()
     def frames(self, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the current frames (or ``tokens``) to ``uint8 (B, 3, H, W)`` through the tokenizer."""
         if self.tokenizer is None:
