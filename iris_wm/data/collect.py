@@ -254,9 +254,8 @@ def _collect_parallel(out, steps, env_config, seed, workers, flush_steps, progre
     start_steps, start_episodes = (start.num_steps, start.num_episodes) if start else (0, 0)
     if start_steps >= steps:
         _remove_parts(out, plan_file)  # a crash after the last append left them
-        return collect(
-            out, steps, env_config, seed=seed, progress=False, exclusive=False
-        )  # nothing to do; checks the settings
+        # Nothing to do; this checks the settings (the store is locked by this command already).
+        return collect(out, steps, env_config, seed=seed, progress=False, exclusive=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps(plan))
     folders = [out] + [_part_folder(out, w) for w in range(1, workers)]
