@@ -32,7 +32,9 @@ commands:
                (iris-wm tokenizer fit|validate|predict --config configs/tokenizer/demo.yaml ...)
   world-model  train / validate the GPT world model on a token store
                (iris-wm world-model fit|validate --config configs/world_model/demo.yaml ...)
-  imagine      imagined vs real rollouts of held-out episodes: strips, GIFs, error per horizon
+  imagine      imagined vs real rollouts of held-out episodes: strips, GIFs, error per horizon;
+               with --export STORE, imagined episodes written as a synthetic store
+               (iris-wm imagine --export STORE --help)
   agent        train the actor-critic in the imagination of a trained world model
                (iris-wm agent fit --config configs/agent/demo.yaml --model.world_model ... --model.tokenizer ...)
   evaluate     play episodes of the real game with an agent (or the random policy), returns to JSON
@@ -120,6 +122,8 @@ def _function_arguments(function, prog: str, argv: list[str]) -> dict:
 
 
 def _imagine(argv: list[str]) -> None:
+    if any(arg == "--export" or arg.startswith("--export=") for arg in argv):
+        return _export(argv)
     from iris_wm.evaluate.imagine import imagine
 
     kwargs = _function_arguments(imagine, "iris-wm imagine", argv)
@@ -127,6 +131,20 @@ def _imagine(argv: list[str]) -> None:
     print(f"{metrics['episodes']} held-out windows imagined; strips, GIFs and metrics.json in {kwargs['out']}")
     for h, row in metrics["reported"].items():
         print(f"  {h}: token accuracy {row['token_accuracy']:.3f}, frame PSNR {row['frame_psnr']:.2f} dB")
+
+
+def _export(argv: list[str]) -> None:
+    from iris_wm.evaluate.synthetic import export_episodes
+
+    summary = export_episodes(**_function_arguments(export_episodes, "iris-wm imagine --export", argv))
+    line = (
+        f"{summary['store']}: {summary['episodes']} synthetic episodes ({summary['policy']} policy), "
+        f"{summary['steps']} steps, {summary['ended_by_world_model']} ended by the world model, "
+        f"reward {summary['reward_per_step']:.4f} per step"
+    )
+    if "reencoded_token_agreement" in summary:
+        line += f"; decoded frames re-encode to {100 * summary['reencoded_token_agreement']:.1f}% of the tokens"
+    print(line)
 
 
 def _evaluate(argv: list[str]) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
+from iris_wm.data.mixing import MixedWindows, check_mixable
 from iris_wm.data.store import StepStore, TokenStore, Verify, open_store, require_token_store
 from iris_wm.data.windows import Pad, WindowDataset, collate_batch, split_episodes
 from iris_wm.runtime.checks import at_least, within
@@ -53,6 +54,8 @@ class StoreDataModule(L.LightningDataModule):
         complete_windows: bool = False,
         num_workers: int = 0,
         verify: Verify = "checksum",
+        synthetic_root: str | None = None,
+        synthetic_fraction: float = 0.0,
     ):
         """
         Args:
@@ -67,11 +70,21 @@ class StoreDataModule(L.LightningDataModule):
             complete_windows: serve only windows that lie wholly inside their episode (no padding).
             num_workers: DataLoader worker processes (0: load in the training process; the store is mmapped).
             verify: check every shard's checksum when opening ("checksum") or only its size ("size").
+            synthetic_root: a store of imagined episodes (``iris-wm imagine --export``) to train on beside the real
+                one; validation stays on real episodes only.
+            synthetic_fraction: share of the training windows drawn from ``synthetic_root`` (0.5 to 0.8 is usual).
         """
         super().__init__()
         at_least(1, "data", sequence_length=sequence_length, batch_size=batch_size, max_val_windows=max_val_windows)
         at_least(0, "data", num_workers=num_workers, split_seed=split_seed, shuffle_seed=shuffle_seed)
         within(0, 1, "data", val_fraction=val_fraction)
+        within(0, 0.99, "data", synthetic_fraction=synthetic_fraction)
+        if (synthetic_root is None) != (synthetic_fraction == 0):
+            raise ConfigError(
+                "Synthetic data needs both --data.synthetic_root (the exported store) and --data.synthetic_fraction "
+                f"above 0; got synthetic_root={synthetic_root!r} and synthetic_fraction={synthetic_fraction}. "
+                "Give both, or neither to train on real data only."
+            )
         self.save_hyperparameters()
         self.store: StepStore | None = None
 
@@ -87,6 +100,12 @@ class StoreDataModule(L.LightningDataModule):
         self.train_set = WindowDataset(self.store, train, hp.sequence_length, hp.pad, hp.complete_windows)
         self.val_set = WindowDataset(self.store, val, hp.sequence_length, hp.pad, hp.complete_windows)
         self.predict_set = WindowDataset(self.store, np.arange(self.store.num_episodes), 1, "right")
+        if hp.synthetic_root is not None:
+            self.synthetic_store = open_store(hp.synthetic_root, hp.verify)
+            check_mixable(self.store, self.synthetic_store)
+            every = np.arange(self.synthetic_store.num_episodes)
+            synthetic = WindowDataset(self.synthetic_store, every, hp.sequence_length, hp.pad, hp.complete_windows)
+            self.train_set = MixedWindows(self.train_set, synthetic, hp.synthetic_fraction)
 
     @property
     def num_actions(self) -> int:

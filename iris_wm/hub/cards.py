@@ -56,6 +56,14 @@ def write_card(folder: Path, kind: str, config: dict, card: CardInfo) -> Path:
         lines += [f"Environment: `{card.environment}`.", ""]
     if card.dataset:
         lines += [f"Training data: `{card.dataset}`.", ""]
+    synthetic = config.get("provenance", {}).get("inputs", {}).get("synthetic")
+    if synthetic:
+        lines += [
+            f"Trained partly on synthetic data: {100 * synthetic['fraction']:.0f}% of its training windows were "
+            f"imagined episodes ({synthetic.get('policy')} policy) from the world model with weights digest "
+            f"`{str(synthetic.get('world_model_digest'))[:12]}`; see the provenance below.",
+            "",
+        ]
     if card.metrics:
         lines += ["## Evaluation", "", "| figure | value |", "| --- | --- |"]
         lines += [f"| {name} | {value:.4g} |" for name, value in card.metrics.items()]

@@ -230,7 +230,18 @@ def export_checkpoint(
             "store": str(manifest.parent.resolve()),
             "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
         }
+    synthetic = Path(str(data.get("synthetic_root", ""))) / "manifest.json"
+    if data.get("synthetic_root") and synthetic.is_file():
+        block = json.loads(synthetic.read_text())["settings"].get("synthetic") or {}
+        inputs["synthetic"] = {
+            "store": str(synthetic.parent.resolve()),
+            "manifest_sha256": hashlib.sha256(synthetic.read_bytes()).hexdigest(),
+            "fraction": data.get("synthetic_fraction"),
+            **{k: v for k, v in block.items() if k != "start_rows"},
+        }
     card = dataclasses.replace(card or CardInfo())
+    if "synthetic" in inputs:
+        card.tags = [*card.tags, "synthetic-data"]
     if not card.training_config:
         model = {k: v for k, v in (saved.get("hyper_parameters") or {}).items() if not k.startswith("_")}
         card.training_config = plain_json({"stage": read.kind, "model": model, "data": data})
