@@ -7,7 +7,7 @@ SOURCES := iris_wm tokenizer sequence_model scaling tests benchmarks
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv test test-slow lint format demo bench bench-memory scaling clean
+.PHONY: venv browser test test-slow lint format demo bench bench-memory synthetic-utility scaling clean
 
 venv: $(STAMP)
 
@@ -17,7 +17,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import iris_wm, tokenizer, torch, lightning, ale_py" && touch $(STAMP)
 
-test: $(STAMP)  ## the test suite, one worker per core (pytest-xdist); about 6.5 minutes on 2 cores
+# The browser test of `iris-wm play` drives Debian's Chromium; installed once where this runs as root (the test
+# skips, saying why, where it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+		echo "Chromium is not installed (not root, or no package source): the browser test will skip."; }
+
+test: $(STAMP) browser  ## the test suite, one worker per core (pytest-xdist); about 6.5 minutes on 2 cores
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 test-slow: $(STAMP)  ## the slow checks (planted law with many replicates); minutes
@@ -35,6 +42,9 @@ demo: $(STAMP)  ## collect Breakout, train the demo tokenizer, write runs/demo/r
 
 bench: $(STAMP)  ## throughput benchmarks -> docs/benchmarks.json and docs/BENCHMARKS.md
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run.py --json docs/benchmarks.json --markdown docs/BENCHMARKS.md
+
+synthetic-utility: $(STAMP)  ## after make demo: export fidelity and the agent trained on 0/50/80% synthetic data
+	OMP_NUM_THREADS=2 $(PY) benchmarks/synthetic_utility.py --demo runs/demo --json docs/synthetic_utility.json
 
 bench-memory: $(STAMP)  ## peak memory of sampling from a 1M-frame store (12 GB on disk) -> docs/store_memory.json
 	$(PY) benchmarks/store_memory.py --json docs/store_memory.json

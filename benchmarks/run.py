@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,7 +24,7 @@ from reference_design import GivenTokens, ReferenceImagination, ReferenceWorldMo
 from iris_wm.data.store import EpisodeStore
 from iris_wm.data.windows import WindowDataset
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
-from iris_wm.runtime.hardware import cpu_has_native_bf16
+from iris_wm.runtime.hardware import cpu_description, cpu_has_native_bf16
 from iris_wm.runtime.provenance import provenance
 from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
@@ -60,18 +59,6 @@ def demo_tokenizer() -> TokenizerConfig:
 
     path = Path(__file__).resolve().parents[1] / "configs" / "tokenizer" / "demo.yaml"
     return TokenizerConfig(**yaml.safe_load(path.read_text())["model"]["config"])
-
-
-def cpu_description() -> str:
-    """CPU model and the matrix extensions that decide bf16 speed (AMX, AVX-512 BF16)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    extensions = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
-    return f"{model} ({', '.join(extensions) or 'no AVX-512/AMX'})"
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:

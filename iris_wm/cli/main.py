@@ -7,6 +7,7 @@ library. Nothing imports this package.
 ``iris-wm world-model fit|validate ...``          LightningCLI over WorldModelModule and StoreDataModule
 ``iris-wm agent fit ...``                         LightningCLI over ActorCriticModule (training in imagination)
 ``iris-wm imagine ...``                           imagined vs real rollouts of held-out episodes
+``iris-wm play ...``                              a web page for playing inside the world model
 ``iris-wm evaluate ...``                          episodes of the real game with an agent or the random policy
 ``iris-wm aggregate RESULT.json ...``             mean / median / IQM of human-normalised scores over runs
 ``iris-wm push-to-hub ...``                       a checkpoint as a pretrained folder (and to the Hub), or a store
@@ -35,6 +36,8 @@ commands:
   imagine      imagined vs real rollouts of held-out episodes: strips, GIFs, error per horizon;
                with --export STORE, imagined episodes written as a synthetic store
                (iris-wm imagine --export STORE --help)
+  play         play inside the world model in a web page (keys or the agent), the real game beside it
+               (iris-wm play --agent runs/demo/pretrained --tokens runs/demo/tokens)
   agent        train the actor-critic in the imagination of a trained world model
                (iris-wm agent fit --config configs/agent/demo.yaml --model.world_model ... --model.tokenizer ...)
   evaluate     play episodes of the real game with an agent (or the random policy), returns to JSON
@@ -147,6 +150,12 @@ def _export(argv: list[str]) -> None:
     print(line)
 
 
+def _play(argv: list[str]) -> None:
+    from iris_wm.cli.play import serve
+
+    serve(argv)
+
+
 def _evaluate(argv: list[str]) -> None:
     from iris_wm.evaluate.play import evaluate
 
@@ -253,6 +262,7 @@ COMMANDS = {
     "tokenizer": _stage("tokenizer"),
     "world-model": _stage("world_model"),
     "imagine": _imagine,
+    "play": _play,
     "agent": _stage("agent"),
     "evaluate": _evaluate,
     "aggregate": _aggregate,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 
@@ -20,3 +23,15 @@ def effective_precision(precision, accelerator: str) -> tuple:
         note = f"this CPU has no bf16 hardware (emulated bf16 is about 15x slower); precision {precision} -> 32-true."
         return "32-true", note
     return precision, None
+
+
+def cpu_description() -> str:
+    """CPU model and the matrix extensions that decide bf16 speed (AMX, AVX-512 BF16)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    extensions = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
+    return f"{model} ({', '.join(extensions) or 'no AVX-512/AMX'})"
