@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny
 from helpers.cli import refused
 from iris_wm.agent.bundle import Agent
 from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.playground import Playground, action_keys
 from iris_wm.hub import load_model
+from sequence_model.world_model import WorldModel
+from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.quantizer import QuantizerConfig
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -118,14 +122,30 @@ class _Server:
         self.thread.join(60)
 
 
-def test_fifty_key_presses_in_a_real_browser_give_fifty_frames_and_a_recording_of_those_actions(pipeline, tmp_path):
+def _fast_agent() -> Agent:
+    """Random 64x64 models with 16 tokens per frame, as the demo's, but tiny: the page's round trip is what counts."""
+    torch.manual_seed(0)
+    config = TokenizerConfig(
+        resolution=64,
+        channels=4,
+        channel_mult=(1, 1, 1, 1, 1),
+        num_res_blocks=1,
+        attn_resolutions=(),
+        z_channels=4,
+        embed_dim=4,
+        quantizer=QuantizerConfig(codebook_size=16),
+    )
+    return Agent(Tokenizer(config).eval(), WorldModel(tiny.world_model_config(16, 16, 4, 4)).eval())
+
+
+def test_fifty_key_presses_in_a_real_browser_give_fifty_frames_and_a_recording_of_those_actions(tmp_path):
     if CHROMIUM is None:
         pytest.skip("No Chromium on this machine: `make test` installs Debian's chromium where it runs as root.")
     playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is in the dev extra: make venv")
     from iris_wm.cli.play import build_app
 
     record = tmp_path / "played"
-    playground = _playground(pipeline, record=str(record))
+    playground = Playground(_fast_agent(), None, EnvConfig(), record=str(record))
     meanings = playground.action_meanings
     keys = action_keys(meanings)
     rng = np.random.default_rng(0)
