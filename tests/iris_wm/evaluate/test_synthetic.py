@@ -111,7 +111,7 @@ def test_the_agent_policy_acts_with_the_given_actor_critic(pipeline, tmp_path):
         agent=str(tmp_path / "ac"),
         num_episodes=5,
         horizon=3,
-        burn_in=2,
+        burn_in=6,  # beyond the context of 4: the world model is primed with the last 3, the agent reads all
         policy_temperature=0.0,
     )
     store = TokenStore.open(tmp_path / "out")
@@ -134,7 +134,7 @@ def test_bad_exports_are_refused_and_leave_no_store(pipeline, exported, capsys, 
     assert snapshot(out) == before
     new = str(tmp_path / "new")
     refused(capsys, [*base, "--export", new], "--policy agent needs --agent")
-    refused(capsys, [*base, "--export", new, "--policy", "random", "--burn_in", "9"], "context of 4 steps")
+    refused(capsys, [*base, "--export", new, "--policy", "random", "--burn_in", "41"], "No train episode", "41 steps")
     refused(capsys, [*base, "--export", new, "--policy", "random", "--tokens", str(out / "frames")], "episode store")
     assert not (tmp_path / "new").exists()
 
