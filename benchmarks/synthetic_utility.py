@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=Path("runs/demo"))
     parser.add_argument("--json", type=Path, default=Path("docs/synthetic_utility.json"))
     parser.add_argument("--episodes", type=int, default=1024, help="Synthetic episodes to export.")
-    parser.add_argument("--games", type=int, default=32, help="Real games per evaluation.")
+    parser.add_argument("--games", type=int, default=16, help="Real games per evaluation.")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.8])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -59,7 +59,7 @@ def main() -> None:
     if not synthetic.exists():
         summary = export_episodes(
             str(wm), str(tok), str(demo / "tokens"), str(synthetic), "agent", str(agent), num_episodes=args.episodes,
-            horizon=20, burn_in=8, policy_temperature=0.5, frames=True, seed=args.seed,
+            horizon=20, burn_in=8, prime_steps=1, policy_temperature=0.5, frames=True, seed=args.seed,
         )  # fmt: skip
         (demo / "synthetic-summary.json").write_text(json.dumps(summary, indent=1))
     summary = json.loads((demo / "synthetic-summary.json").read_text())

@@ -197,9 +197,8 @@ class Playground:
         if self.game is not None and self.source == "game":
             real, real_reward, terminated, truncated, _ = self.game.step(action)
             real_end = bool(terminated or truncated)
-            if real_end:  # a lost life (or the game's end): the emulator goes on from its next reset
-                self.game.reset(seed=self.episode_seed)
-                self.episode_seed += 1
+            if real_end:  # a lost life: an unseeded reset goes on with the same game (a new one after game over)
+                self.game.reset()
         self.step_count += 1
         return Frame(
             self.step_count,

@@ -103,6 +103,7 @@ def export_episodes(
     num_episodes: int = 256,
     horizon: int = 20,
     burn_in: int = 4,
+    prime_steps: int | None = None,
     temperature: float = 1.0,
     policy_temperature: float = 1.0,
     frames: bool = False,
@@ -126,6 +127,9 @@ def export_episodes(
         horizon: imagined steps per episode at most (fewer when the world model ends it).
         burn_in: real steps each episode starts from: the actor-critic reads them, the world model is primed with
             the last of them that fit its context, and the episode's first row is the last.
+        prime_steps: the last real steps that prime the world model (default: as many of ``burn_in`` as fit its
+            context). Fewer are faster: a context kept full re-primes the cache at every imagined step (the demo
+            agent trains with 1).
         temperature: sampling temperature of observation tokens (0: argmax).
         policy_temperature: sampling temperature of the agent's actions (0: the most likely).
         frames: also write the decoded frames, an episode store in the export's frames/ folder.
@@ -151,7 +155,8 @@ def export_episodes(
     start_store = TokenStore.open(tokens)
     check_tokenizer(start_store, models.tokenizer)
     check_sizes(world_model=models.world_model, token_store=start_store)
-    prime = min(burn_in, models.world_model.config.context_steps - 1)  # as the agent stage primes
+    at_least(1, "imagine --export", prime_steps=prime_steps)
+    prime = min(prime_steps or burn_in, burn_in, models.world_model.config.context_steps - 1)  # as the agent stage
     length = burn_in + (horizon - 1 if policy == "store-actions" else 0)
     firsts, owners = _starts(start_store, length, split, val_fraction, split_seed)
     rng = np.random.default_rng(seed)
@@ -174,6 +179,7 @@ def export_episodes(
         "start_store_manifest_sha256": manifest_digest,
         "start_split": {"split": split, "val_fraction": val_fraction, "split_seed": split_seed},
         "burn_in": burn_in,
+        "prime_steps": prime,
         "horizon": horizon,
         "seed": seed,
         "start_rows": [int(r) for r in firsts[chosen] + burn_in - 1],

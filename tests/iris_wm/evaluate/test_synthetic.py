@@ -111,12 +111,14 @@ def test_the_agent_policy_acts_with_the_given_actor_critic(pipeline, tmp_path):
         agent=str(tmp_path / "ac"),
         num_episodes=5,
         horizon=3,
-        burn_in=6,  # beyond the context of 4: the world model is primed with the last 3, the agent reads all
+        burn_in=6,  # beyond the context of 4: the agent reads all six, the world model is primed with the last 2
+        prime_steps=2,
         policy_temperature=0.0,
     )
     store = TokenStore.open(tmp_path / "out")
     assert (store.columns.action == start.num_actions - 1).all()
     assert store.manifest["settings"]["synthetic"]["actor_critic_digest"] == weights_digest(network)
+    assert store.manifest["settings"]["synthetic"]["prime_steps"] == 2
 
 
 def test_bad_exports_are_refused_and_leave_no_store(pipeline, exported, capsys, tmp_path):
