@@ -50,6 +50,7 @@ class WorldModelModule(LightningModule):
         return {
             "loss": losses.total,
             "observation_ce": losses.observation,
+            "next_frame_ce": losses.next_frame,
             "bits_per_frame": bits_per_frame(losses.observation, self.config.tokens_per_frame),
             "perplexity": losses.observation.exp(),
             "reward_loss": losses.reward,

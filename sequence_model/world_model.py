@@ -2,12 +2,18 @@
 
 Token layout (Micheli et al. 2023, section 2.2): step ``t`` is a block of ``K + 1`` tokens, the ``K``
 observation tokens of frame ``t`` then the action ``a_t``; position ``p`` holds an observation token when
-``p % (K + 1) < K`` and an action otherwise. Heads read the hidden state at:
+``p % (K + 1) < K`` and an action otherwise. The reward ``r_t`` and the episode end after ``a_t`` are read at
+the action position. The next frame is predicted in one of two ways (``WorldModelConfig.prediction``):
 
-- every position whose *next* token is an observation token, i.e. observation positions ``0 .. K-2`` of a
-  block (predicting tokens ``1 .. K-1`` of the same frame) and the action position (predicting token 0 of
-  the next frame). The hidden state of the last observation token would predict the action: not read.
-- the action position, for the reward ``r_t`` and the episode end after ``a_t``.
+- ``autoregressive`` (IRIS): causal attention; the observation head reads every position whose *next* token is
+  an observation token, i.e. observation positions ``0 .. K-2`` of a block (predicting tokens ``1 .. K-1`` of
+  the same frame) and the action position (predicting token 0 of the next frame). The hidden state of the
+  last observation token would predict the action: not read. Imagining a frame takes ``K`` passes.
+- ``parallel`` (block teacher forcing, Dedieu et al. 2025, "Improving Transformer World Models"): block-causal
+  attention, every token sees its whole step (the frame and the action) and all earlier steps; observation
+  position ``k`` of step ``t`` predicts token ``k`` of frame ``t + 1``. All ``K`` tokens of the next frame come
+  from one pass, drawn independently given the past; training computes every step's prediction in one forward
+  pass, as the autoregressive objective does.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class WorldModelConfig:
     """Weight of the reward loss."""
     termination_weight: float = 1.0
     """Weight of the termination loss."""
+    prediction: Literal["autoregressive", "parallel"] = "autoregressive"
+    """``autoregressive``: the next frame token by token, ``K`` passes per imagined step (IRIS); ``parallel``: all
+    tokens of the next frame from one pass under a block-causal mask (block teacher forcing)."""
 
     def __post_init__(self):
         for name in ("vocab_size", "tokens_per_frame", "num_actions", "context_steps"):
@@ -58,9 +67,18 @@ class WorldModelConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"WorldModelConfig: {name} must be a whole number of at least 1, got {value!r}.")
         gpt = GPTConfig(**self.gpt) if isinstance(self.gpt, dict) else self.gpt
+        if self.prediction not in ("autoregressive", "parallel"):
+            raise ValueError(
+                f"WorldModelConfig: prediction must be 'autoregressive' or 'parallel', got {self.prediction!r}."
+            )
         if self.tokens_per_frame is not None:
-            gpt = replace(gpt, max_tokens=self.context_steps * self.tokens_per_block)
+            block = self.tokens_per_block if self.parallel else 1
+            gpt = replace(gpt, max_tokens=self.context_steps * self.tokens_per_block, block_size=block)
         self.gpt = gpt
+
+    @property
+    def parallel(self) -> bool:
+        return self.prediction == "parallel"
 
     @property
     def tokens_per_block(self) -> int:
@@ -94,11 +112,13 @@ class WorldModelOutput:
 class WorldModelLosses:
     total: torch.Tensor
     observation: torch.Tensor  # mean CE over real observation targets, nats
+    next_frame: torch.Tensor  # mean CE over the targets in frames 1.., given the past frames: equal in both modes
     reward: torch.Tensor
     termination: torch.Tensor
     reward_accuracy: torch.Tensor
     termination_counts: torch.Tensor  # (tp, fp, fn) for F1
     observation_targets: torch.Tensor  # how many observation targets the mean is over (for exact pooled means)
+    next_frame_targets: torch.Tensor  # how many targets ``next_frame`` is over
     steps: torch.Tensor  # how many real steps the reward and termination means are over
 
 
@@ -161,9 +181,15 @@ class WorldModel(nn.Module):
                 f"KV cache overflow: {start} cached + {ids.shape[1]} new > {limit} tokens "
                 f"({self.config.context_steps} steps). Reset or re-prime the cache (the context is full)."
             )
+        k1 = self.config.tokens_per_block
+        if self.config.parallel and cache is not None and (start % k1 or ids.shape[1] % k1):
+            raise ValueError(
+                f"A parallel world model continues its cache by whole steps of {k1} tokens (a frame and its action): "
+                f"got {ids.shape[1]} tokens after {start} cached. Under the block-causal mask a partial step would "
+                "not see the rest of its own step."
+            )
         hidden = self.transformer(self.embed(ids, start), cache)
         # Action positions among these, computed on the host: boolean indexing would synchronise the device.
-        k1 = self.config.tokens_per_block
         first = (self.config.tokens_per_frame - start) % k1
         action_hidden = hidden[:, first::k1]
         return WorldModelOutput(
@@ -174,8 +200,17 @@ class WorldModel(nn.Module):
         )
 
     def predicts_observation(self, positions: torch.Tensor) -> torch.Tensor:
-        """True where the hidden state predicts an observation token (all but the last observation position)."""
-        return positions % self.config.tokens_per_block != self.config.tokens_per_frame - 1
+        """True where the hidden state predicts an observation token: all but the last observation position of a
+        step (autoregressive), or every observation position (parallel)."""
+        cfg = self.config
+        skipped = cfg.tokens_per_frame if cfg.parallel else cfg.tokens_per_frame - 1
+        return positions % cfg.tokens_per_block != skipped
+
+    @property
+    def target_offset(self) -> int:
+        """How far ahead of a position its observation target lies: the next token, or the same slot of the next
+        frame (parallel)."""
+        return self.config.tokens_per_block if self.config.parallel else 1
 
     # ------------------------------------------------------------------ training objective
     def loss(
@@ -195,16 +230,22 @@ class WorldModel(nn.Module):
         B, T, K = observations.shape
         ids = self.interleave(observations, actions)
         out = self(ids)
-        # Observation targets: the token after each position, where that token is an observation token.
+        # Observation targets: the token `shift` positions on (the next token, or the next frame's same slot) at
+        # every position that predicts an observation.
+        shift = self.target_offset
         positions = torch.arange(T * (K + 1), device=ids.device)
         real = mask[:, positions // (K + 1)]  # (B, N) position belongs to a real step
-        target_real = torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], dim=1)
+        target_real = torch.cat([real[:, shift:], torch.zeros_like(real[:, :shift])], dim=1)
         reads = self.predicts_observation(positions)  # (N,)
-        targets = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)
+        targets = torch.cat([ids[:, shift:], torch.zeros_like(ids[:, :shift])], dim=1)
         use = target_real & real & reads[None]
         logits = out.observation_logits.float()
         ce = F.cross_entropy(rearrange(logits, "b n v -> (b n) v"), targets.reshape(-1), reduction="none")
-        observation = (ce * use.reshape(-1)).sum() / use.sum().clamp_min(1)
+        ce, use = ce.view(B, -1), use.float()
+        observation = (ce * use).sum() / use.sum().clamp_min(1)
+        # The same over the targets that lie in frames 1.. (autoregressive also predicts frame 0's own tokens).
+        later = use * (positions + shift >= K + 1).float()[None]
+        next_frame = (ce * later).sum() / later.sum().clamp_min(1)
 
         weights = mask.float()
         count = weights.sum().clamp_min(1)
@@ -236,7 +277,18 @@ class WorldModel(nn.Module):
             ]
         ).float()
         total = cfg.observation_weight * observation + cfg.reward_weight * reward + cfg.termination_weight * termination
-        return WorldModelLosses(total, observation, reward, termination, reward_accuracy, counts, use.sum(), mask.sum())
+        return WorldModelLosses(
+            total=total,
+            observation=observation,
+            next_frame=next_frame,
+            reward=reward,
+            termination=termination,
+            reward_accuracy=reward_accuracy,
+            termination_counts=counts,
+            observation_targets=use.sum(),
+            next_frame_targets=later.sum(),
+            steps=mask.sum(),
+        )
 
     # ------------------------------------------------------------------ rewards
     def _twohot(self, rewards: torch.Tensor) -> torch.Tensor:

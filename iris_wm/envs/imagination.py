@@ -2,9 +2,11 @@
 
 ``reset`` primes the cache with ``C`` real steps (observation tokens and the actions between them; IRIS
 primes with one frame). ``step(actions)`` then imagines one step for every environment of the batch:
-reward and episode end are read at the action position, the ``K`` tokens of the next frame are sampled one
-after another. The last token of a frame is fed together with the next action, so a step costs ``K``
-transformer passes (IRIS: ``K + 1``). Nothing in ``step`` reads a value back to the host.
+reward and episode end are read at the action position. With an autoregressive world model the ``K`` tokens
+of the next frame are sampled one after another, the last token of a frame fed together with the next
+action, so a step costs ``K`` transformer passes (IRIS: ``K + 1``). With a parallel one, the whole current frame
+and the action go in as one block and all ``K`` tokens of the next frame come out of that one pass. Nothing
+in ``step`` reads a value back to the host.
 
 When the next step would not fit in the context (``context_steps * (K + 1)`` tokens), the cache is
 re-primed: cleared and refilled in one pass with the last ``reprime_steps`` steps, positions starting at 0
@@ -124,11 +126,15 @@ class ImaginationEnv:
         return next(self.world_model.parameters()).dtype
 
     def _prime(self) -> None:
-        """Fill the cache with the history up to the last frame's second-to-last token (the last one is fed
-        with the next action)."""
+        """Fill the cache with the history before what ``step`` feeds: up to the last frame's second-to-last token
+        (autoregressive: the last one is fed with the next action), or up to the last frame (parallel: the last
+        frame is fed whole with the next action)."""
         self.cache.reset()
-        padded = torch.cat([self.actions, self.actions.new_zeros(self.actions.shape[0], 1)], dim=1)
-        ids = self.world_model.interleave(self.observations, padded)[:, :-2]
+        if self.world_model.config.parallel:
+            ids = self.world_model.interleave(self.observations[:, :-1], self.actions)
+        else:
+            padded = torch.cat([self.actions, self.actions.new_zeros(self.actions.shape[0], 1)], dim=1)
+            ids = self.world_model.interleave(self.observations, padded)[:, :-2]
         if ids.shape[1] > 0:
             self.world_model(ids, self.cache)
 
@@ -141,19 +147,23 @@ class ImaginationEnv:
             self.actions = self.actions[:, -(self.keep - 1) :] if self.keep > 1 else self.actions[:, :0]
             self._prime()
         actions = actions.to(self.device).long()
-        last_token = self.observations[:, -1, -1:]
-        out = self.world_model(torch.cat([last_token, actions[:, None]], dim=1), self.cache)
+        parallel = self.world_model.config.parallel
+        fed = self.observations[:, -1] if parallel else self.observations[:, -1, -1:]  # (B, K) or (B, 1)
+        out = self.world_model(torch.cat([fed, actions[:, None]], dim=1), self.cache)
         reward_logits, end_logits = out.reward_logits[:, -1], out.termination_logits[:, -1]
         if self.world_model.config.reward == "sign" and cfg.sample_rewards:
             reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
         else:
             reward = self.world_model.expected_reward(reward_logits)
         terminated = _draw(end_logits, 1.0, cfg.sample_terminations, self.generator).bool()
-        tokens = [_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator)]
-        for _ in range(K - 1):
-            out = self.world_model(tokens[-1][:, None], self.cache)
-            tokens.append(_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator))
-        frame = torch.stack(tokens, dim=1)  # (B, K)
+        if parallel:
+            frame = _draw(out.observation_logits[:, :K], cfg.temperature, True, self.generator)  # (B, K)
+        else:
+            tokens = [_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator)]
+            for _ in range(K - 1):
+                out = self.world_model(tokens[-1][:, None], self.cache)
+                tokens.append(_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator))
+            frame = torch.stack(tokens, dim=1)  # (B, K)
         self.observations = torch.cat([self.observations, frame[:, None]], dim=1)[:, -self.context_steps :]
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -(self.context_steps - 1) :]
         self.done = self.done | terminated

@@ -46,9 +46,24 @@ def test_layout_offsets():
     assert (~model.predicts_observation(positions)).nonzero().flatten().tolist() == [K - 1, 2 * K]
 
 
-@pytest.mark.parametrize("chunks", [[1] * (T * (K + 1)), [K + 1] * T, [3, 7, 1, 9, 5], [2, K + 1, K, 11, 3]])
-def test_kv_cache_decoding_equals_the_full_pass(chunks):
-    model = small()
+def test_parallel_layout_reads_every_observation_position_and_targets_the_next_frame():
+    model = small(prediction="parallel")
+    assert model.config.gpt.block_size == K + 1 and small().config.gpt.block_size == 1
+    assert model.target_offset == K + 1 and small().target_offset == 1
+    positions = torch.arange(2 * (K + 1))
+    assert (~model.predicts_observation(positions)).nonzero().flatten().tolist() == [K, 2 * K + 1]
+
+
+S = K + 1  # tokens per step
+CHUNKS = {
+    "autoregressive": [[1] * (T * S), [S] * T, [3, 7, 1, 9, 5], [2, S, K, 11, 3]],
+    "parallel": [[S] * T, [2 * S, S, 2 * S], [S, 4 * S], [T * S]],  # whole steps: a partial one is refused
+}
+
+
+@pytest.mark.parametrize("prediction, chunks", [(p, c) for p, cs in CHUNKS.items() for c in cs])
+def test_kv_cache_decoding_equals_the_full_pass(chunks, prediction):
+    model = small(prediction=prediction)
     obs, act = sequence()
     ids = model.interleave(obs, act)
     assert sum(chunks) == ids.shape[1]
@@ -65,6 +80,17 @@ def test_kv_cache_decoding_equals_the_full_pass(chunks):
     torch.testing.assert_close(torch.cat(pieces, 1), full.observation_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat(rewards, 1), full.reward_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat(ends, 1), full.termination_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_parallel_model_refuses_to_continue_its_cache_by_part_of_a_step():
+    model = small(prediction="parallel")
+    obs, act = sequence()
+    ids = model.interleave(obs, act)
+    cache = model.transformer.new_cache(batch=2)
+    model(ids[:, :S], cache)
+    for piece in (ids[:, S : S + 1], ids[:, S : 3 * S - 2]):
+        with pytest.raises(ValueError, match="whole steps of 5 tokens"):
+            model(piece, cache)
 
 
 def test_cache_overflow_is_explained():
@@ -88,12 +114,49 @@ def test_changing_future_tokens_never_changes_past_logits():
         assert not torch.allclose(a.observation_logits[:, cut:], b.observation_logits[:, cut:])
 
 
-def _naive_observation_loss(model, obs, act, mask):
-    """The loss by an explicit loop over steps and token slots."""
+def test_changing_a_step_never_changes_the_logits_of_earlier_steps_under_the_block_mask():
+    model = small(prediction="parallel")
+    obs, act = sequence()
+    ids = model.interleave(obs, act)
+    for cut in (1, K, K + 1, 13, 2 * (K + 1) + 2):
+        changed = ids.clone()
+        changed[:, cut:] = (changed[:, cut:] + 1) % A
+        a, b = model(ids), model(changed)
+        start = cut // (K + 1) * (K + 1)  # the first position of the changed token's step
+        torch.testing.assert_close(a.observation_logits[:, :start], b.observation_logits[:, :start])
+        torch.testing.assert_close(a.reward_logits[:, : cut // (K + 1)], b.reward_logits[:, : cut // (K + 1)])
+        # The whole step of the changed token sees it, its earlier positions included.
+        assert not torch.allclose(
+            a.observation_logits[:, start : start + S], b.observation_logits[:, start : start + S]
+        )
+
+
+def test_parallel_observation_loss_equals_a_naive_loop():
+    model = small(prediction="parallel")
+    obs, act = sequence()
+    mask = torch.tensor([[True] * T, [True, True, True, False, False]])
     out = model(model.interleave(obs, act))
     total, count = 0.0, 0
     for b in range(obs.shape[0]):
-        for t in range(obs.shape[1]):
+        for t in range(1, obs.shape[1]):
+            for j in range(K):
+                # Token j of frame t is predicted at slot j of step t - 1.
+                if mask[b, t] and mask[b, t - 1]:
+                    logits = out.observation_logits[b, (t - 1) * (K + 1) + j]
+                    total += F.cross_entropy(logits[None], obs[b, t, j][None]).item()
+                    count += 1
+    losses = model.loss(obs, act, torch.zeros(2, T), torch.zeros(2, T, dtype=torch.bool), mask)
+    assert losses.observation.item() == pytest.approx(total / count, rel=1e-5)
+    assert losses.next_frame.item() == pytest.approx(total / count, rel=1e-5)
+    assert losses.observation_targets == losses.next_frame_targets == count
+
+
+def _naive_observation_loss(model, obs, act, mask, first_frame=0):
+    """The loss by an explicit loop over steps and token slots (targets in frames ``first_frame`` on)."""
+    out = model(model.interleave(obs, act))
+    total, count = 0.0, 0
+    for b in range(obs.shape[0]):
+        for t in range(first_frame, obs.shape[1]):
             for j in range(K):
                 # Token j of frame t is predicted at position t*(K+1)+j-1 (j > 0) or the previous action (j = 0).
                 if t == 0 and j == 0:
@@ -116,6 +179,7 @@ def test_observation_loss_equals_a_naive_loop_and_ignores_padding():
     terminated[1, 2] = True
     losses = model.loss(obs, act, rewards, terminated, mask)
     assert losses.observation.item() == pytest.approx(_naive_observation_loss(model, obs, act, mask), rel=1e-5)
+    assert losses.next_frame.item() == pytest.approx(_naive_observation_loss(model, obs, act, mask, 1), rel=1e-5)
     # Changing what is in the padded steps changes nothing.
     obs2, act2, rewards2 = obs.clone(), act.clone(), rewards.clone()
     obs2[1, 3:] = (obs2[1, 3:] + 3) % V

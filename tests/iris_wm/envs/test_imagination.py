@@ -10,7 +10,7 @@ from sequence_model.world_model import WorldModel, WorldModelConfig
 K, V, A, C = 3, 13, 4, 4
 
 
-def model():
+def model(prediction="autoregressive"):
     torch.manual_seed(0)
     cfg = WorldModelConfig(
         vocab_size=V,
@@ -18,6 +18,7 @@ def model():
         num_actions=A,
         context_steps=C,
         gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.0),
+        prediction=prediction,
     )
     return WorldModel(cfg).eval()
 
@@ -30,7 +31,10 @@ def naive_rollout(wm, obs, act, actions, keep):
     results = []
     for a in actions:
         steps = len(frames) - start
-        if steps * (K + 1) - 2 + K + 1 > C * (K + 1):
+        # Tokens the env's cache would hold after this step: a parallel step feeds whole steps; an autoregressive
+        # one also feeds the K - 1 tokens of the new frame after the action.
+        needed = steps * (K + 1) + (0 if wm.config.parallel else K - 1)
+        if needed > C * (K + 1):
             start = len(frames) - keep
         window_obs = torch.stack(frames[start:], 1)
         window_act = torch.stack([*acts[start:], a], 1)
@@ -39,19 +43,23 @@ def naive_rollout(wm, obs, act, actions, keep):
             out = wm(ids)
             reward = wm.expected_reward(out.reward_logits[:, -1])
             end = out.termination_logits[:, -1].argmax(-1).bool()
-            new = [out.observation_logits[:, -1].argmax(-1)]
-            for _ in range(K - 1):
-                new.append(wm(torch.cat([ids, torch.stack(new, 1)], 1)).observation_logits[:, -1].argmax(-1))
-        frame = torch.stack(new, 1)
+            if wm.config.parallel:  # the last step's K observation slots predict the next frame
+                frame = out.observation_logits[:, -(K + 1) : -1].argmax(-1)
+            else:
+                new = [out.observation_logits[:, -1].argmax(-1)]
+                for _ in range(K - 1):
+                    new.append(wm(torch.cat([ids, torch.stack(new, 1)], 1)).observation_logits[:, -1].argmax(-1))
+                frame = torch.stack(new, 1)
         frames.append(frame)
         acts.append(a)
         results.append((frame, reward, end))
     return results
 
 
+@pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
 @pytest.mark.parametrize("primed, keep", [(1, None), (2, None), (3, 1), (2, 2)])
-def test_greedy_imagination_equals_full_forward_passes(primed, keep):
-    wm = model()
+def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction):
+    wm = model(prediction)
     g = torch.Generator().manual_seed(3)
     obs = torch.randint(0, V, (2, primed, K), generator=g)
     act = torch.randint(0, A, (2, primed - 1), generator=g)
