@@ -40,7 +40,7 @@ DATA = {"tokenizer": "episodes", "world_model": "tokens", "agent": "tokens"}
 
 CONFIG = "demo"
 """The config of every stage (``configs/<stage>/<CONFIG>.yaml``); the smoke test runs the demo with ``debug``."""
-IMAGINATION = {"demo": {"burn_in": 4, "horizon": 20, "num_episodes": 8}, "debug": {"burn_in": 2, "horizon": 3}}
+IMAGINATION = {"demo": {"burn_in": 4, "horizon": 20, "num_windows": 256}, "debug": {"burn_in": 2, "horizon": 3}}
 """The imagined windows of each config (the debug world model's context holds 4 steps)."""
 
 

@@ -131,9 +131,16 @@ def _imagine(argv: list[str]) -> None:
 
     kwargs = _function_arguments(imagine, "iris-wm imagine", argv)
     metrics = imagine(**kwargs)
-    print(f"{metrics['episodes']} held-out windows imagined; strips, GIFs and metrics.json in {kwargs['out']}")
+    print(
+        f"{metrics['windows']} held-out windows of {metrics['episodes']} episodes imagined; strips, GIFs and "
+        f"metrics.json in {kwargs['out']}. Imagined (copy the last real frame):"
+    )
     for h, row in metrics["reported"].items():
-        print(f"  {h}: token accuracy {row['token_accuracy']:.3f}, frame PSNR {row['frame_psnr']:.2f} dB")
+        print(
+            f"  {h}: token accuracy {row['token_accuracy']:.3f} ({row['copy_token_accuracy']:.3f}), frame PSNR "
+            f"{row['frame_psnr']:.2f} ({row['copy_frame_psnr']:.2f}) dB, dynamic pixels {row['dynamic_psnr']:.2f} "
+            f"({row['copy_dynamic_psnr']:.2f}) dB"
+        )
 
 
 def _export(argv: list[str]) -> None:

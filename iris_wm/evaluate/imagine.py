@@ -12,32 +12,12 @@ from iris_wm.agent.bundle import Agent
 from iris_wm.data.sizes import check_sizes
 from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.data.tokens import check_tokenizer
-from iris_wm.data.windows import split_episodes
-from iris_wm.envs.imagination import ImaginationConfig
+from iris_wm.evaluate.rollouts import DYNAMIC_LEVELS, pick_windows, rollout_errors, summarize
 from iris_wm.hub.checkpoints import load_model
 from iris_wm.runtime.checks import at_least, output_folder, within
 from iris_wm.runtime.errors import ConfigError
-from tokenizer.module import psnr
 
-REPORTED_HORIZONS = (1, 5, 10, 20)
-
-
-def _choose(
-    tokens: TokenStore, length: int, count: int, val_fraction: float, split_seed: int, rng: np.random.Generator
-) -> list[tuple[int, int]]:
-    """(first row, episode position) of up to ``count`` held-out windows of ``length`` steps."""
-    _, val = split_episodes(tokens, val_fraction, split_seed)
-    long_enough = [p for p in val if tokens.episode_lengths[p] >= length]
-    if not long_enough:
-        raise ConfigError(
-            f"No validation episode has the {length} steps that burn_in + horizon need "
-            f"(longest: {int(tokens.episode_lengths[val].max()) if len(val) else 0}). Lower --horizon or --burn_in."
-        )
-    picks = []
-    for position in long_enough[:count]:
-        offset = int(rng.integers(0, tokens.episode_lengths[position] - length + 1))
-        picks.append((int(tokens.episode_starts[position]) + offset, int(position)))
-    return picks
+REPORTED_HORIZONS = (1, 5, 10, 20, 50)
 
 
 @torch.no_grad()
@@ -49,13 +29,18 @@ def imagine(
     out: str,
     burn_in: int = 4,
     horizon: int = 20,
-    num_episodes: int = 8,
+    num_windows: int = 256,
     temperature: float = 1.0,
     val_fraction: float = 0.1,
     split_seed: int = 0,
     seed: int = 0,
+    pictures: int = 8,
 ) -> dict:
-    """Imagine held-out episodes from real context and compare with what really happened.
+    """Imagine held-out windows from real context and compare with what really happened, per horizon.
+
+    Writes ``metrics.json`` (token accuracy, whole-frame and dynamic-pixel PSNR of the imagined frames and of the
+    copy-the-last-frame baseline, each with a 95% bootstrap interval over episodes) and, for the first
+    ``pictures`` windows, strips and GIFs of real vs imagined frames.
 
     Args:
         world_model: the world model: a checkpoint of its stage, a pretrained (or agent) folder, or a Hub id.
@@ -65,21 +50,22 @@ def imagine(
         out: folder for the strips, GIFs and metrics.json.
         burn_in: real steps that prime the world model before imagining.
         horizon: imagined steps, following the real actions.
-        num_episodes: held-out episodes to imagine (one window each).
+        num_windows: held-out windows to imagine, drawn uniformly among those that fit in a validation episode.
         temperature: sampling temperature of observation tokens (0: argmax).
         val_fraction: validation share used when the world model was trained (held-out episodes only).
         split_seed: split seed used when the world model was trained.
-        seed: seed of the window offsets and of sampling.
+        seed: seed of the window draw, of sampling and of the bootstrap.
+        pictures: windows shown as strips and GIFs.
     """
-    at_least(1, "imagine", burn_in=burn_in, horizon=horizon, num_episodes=num_episodes)
-    at_least(0, "imagine", temperature=temperature, seed=seed, split_seed=split_seed)
+    at_least(1, "imagine", burn_in=burn_in, horizon=horizon, num_windows=num_windows)
+    at_least(0, "imagine", temperature=temperature, seed=seed, split_seed=split_seed, pictures=pictures)
     within(0, 1, "imagine", val_fraction=val_fraction)
     output_folder(out, "output folder")
     agent = Agent(load_model(tokenizer, "tokenizer"), load_model(world_model, "world_model"))
-    wm, tok = agent.world_model, agent.tokenizer
+    tok = agent.tokenizer
     token_store, frame_store = TokenStore.open(tokens), EpisodeStore.open(episodes)
     check_tokenizer(token_store, tok)
-    check_sizes(world_model=wm, token_store=token_store)
+    check_sizes(world_model=agent.world_model, token_store=token_store)
     lengths = token_store.episode_lengths
     if not np.array_equal(frame_store.episode_lengths[: len(lengths)], lengths):
         raise ConfigError(
@@ -89,49 +75,31 @@ def imagine(
         )
     rng = np.random.default_rng(seed)
     length = burn_in + horizon
-    picks = _choose(token_store, length, num_episodes, val_fraction, split_seed, rng)
-    rows = np.stack([np.arange(first, first + length) for first, _ in picks])  # (N, L)
+    firsts, window_episodes = pick_windows(token_store, length, num_windows, val_fraction, split_seed, rng)
+    rows = firsts[:, None] + np.arange(length)[None]  # (N, L)
     real_tokens = torch.from_numpy(token_store.observations(rows)).long()
     real_frames = torch.from_numpy(frame_store.observations(rows))
     actions = torch.from_numpy(token_store.columns.action[rows])
-
-    env = agent.imagination(ImaginationConfig(temperature=temperature), torch.Generator().manual_seed(seed))
-    env.reset(real_tokens[:, :burn_in], actions[:, : burn_in - 1])
-    imagined_frames, accuracy, frame_psnr, recon_psnr = [], [], [], []
-    for h in range(horizon):
-        step = env.step(actions[:, burn_in - 1 + h])
-        truth = real_tokens[:, burn_in + h]
-        frames = tok.decode(step.tokens)
-        imagined_frames.append(frames)
-        accuracy.append((step.tokens == truth).float().mean().item())
-        frame_psnr.append(psnr(frames, real_frames[:, burn_in + h]).mean().item())
-        recon_psnr.append(psnr(tok.decode(truth), real_frames[:, burn_in + h]).mean().item())
+    errors, imagined = rollout_errors(
+        agent, real_tokens, real_frames, actions, burn_in, temperature, torch.Generator().manual_seed(seed)
+    )
+    per_horizon = summarize(errors, window_episodes, list(range(1, horizon + 1)), seed=seed)
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    imagined = torch.stack(imagined_frames, 1)  # (N, H, 3, h, w)
-    for i, (first, position) in enumerate(picks):
-        _save_strip(folder / f"episode{position:05d}-row{first}.png", real_frames[i, burn_in:], imagined[i])
-        _save_gif(folder / f"episode{position:05d}-row{first}.gif", real_frames[i, burn_in:], imagined[i])
+    for i in range(min(pictures, len(imagined))):
+        name = f"episode{int(window_episodes[i]):05d}-row{int(firsts[i])}"
+        _save_strip(folder / f"{name}.png", real_frames[i, burn_in:], imagined[i])
+        _save_gif(folder / f"{name}.gif", real_frames[i, burn_in:], imagined[i])
     metrics = {
-        "episodes": len(picks),
+        "windows": len(firsts),
+        "episodes": int(len(np.unique(window_episodes))),
         "burn_in": burn_in,
         "horizon": horizon,
         "temperature": temperature,
-        "per_horizon": [
-            {
-                "horizon": h + 1,
-                "token_accuracy": accuracy[h],
-                "frame_psnr": frame_psnr[h],
-                "tokenizer_psnr": recon_psnr[h],
-            }
-            for h in range(horizon)
-        ],
-        "reported": {
-            f"h{h}": {"token_accuracy": accuracy[h - 1], "frame_psnr": frame_psnr[h - 1]}
-            for h in REPORTED_HORIZONS
-            if h <= horizon
-        },
+        "dynamic_levels": DYNAMIC_LEVELS,
+        "per_horizon": per_horizon,
+        "reported": {f"h{row['horizon']}": row for row in per_horizon if row["horizon"] in REPORTED_HORIZONS},
     }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

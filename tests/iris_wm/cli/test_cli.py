@@ -153,7 +153,7 @@ def test_collect_fit_predict_gives_an_aligned_token_store(pipeline):
     assert (cfg.vocab_size, cfg.tokens_per_frame, cfg.num_actions) == (32, 256, episodes.num_actions)
 
 
-SHORT_IMAGINATION = ["--burn_in", "2", "--horizon", "3", "--num_episodes", "2"]
+SHORT_IMAGINATION = ["--burn_in", "2", "--horizon", "3", "--num_windows", "4", "--pictures", "2"]
 
 
 def _imagine_sources(pipeline, world_model, tokenizer) -> list[str]:
@@ -171,7 +171,11 @@ def test_imagine_agent_evaluate_and_export_on_the_pipeline(pipeline, tmp_path, c
     metrics = json.loads((tmp_path / "imagine" / "metrics.json").read_text())
     assert [row["horizon"] for row in metrics["per_horizon"]] == [1, 2, 3]
     assert all(0 <= row["token_accuracy"] <= 1 and row["frame_psnr"] > 0 for row in metrics["per_horizon"])
-    assert len(list((tmp_path / "imagine").glob("*.gif"))) == metrics["episodes"] >= 1
+    assert all(
+        row["token_accuracy_ci"][0] <= row["token_accuracy"] <= row["token_accuracy_ci"][1]
+        for row in metrics["per_horizon"]
+    )
+    assert metrics["windows"] == 4 and len(list((tmp_path / "imagine").glob("*.gif"))) == 2
     refused(
         capsys,
         ["imagine", *sources, "--out", str(tmp_path / "imagine2"), "--burn_in", "3", "--horizon", "40"],

@@ -184,7 +184,7 @@ def test_a_tokenizer_other_than_the_stores_is_refused(pipeline, tmp_path, capsys
         "2",
         "--horizon",
         "2",
-        "--num_episodes",
+        "--num_windows",
         "1",
     ]
     refused(capsys, ["imagine", *sources, "--tokenizer", str(tmp_path / "other-tok")], "encoded by another tokenizer")
