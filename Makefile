@@ -7,7 +7,7 @@ SOURCES := iris_wm tokenizer sequence_model scaling tests benchmarks
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv browser test test-slow lint format demo bench bench-memory synthetic-utility scaling clean
+.PHONY: venv browser test test-slow lint format demo bench bench-memory synthetic-utility compare-prediction scaling clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,9 @@ bench: $(STAMP)  ## throughput benchmarks -> docs/benchmarks.json and docs/BENCH
 
 synthetic-utility: $(STAMP)  ## after make demo: export fidelity and the agent trained on 0/50/80% synthetic data
 	OMP_NUM_THREADS=2 $(PY) benchmarks/synthetic_utility.py --demo runs/demo --json docs/synthetic_utility.json
+
+compare-prediction: $(STAMP)  ## after make demo: parallel vs autoregressive prediction -> docs/prediction_quality.md
+	OMP_NUM_THREADS=2 $(PY) benchmarks/prediction_quality.py --demo runs/demo --json docs/prediction_quality.json
 
 bench-memory: $(STAMP)  ## peak memory of sampling from a 1M-frame store (12 GB on disk) -> docs/store_memory.json
 	$(PY) benchmarks/store_memory.py --json docs/store_memory.json

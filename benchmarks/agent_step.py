@@ -19,6 +19,7 @@ from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.module import ActorCriticModule
 from iris_wm.agent.objective import AgentObjective, agent_losses
 from iris_wm.agent.rollout import Rollout
+from iris_wm.envs.imagination import ImaginationConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 
@@ -51,14 +52,18 @@ def actor_critic_config(observation: str) -> ActorCriticConfig:
     return ActorCriticConfig(num_actions=A, observation=observation, vocab_size=V, tokens_per_frame=K)
 
 
-def ours(batch: int, observation: str, prediction: str, dtype: torch.dtype, timed, repeats: int) -> dict:
-    """Imagined steps/s of our agent step at IRIS sizes, the frozen world model and tokenizer in ``dtype``."""
+def ours(batch: int, observation: str, prediction: str, precision: str, timed, repeats: int) -> dict:
+    """Imagined steps/s of our agent step at IRIS sizes, imagining in ``precision`` (the actor-critic in fp32)."""
     torch.manual_seed(0)
     wm = WorldModel(WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, prediction=prediction))
+    imagination = ImaginationConfig.iris(precision=precision)
     module = ActorCriticModule(
-        actor_critic_config(observation), objective=AgentObjective(horizon=HORIZON), burn_in=BURN_IN, prime_steps=1
+        actor_critic_config(observation),
+        objective=AgentObjective(horizon=HORIZON, imagination=imagination),
+        burn_in=BURN_IN,
+        prime_steps=1,
     )
-    module.attach(wm.to(dtype), Tokenizer(TokenizerConfig()).to(dtype), frozen=True)
+    module.attach(wm, Tokenizer(TokenizerConfig()), frozen=True)
     optimizer = torch.optim.Adam(module.actor_critic.parameters(), lr=1e-4)
     data = windows(batch)
 

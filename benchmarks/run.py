@@ -17,15 +17,17 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
+import imagination
 import numpy as np
 import torch
-from reference_design import GivenTokens, ReferenceImagination, ReferenceWorldModel
+from reference_design import GivenTokens, ReferenceWorldModel
 
 from iris_wm.data.store import EpisodeStore
 from iris_wm.data.windows import WindowDataset
-from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from iris_wm.envs.imagination import InferenceCopy
 from iris_wm.runtime.hardware import cpu_description, cpu_has_native_bf16
 from iris_wm.runtime.provenance import provenance
+from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 
@@ -40,17 +42,22 @@ QUOTED = {
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 KEPT = "<!-- Below this line the file is written by hand; make bench keeps it. -->"
-# Issue 3's targets: our figure over the reference's, at the same sizes on the same machine.
+# Issues 3 and 16: our figure over the reference's, at the same sizes on the same machine.
 TARGETS = {
     "imagination_b1": 5.0,
     "imagination_b64": 4.0,
     "imagination_tokens_b64": 20.0,
     "wm_train": 10.0,
     "tokenizer": 4.0,
+    "agent_step": 10.0,
 }
-
-IRIS_WORLD_MODEL = dict(vocab_size=512, tokens_per_frame=16, num_actions=4)
-"""The IRIS world model's data-linked sizes: the IRIS tokenizer's 512 codes and 16 tokens, Breakout's 4 actions."""
+IRIS_WORLD_MODEL = imagination.IRIS_WORLD_MODEL
+TRAINING_VARIANTS = {
+    "IRIS dropout (0.1 everywhere)": GPTConfig(dropout=0.1),
+    "no attention dropout": GPTConfig(dropout=0.1, attention_dropout=0.0),
+    "no dropout": GPTConfig(dropout=0.0),
+}
+"""World-model training rows: attention dropout sends CPU attention to its unfused path (docs/LOG.md)."""
 
 
 def demo_tokenizer() -> TokenizerConfig:
@@ -82,27 +89,29 @@ def matmul_peak(repeats: int) -> dict[str, float]:
 
 
 def tokenizer_throughput(name: str, config: TokenizerConfig, batch: int, repeats: int) -> list[dict]:
-    model = Tokenizer(config).eval()
+    """Frames/s of encoding and decoding: fp32, and bf16 the way imagination runs it (a bf16, channels-last copy of
+    the weights; decoding in chunks of ``DECODE_CHUNK`` frames on a CPU, as ``Tokenizer.decode`` always does)."""
+    base = Tokenizer(config).eval()
     frames = torch.randint(0, 256, (batch, 3, config.resolution, config.resolution), dtype=torch.uint8)
-    tokens = model.encode(frames)
+    tokens = base.encode(frames)
     rows = []
     for precision in precisions():
-        autocast = _autocast(precision)
-
-        def run(fn, autocast=autocast):
-            with torch.inference_mode(), autocast:
-                fn()
-
+        model = InferenceCopy(base, DTYPES[precision], channels_last=precision == "bf16").model
         for op, fn in (
-            ("encode", lambda: model.encode(frames)),
-            ("decode", lambda: model.decode(tokens)),
-            ("encode+decode", lambda: model.decode(model.encode(frames))),
+            ("encode", lambda model=model: model.encode(frames)),
+            ("decode", lambda model=model: model.decode(tokens)),
+            ("encode+decode", lambda model=model: model.decode(model.encode(frames))),
         ):
-            seconds = timed(lambda fn=fn: run(fn), repeats)
+            seconds = timed(lambda fn=fn: _inference(fn), repeats)
             rows.append(
                 {"model": name, "op": op, "precision": precision, "batch": batch, "frames_per_s": batch / seconds}
             )
     return rows
+
+
+def _inference(fn):
+    with torch.inference_mode():
+        return fn()
 
 
 def precisions() -> tuple[str, ...]:
@@ -113,77 +122,6 @@ def precisions() -> tuple[str, ...]:
 
 def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
-def imagination_throughput(batches: tuple[int, ...], steps: int) -> list[dict]:
-    """Imagined env-steps/s at IRIS sizes, primed with one frame as IRIS, with and without decoding frames.
-
-    When the context is full these rollouts re-prime with the last frame, as the reference does, so both do the
-    same work; one more row at the largest batch uses the default sliding window (``context_steps - 1`` steps
-    re-primed, a full pass over them, at every step once the context is full).
-    bf16 here means bf16 weights (inference needs no fp32 master copy): autocast re-casts every weight at
-    every op, which made batch-1 decoding slower than fp32 (docs/LOG.md)."""
-    rows = []
-    for precision in precisions():
-        torch.manual_seed(0)
-        wm = WorldModel(WorldModelConfig(**IRIS_WORLD_MODEL)).eval().to(DTYPES[precision])
-        tok = Tokenizer(TokenizerConfig()).eval().to(DTYPES[precision])
-        runs = [(batch, decode, 1) for batch in batches for decode in (False, True)] + [(max(batches), False, None)]
-        for batch, decode, reprime in runs:
-            env = ImaginationEnv(
-                wm,
-                tok,
-                ImaginationConfig(temperature=1.0, reprime_steps=reprime),
-                generator=torch.Generator().manual_seed(0),
-            )
-            first = torch.randint(0, 512, (batch, 1, 16))
-            actions = torch.randint(0, 4, (steps, batch))
-
-            def rollout(env=env, first=first, actions=actions, decode=decode):
-                with torch.inference_mode():
-                    env.reset(first)
-                    for a in actions:
-                        env.step(a)
-                        if decode:
-                            env.frames()
-
-            seconds = timed(rollout, 2 if batch == 1 else 1)
-            rows.append(
-                {
-                    "precision": precision,
-                    "batch": batch,
-                    "decode_frames": decode,
-                    "reprime": "last frame" if reprime == 1 else "sliding window",
-                    "env_steps_per_s": batch * steps / seconds,
-                }
-            )
-    return rows
-
-
-def reference_imagination(batches: tuple[int, ...], steps: int) -> list[dict]:
-    """The reference design's imagined env-steps/s (fp32, a decoded frame every step), primed with one frame."""
-    rows = []
-    for batch in batches:
-        torch.manual_seed(0)
-        env = ReferenceImagination(ReferenceWorldModel(num_actions=4), Tokenizer(TokenizerConfig()))
-        first, actions = torch.randint(0, 512, (batch, 16)), torch.randint(0, 4, (steps, batch))
-
-        def rollout(env=env, first=first, actions=actions):
-            env.reset(first)
-            for a in actions:
-                env.step(a)
-
-        seconds = timed(rollout, 2 if batch == 1 else 1)
-        rows.append(
-            {
-                "precision": "fp32",
-                "batch": batch,
-                "decode_frames": True,
-                "reprime": "last frame",
-                "env_steps_per_s": batch * steps / seconds,
-            }
-        )
-    return rows
 
 
 def reference_training(batch: int, repeats: int, peak: dict[str, float]) -> list[dict]:
@@ -222,35 +160,39 @@ def reference_training(batch: int, repeats: int, peak: dict[str, float]) -> list
 
 
 def world_model_training(batch: int, repeats: int, peak: dict[str, float]) -> list[dict]:
-    """Training tokens/s of the IRIS-size world model on cached tokens, and its model FLOP utilisation."""
+    """Training tokens/s of the IRIS-size world model on cached tokens (both prediction modes, the dropout variants),
+    and its model FLOP utilisation."""
     rows = []
     obs, act = torch.randint(0, 512, (batch, 20, 16)), torch.randint(0, 4, (batch, 20))
     rewards, ends = torch.zeros(batch, 20), torch.zeros(batch, 20, dtype=torch.bool)
     mask = torch.ones(batch, 20, dtype=torch.bool)
     for precision in precisions():
-        torch.manual_seed(0)
-        wm = WorldModel(WorldModelConfig(**IRIS_WORLD_MODEL)).train()
-        optimizer = torch.optim.AdamW(wm.parameters(), lr=1e-4)
+        for mode in imagination.MODES:
+            for variant, gpt in TRAINING_VARIANTS.items():
+                torch.manual_seed(0)
+                wm = WorldModel(WorldModelConfig(**IRIS_WORLD_MODEL, prediction=mode, gpt=gpt)).train()
+                optimizer = torch.optim.AdamW(wm.parameters(), lr=1e-4)
 
-        def train_step(wm=wm, optimizer=optimizer, precision=precision):
-            with _autocast(precision):
-                loss = wm.loss(obs, act, rewards, ends, mask)
-            loss.total.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                def train_step(wm=wm, optimizer=optimizer, precision=precision):
+                    with _autocast(precision):
+                        loss = wm.loss(obs, act, rewards, ends, mask)
+                    loss.total.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
 
-        seconds = timed(train_step, repeats)
-        tokens_per_s = batch * 20 * 17 / seconds
-        achieved = tokens_per_s * wm.flops_per_token(training=True) / 1e9
-        rows.append(
-            {
-                "precision": precision,
-                "batch": batch,
-                "tokens_per_s": tokens_per_s,
-                "gflops": achieved,
-                "mfu": achieved / peak[precision],
-            }
-        )
+                tokens_per_s = batch * 20 * 17 / timed(train_step, repeats)
+                achieved = tokens_per_s * wm.flops_per_token(training=True) / 1e9
+                rows.append(
+                    {
+                        "precision": precision,
+                        "prediction": mode,
+                        "variant": variant,
+                        "batch": batch,
+                        "tokens_per_s": tokens_per_s,
+                        "gflops": achieved,
+                        "mfu": achieved / peak[precision],
+                    }
+                )
     return rows
 
 
@@ -335,29 +277,8 @@ def markdown(record: dict) -> str:
             f"| {row['store_steps']} | {row['batch']} | {row['T']} | {row['frames_per_s']:.0f} "
             f"| {row['ms_per_batch']:.2f} |"
         )
-    lines += imagination_markdown(record) + training_markdown(record) + side_by_side(record)
+    lines += imagination.markdown(record) + training_markdown(record) + side_by_side(record)
     return "\n".join(lines) + "\n"
-
-
-def imagination_markdown(record: dict) -> list[str]:
-    lines = [
-        "",
-        f"## Imagination at IRIS sizes (world model 8.4M, tokenizer 4.0M; primed with one frame, "
-        f"{record['imagination_steps']} imagined steps)",
-        "",
-        "bf16 rows use bf16 weights (no autocast). The reference design always decodes the frame.",
-        "",
-        "| implementation | precision | batch | policy reads | context full: re-prime with | env-steps/s |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, key in (("iris-wm", "imagination"), ("reference design", "reference_imagination")):
-        for row in record.get(key, []):
-            reads = "decoded frames" if row["decode_frames"] else "tokens"
-            lines.append(
-                f"| {name} | {row['precision']} | {row['batch']} | {reads} | "
-                f"{row.get('reprime', 'last frame')} | {row['env_steps_per_s']:.1f} |"
-            )
-    return lines
 
 
 def training_markdown(record: dict) -> list[str]:
@@ -370,8 +291,8 @@ def training_markdown(record: dict) -> list[str]:
         "precision. The reference design re-tokenizes the frames of every batch; iris-wm reads the token "
         "cache.",
         "",
-        "| implementation | precision | batch | tokens from | tokens/s | GFLOP/s | MFU |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| implementation | prediction | dropout | precision | batch | tokens from | tokens/s | GFLOP/s | MFU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = [("iris-wm", row, "cache") for row in record.get("world_model_training", [])]
     rows += [
@@ -380,62 +301,64 @@ def training_markdown(record: dict) -> list[str]:
     ]
     for name, row, source in rows:
         mfu = f"{row['gflops'] / peak[row['precision']]:.1%}" if row["precision"] in peak else ""
+        mode, variant = row.get("prediction", "autoregressive"), row.get("variant", "IRIS dropout (0.1 everywhere)")
         lines.append(
-            f"| {name} | {row['precision']} | {row['batch']} | {source} | {row['tokens_per_s']:.0f} "
-            f"| {row['gflops']:.1f} | {mfu} |"
+            f"| {name} | {mode} | {variant} | {row['precision']} | {row['batch']} | {source} "
+            f"| {row['tokens_per_s']:.0f} | {row['gflops']:.1f} | {mfu} |"
         )
     return lines
 
 
 def ratios(record: dict) -> list[dict]:
-    """Issue 3's targets, each as our best figure over the reference design's, both measured in this run."""
-    ours = {
-        (r["precision"], r["batch"], r["decode_frames"]): r["env_steps_per_s"]
-        for r in record["imagination"]
-        if r.get("reprime", "last frame") == "last frame"
-    }  # the same work as the reference
+    """The targets of issues 3 and 16, each as our best figure over the reference design's, both measured in this
+    run."""
+    ours = {}
+    for r in record["imagination"]:
+        key = (r["batch"], r["decode_frames"])
+        ours[key] = max(ours.get(key, (0.0, "")), (r["env_steps_per_s"], f"{r['prediction']}, {r['precision']}"))
     ref = {r["batch"]: r["env_steps_per_s"] for r in record["reference_imagination"]}
-    train = {r["precision"]: r["tokens_per_s"] for r in record["world_model_training"]}
     ref_train = {r["retokenize"]: r["tokens_per_s"] for r in record["reference_training"]}
+    train = max((r["tokens_per_s"], f"{r['prediction']}, {r['variant']}, {r['precision']}")
+                for r in record["world_model_training"])  # fmt: skip
     tok = {
         r["precision"]: r["frames_per_s"]
         for r in record["tokenizer"]
         if r["model"].startswith("iris") and r["op"] == "encode+decode"
     }
-
-    def best(batch, decode):
-        return max((v, p) for (p, b, d), v in ours.items() if b == batch and d == decode)
-
-    out = []
-    for what, key, (value, precision), reference in (
-        ("imagination, batch 1, decoded frames", "imagination_b1", best(1, True), ref[1]),
-        ("imagination, batch 64, decoded frames", "imagination_b64", best(64, True), ref[64]),
-        ("imagination, batch 64, policy reads tokens", "imagination_tokens_b64", best(64, False), ref[64]),
-        ("world-model training, tokens/s", "wm_train", max((v, p) for p, v in train.items()), ref_train[True]),
+    rows = [
+        ("imagination, batch 1, decoded frames", "imagination_b1", ours[(1, True)], ref[1]),
+        ("imagination, batch 64, decoded frames", "imagination_b64", ours[(64, True)], ref[64]),
+        ("imagination, batch 64, policy reads tokens", "imagination_tokens_b64", ours[(64, False)], ref[64]),
+        ("world-model training, tokens/s", "wm_train", train, ref_train[True]),
         (
             "tokenizer encode+decode, batch 64 (the same network in both)",
             "tokenizer",
             max((v, p) for p, v in tok.items()),
             tok["fp32"],
         ),
-    ):
-        out.append(
-            {
-                "what": what,
-                "ours": value,
-                "precision": precision,
-                "reference": reference,
-                "ratio": value / reference,
-                "target": TARGETS[key],
-            }
-        )
-    return out
+    ]
+    reference_agent = {r["batch"]: r["steps_per_s"] for r in record["reference_agent_step"]}
+    for batch, theirs in reference_agent.items():
+        best = max((r["steps_per_s"], f"{r['observation']}, {r['prediction']}, {r['precision']}")
+                   for r in record["agent_step"] if r["batch"] == batch)  # fmt: skip
+        rows.append((f"actor-critic training step, batch {batch}", "agent_step", best, theirs))
+    return [
+        {
+            "what": what,
+            "ours": value,
+            "precision": how,
+            "reference": reference,
+            "ratio": value / reference,
+            "target": TARGETS[key],
+        }
+        for what, key, (value, how), reference in rows
+    ]
 
 
 def side_by_side(record: dict) -> list[str]:
     lines = [
         "",
-        "## Side by side with the reference design (issue 3's targets)",
+        "## Side by side with the reference design (the targets of issues 3 and 16)",
         "",
         "Both measured in this run on this machine; the reference design is benchmarks/reference_design.py "
         "(fp32, as the reference runs). Quoted in issue 3 for the reference on its author's machine: "
@@ -443,7 +366,7 @@ def side_by_side(record: dict) -> list[str]:
         f"{QUOTED['wm_train_tokens_per_s']:.0f} training tokens/s ({QUOTED['wm_train_cached_tokens_per_s']:.0f} "
         f"without re-tokenization), {QUOTED['tokenizer_encode_decode_b64']:.0f} tokenizer frames/s.",
         "",
-        "| figure | iris-wm (precision) | reference design | ratio | target |",
+        "| figure | iris-wm (how) | reference design | ratio | target |",
         "| --- | --- | --- | --- | --- |",
     ]
     for row in record["ratios"]:
@@ -461,21 +384,6 @@ def write_markdown(path: Path, generated: str) -> None:
     path.write_text(generated + "\n" + kept)
 
 
-def measure_imagination(record: dict, steps: int) -> None:
-    """Our imagination rows and the reference design's, measured one after the other into ``record``."""
-    record["imagination_steps"] = steps
-    record["imagination"] = imagination_throughput((1, 16, 64), steps)
-    record["reference_imagination"] = reference_imagination((1, 16, 64), steps)
-
-
-def _only_imagination(path: Path, steps: int) -> None:
-    """Re-measure the imagination rows, ours and the reference design's, of an existing record."""
-    record = json.loads(path.read_text())
-    measure_imagination(record, steps)
-    record["ratios"] = ratios(record)
-    path.write_text(json.dumps(record, indent=1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, default=Path("docs/benchmarks.json"))
@@ -486,12 +394,7 @@ def main() -> None:
     parser.add_argument(
         "--imagination_steps", type=int, default=20, help="Imagined steps per timed rollout (issue 3: horizon 20)."
     )
-    parser.add_argument("--only_imagination", action="store_true", help="Re-measure imagination rows only.")
     args = parser.parse_args()
-    if args.only_imagination:
-        _only_imagination(args.json, args.imagination_steps)
-        write_markdown(args.markdown, markdown(json.loads(args.json.read_text())))
-        return
     torch.manual_seed(0)
     configs = {"iris (4.0M)": TokenizerConfig(), "demo": demo_tokenizer()}
     record = {
@@ -507,10 +410,16 @@ def main() -> None:
             row for name, cfg in configs.items() for row in tokenizer_throughput(name, cfg, args.batch, args.repeats)
         ],
         "store": store_sampling(args.store_steps, args.repeats * 4),
+        "imagination_steps": args.imagination_steps,
     }
-    measure_imagination(record, args.imagination_steps)
-    record["world_model_training"] = world_model_training(args.batch, args.repeats, record["matmul_gflops"])
-    record["reference_training"] = reference_training(args.batch, max(1, args.repeats // 2), record["matmul_gflops"])
+    peak = record["matmul_gflops"]
+    record["imagination"] = imagination.imagination_rows(
+        (1, 64, 1024), args.imagination_steps, precisions(), peak, timed
+    )
+    record["reference_imagination"] = imagination.reference_rows((1, 64), args.imagination_steps, timed)
+    record["agent_step"], record["reference_agent_step"] = imagination.agent_rows((16, 64), precisions(), timed)
+    record["world_model_training"] = world_model_training(args.batch, args.repeats, peak)
+    record["reference_training"] = reference_training(args.batch, max(1, args.repeats // 2), peak)
     record["ratios"] = ratios(record)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))

@@ -24,7 +24,7 @@ from lightning import LightningModule
 
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig, State
 from iris_wm.agent.objective import AgentLosses, AgentObjective, agent_losses
-from iris_wm.agent.rollout import Rollout, observe, rollout
+from iris_wm.agent.rollout import Rollout, rollout
 from iris_wm.data.sizes import check_sizes
 from iris_wm.data.store import TokenStore, WrongStoreKind
 from iris_wm.data.tokens import check_tokenizer
@@ -125,11 +125,17 @@ class ActorCriticModule(LightningModule):
         return self._imagination
 
     def burn_in_state(self, network: ActorCritic, tokens: torch.Tensor) -> State:
-        """The recurrent state after reading real observations ``(B, C, K)`` (no gradient)."""
+        """The recurrent state after reading real observations ``(B, C, K)`` (no gradient). A frame-reading network
+        reads them decoded all at once by the imagination's decoder (in its precision)."""
         state = network.initial_state(tokens.shape[0], tokens.device)
         with torch.no_grad():
+            seen = (
+                tokens
+                if network.reads_tokens
+                else self._env().frames(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])
+            )
             for t in range(tokens.shape[1]):
-                state = network(observe(network, self.tokenizer, tokens[:, t]), state).state
+                state = network(seen[:, t], state).state
         return state
 
     def imagine(self, batch) -> Rollout:

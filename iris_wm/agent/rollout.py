@@ -47,7 +47,7 @@ def rollout(
     actions are sampled from the detached policy, with ``generator`` where given."""
     tokens, observations, logits, values, actions, rewards, ends = [current], [], [], [], [], [], []
     for t in range(horizon + 1):
-        observation = observe(actor_critic, env.tokenizer, current)
+        observation = current if actor_critic.reads_tokens else env.frames(current)
         out = actor_critic(observation, state)
         observations.append(observation)
         values.append(out.value)

@@ -16,11 +16,16 @@ a policy that reads tokens never pays for the decoder.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from torch import nn
 
 from iris_wm.runtime.checks import at_least
+from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.hardware import inference_dtype
 from sequence_model.world_model import WorldModel
 
 
@@ -37,10 +42,16 @@ class ImaginationConfig:
     """Sample episode ends instead of taking the most likely outcome."""
     reprime_steps: int | None = None
     """Steps kept when the context is full (default: context_steps - 1, a sliding window)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Weights the world model and the decoder imagine with: ``auto`` is bf16 on a GPU or a CPU with bf16 hardware
+    (AVX512-BF16, AMX) and fp32 elsewhere. A bf16 copy of the models is made once and refreshed from them at every
+    ``reset``, so the models themselves (and checkpoints) keep their weights."""
 
     def __post_init__(self):
         at_least(0, "imagination", temperature=self.temperature)
         at_least(1, "imagination", reprime_steps=self.reprime_steps)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"imagination: precision must be 'auto', 'fp32' or 'bf16'; got {self.precision!r}.")
 
     @classmethod
     def iris(cls, **overrides) -> ImaginationConfig:
@@ -69,6 +80,26 @@ def _draw(logits: torch.Tensor, temperature: float, sample: bool, generator: tor
     return (logits.float() / temperature - torch.log(-torch.log(uniform))).argmax(-1)
 
 
+class InferenceCopy:
+    """A model's weights in ``dtype`` for inference (the model itself when it already is): made once, refreshed from
+    the model (which may still be training, as in the online loop) by :meth:`refresh`, in the model's mode."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool = False):
+        self.source = model
+        same = next(model.parameters()).dtype == dtype and not channels_last
+        self.model = model if same else copy.deepcopy(model).requires_grad_(False).to(dtype)
+        if channels_last and self.model is not model:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def refresh(self) -> nn.Module:
+        if self.model is not self.source:
+            for mine, theirs in zip(self.model.state_dict().values(), self.source.state_dict().values(), strict=True):
+                mine.copy_(theirs)
+            self.model.train(self.source.training)
+        return self.model
+
+
 class ImaginationEnv:
     """Imagined environments, a batch at a time, on the world model's device."""
 
@@ -90,6 +121,10 @@ class ImaginationEnv:
             raise ValueError(f"reprime_steps must be in [1, {self.context_steps - 1}], got {keep}.")
         self.keep = keep
         self.cache = None
+        dtype = inference_dtype(self.config.precision, self.device)
+        self._world_model = InferenceCopy(world_model, dtype)
+        self._tokenizer = InferenceCopy(tokenizer, dtype, channels_last=True) if tokenizer is not None else None
+        self.model = self._world_model.model  # what imagines: the world model, or its copy in ``dtype``
 
     @property
     def device(self) -> torch.device:
@@ -114,29 +149,32 @@ class ImaginationEnv:
             raise ValueError(
                 f"Expected {C - 1} actions per environment between {C} frames; got {tuple(actions.shape)}."
             )
+        self._world_model.refresh()
+        if self._tokenizer is not None:
+            self._tokenizer.refresh()
         self.observations = observations.to(self.device).long()  # (B, S, K) history kept for re-priming
         self.actions = actions.to(self.device).long()  # (B, S - 1)
         if self.cache is None or self.cache.buffer.shape[2] != B:
-            self.cache = self.world_model.transformer.new_cache(B, self.device, self._dtype())
+            self.cache = self.model.transformer.new_cache(B, self.device, self._dtype())
         self._prime()
         self.done = torch.zeros(B, dtype=torch.bool, device=self.device)
         return self.observations[:, -1]
 
     def _dtype(self) -> torch.dtype:
-        return next(self.world_model.parameters()).dtype
+        return next(self.model.parameters()).dtype
 
     def _prime(self) -> None:
         """Fill the cache with the history before what ``step`` feeds: up to the last frame's second-to-last token
         (autoregressive: the last one is fed with the next action), or up to the last frame (parallel: the last
         frame is fed whole with the next action)."""
         self.cache.reset()
-        if self.world_model.config.parallel:
-            ids = self.world_model.interleave(self.observations[:, :-1], self.actions)
+        if self.model.config.parallel:
+            ids = self.model.interleave(self.observations[:, :-1], self.actions)
         else:
             padded = torch.cat([self.actions, self.actions.new_zeros(self.actions.shape[0], 1)], dim=1)
-            ids = self.world_model.interleave(self.observations, padded)[:, :-2]
+            ids = self.model.interleave(self.observations, padded)[:, :-2]
         if ids.shape[1] > 0:
-            self.world_model(ids, self.cache)
+            self.model(ids, self.cache)
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor) -> ImaginedStep:
@@ -147,21 +185,21 @@ class ImaginationEnv:
             self.actions = self.actions[:, -(self.keep - 1) :] if self.keep > 1 else self.actions[:, :0]
             self._prime()
         actions = actions.to(self.device).long()
-        parallel = self.world_model.config.parallel
+        parallel = self.model.config.parallel
         fed = self.observations[:, -1] if parallel else self.observations[:, -1, -1:]  # (B, K) or (B, 1)
-        out = self.world_model(torch.cat([fed, actions[:, None]], dim=1), self.cache)
+        out = self.model(torch.cat([fed, actions[:, None]], dim=1), self.cache)
         reward_logits, end_logits = out.reward_logits[:, -1], out.termination_logits[:, -1]
-        if self.world_model.config.reward == "sign" and cfg.sample_rewards:
+        if self.model.config.reward == "sign" and cfg.sample_rewards:
             reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
         else:
-            reward = self.world_model.expected_reward(reward_logits)
+            reward = self.model.expected_reward(reward_logits.float()).float()
         terminated = _draw(end_logits, 1.0, cfg.sample_terminations, self.generator).bool()
         if parallel:
             frame = _draw(out.observation_logits[:, :K], cfg.temperature, True, self.generator)  # (B, K)
         else:
             tokens = [_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator)]
             for _ in range(K - 1):
-                out = self.world_model(tokens[-1][:, None], self.cache)
+                out = self.model(tokens[-1][:, None], self.cache)
                 tokens.append(_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator))
             frame = torch.stack(tokens, dim=1)  # (B, K)
         self.observations = torch.cat([self.observations, frame[:, None]], dim=1)[:, -self.context_steps :]
@@ -196,7 +234,8 @@ class ImaginationEnv:
 
     @torch.no_grad()
     def frames(self, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """Decode the current frames (or ``tokens``) to ``uint8 (B, 3, H, W)`` through the tokenizer."""
-        if self.tokenizer is None:
+        """Decode the current frames (or ``tokens``) to ``uint8 (B, 3, H, W)`` through the tokenizer (in the precision
+        of the imagination)."""
+        if self._tokenizer is None:
             raise ValueError("This imagination env has no tokenizer: pass one to decode frames.")
-        return self.tokenizer.decode(self.observations[:, -1] if tokens is None else tokens)
+        return self._tokenizer.model.decode(self.observations[:, -1] if tokens is None else tokens)

@@ -14,6 +14,21 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def inference_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """The dtype of inference weights for ``precision`` (``fp32``, ``bf16`` or ``auto``): ``auto`` is bf16 on a GPU
+    and on a CPU with bf16 hardware, fp32 elsewhere; an explicit ``bf16`` on a CPU without bf16 hardware is refused
+    (it would only time the emulation)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16'; got {precision!r}.")
+    has_bf16 = torch.device(device).type == "cuda" or cpu_has_native_bf16()
+    if precision == "bf16" and not has_bf16:
+        raise ValueError(
+            "precision 'bf16' asked for on a CPU without bf16 hardware (AVX512-BF16 or AMX), where oneDNN emulates it "
+            "about 15x slower than fp32: use 'auto' or 'fp32'."
+        )
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and has_bf16) else torch.float32
+
+
 def effective_precision(precision, accelerator: str) -> tuple:
     """``(precision to use, note)``: a bf16 precision asked for on a CPU that would only emulate bf16 becomes
     ``32-true``, and the note says so; anything else is kept (note None). ``accelerator`` is Lightning's

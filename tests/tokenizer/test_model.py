@@ -47,6 +47,23 @@ def test_encode_decode_types_and_ranges():
     torch.testing.assert_close(model.decode_normalized(out.tokens), out.reconstruction)
 
 
+def test_decoding_in_chunks_equals_decoding_each_frame_and_a_bf16_copy_stays_close():
+    import tokenizer.model as module
+
+    model = Tokenizer(TokenizerConfig(**TINY, background=True)).eval()
+    tokens = torch.randint(0, 32, (module.DECODE_CHUNK * 2 + 3, 256))
+    one_by_one = torch.cat([model.decode(t[None]) for t in tokens])
+    assert (model.decode(tokens).int() - one_by_one.int()).abs().max() <= 1  # the same frames (up to rounding)
+    assert model.decode(tokens[:0]).shape == (0, 3, 64, 64)
+    half = Tokenizer(TokenizerConfig(**TINY, background=True)).eval()
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.bfloat16).to(memory_format=torch.channels_last)
+    assert half.dtype == torch.bfloat16
+    frames = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    assert half.encode(frames).shape == (4, 256)  # uint8 frames go in as they are
+    assert (half.decode(tokens).int() - one_by_one.int()).abs().float().mean() < 2.0
+
+
 @pytest.mark.parametrize(
     "frames",
     [

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv, InferenceCopy
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
 
@@ -64,7 +64,7 @@ def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction)
     obs = torch.randint(0, V, (2, primed, K), generator=g)
     act = torch.randint(0, A, (2, primed - 1), generator=g)
     actions = [torch.randint(0, A, (2,), generator=g) for _ in range(9)]  # forces several re-primes
-    env = ImaginationEnv(wm, config=ImaginationConfig(temperature=0.0, reprime_steps=keep))
+    env = ImaginationEnv(wm, config=ImaginationConfig(temperature=0.0, reprime_steps=keep, precision="fp32"))
     assert torch.equal(env.reset(obs, act), obs[:, -1])
     expected = naive_rollout(wm, obs, act, actions, keep or C - 1)
     for a, (frame, reward, end) in zip(actions, expected, strict=True):
@@ -105,3 +105,43 @@ def test_bad_priming_is_explained():
     with pytest.raises(ValueError, match="no tokenizer"):
         env.reset(torch.zeros(1, 1, K, dtype=torch.long))
         env.frames()
+
+
+def test_the_inference_copy_follows_the_model_and_never_changes_it():
+    wm = model()
+    copy = InferenceCopy(wm, torch.bfloat16)
+    assert copy.model is not wm and next(copy.model.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        wm.observation_head[-1].bias.add_(1.0)
+    wm.train()
+    refreshed = copy.refresh()
+    torch.testing.assert_close(
+        refreshed.observation_head[-1].bias.float(), wm.observation_head[-1].bias, atol=1e-2, rtol=1e-2
+    )
+    assert refreshed.training and next(wm.parameters()).dtype == torch.float32
+    assert InferenceCopy(wm, torch.float32).model is wm  # no copy where the dtype is the model's
+
+
+def test_bf16_imagination_agrees_with_fp32_and_leaves_the_model_in_fp32(monkeypatch):
+    import iris_wm.runtime.hardware as hardware
+
+    wm = model("parallel")
+    before = {k: v.clone() for k, v in wm.state_dict().items()}
+    obs, act = torch.randint(0, V, (8, 2, K)), torch.randint(0, A, (8, 1))
+    frames = {}
+    for precision in ("fp32", "bf16"):
+        monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)  # a tiny model: emulation is fine here
+        env = ImaginationEnv(wm, config=ImaginationConfig(temperature=0.0, precision=precision))
+        env.reset(obs, act)
+        frames[precision] = torch.stack([env.step(torch.full((8,), 1)).tokens for _ in range(3)])
+    assert (frames["fp32"] == frames["bf16"]).float().mean() > 0.9  # bf16 rounding may flip a near tie
+    assert all(torch.equal(before[k], v) for k, v in wm.state_dict().items())
+
+
+def test_bf16_is_refused_where_the_cpu_would_only_emulate_it(monkeypatch):
+    import iris_wm.runtime.hardware as hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="without bf16 hardware.*'auto' or 'fp32'"):
+        ImaginationEnv(model(), config=ImaginationConfig(precision="bf16"))
+    assert ImaginationEnv(model(), config=ImaginationConfig(precision="auto")).model is not None
