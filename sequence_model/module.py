@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 from lightning import LightningModule
 
-from sequence_model.world_model import WorldModel, WorldModelConfig, WorldModelLosses, bits_per_frame
+from sequence_model.world_model import (
+    END_CLASSES,
+    REWARD_CLASSES,
+    WorldModel,
+    WorldModelConfig,
+    WorldModelLosses,
+    bits_per_frame,
+    classification_figures,
+)
 
 
 class WorldModelModule(LightningModule):
@@ -36,7 +44,8 @@ class WorldModelModule(LightningModule):
         # LightningCLI may save a linked config as a plain dict; rebuild the dataclass when loading it back.
         self.config = config = WorldModelConfig(**config) if isinstance(config, dict) else config
         self.world_model = WorldModel(config)
-        self.register_buffer("_val_end_counts", torch.zeros(3), persistent=False)
+        self.register_buffer("_val_reward_confusion", torch.zeros(3, 3), persistent=False)
+        self.register_buffer("_val_end_confusion", torch.zeros(2, 2), persistent=False)
 
     def compute_loss(self, batch) -> WorldModelLosses:
         return self.world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask)
@@ -65,18 +74,28 @@ class WorldModelModule(LightningModule):
         return losses.total
 
     def on_validation_epoch_start(self):
-        self._val_end_counts.zero_()
+        self._val_reward_confusion.zero_()
+        self._val_end_confusion.zero_()
 
     def validation_step(self, batch, batch_idx):
         losses = self.compute_loss(batch)
-        self._val_end_counts += losses.termination_counts
+        self._val_reward_confusion += losses.reward_confusion
+        self._val_end_confusion += losses.termination_confusion
         metrics = self._metrics(losses)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, batch_size=len(batch), prog_bar=False)
         self.log("val_obs_ce", losses.observation, prog_bar=True, logger=False, batch_size=len(batch))
 
     def on_validation_epoch_end(self):
-        tp, fp, fn = self._val_end_counts
-        self.log("val/termination_f1", 2 * tp / (2 * tp + fp + fn).clamp_min(1))
+        """Per class precision, recall and F1 of the reward signs and of the episode end on every validation step,
+        beside the majority-class baseline's F1 (``val/reward/...``, ``val/termination/...``)."""
+        reward = classification_figures(self._val_reward_confusion, REWARD_CLASSES)
+        ends = classification_figures(self._val_end_confusion, END_CLASSES)
+        figures = {f"val/reward/{k}": v for k, v in reward.items()} | {
+            f"val/termination/{k}": v for k, v in ends.items()
+        }
+        figures["val/termination_f1"] = ends["f1/ends"]
+        figures["val/reward_f1"] = reward["f1/positive"]
+        self.log_dict(figures)
 
     def configure_optimizers(self):
         groups = parameter_groups(self.world_model, self.hparams.weight_decay)

@@ -116,7 +116,8 @@ class WorldModelLosses:
     reward: torch.Tensor
     termination: torch.Tensor
     reward_accuracy: torch.Tensor
-    termination_counts: torch.Tensor  # (tp, fp, fn) for F1
+    reward_confusion: torch.Tensor  # (3, 3) real steps by true (rows) and predicted (columns) sign: -, 0, +
+    termination_confusion: torch.Tensor  # (2, 2) real steps by true and predicted end: no, yes
     observation_targets: torch.Tensor  # how many observation targets the mean is over (for exact pooled means)
     next_frame_targets: torch.Tensor  # how many targets ``next_frame`` is over
     steps: torch.Tensor  # how many real steps the reward and termination means are over
@@ -261,21 +262,15 @@ class WorldModel(nn.Module):
             predicted = self.expected_reward(reward_logits)
             reward_accuracy = (((predicted - rewards).abs() < 0.5).float() * weights).sum() / count
         reward = (reward_ce * weights.reshape(-1)).sum() / count
+        predicted_sign = torch.sign(self.expected_reward(reward_logits).round()) + 1  # sign classes for both heads
+        reward_confusion = confusion(torch.sign(rewards) + 1, predicted_sign, mask, 3)
 
         ends = terminated.long()
         term_ce = F.cross_entropy(
             rearrange(out.termination_logits.float(), "b t c -> (b t) c"), ends.reshape(-1), reduction="none"
         )
         termination = (term_ce * weights.reshape(-1)).sum() / count
-        predicted_end = out.termination_logits.argmax(-1).bool() & mask
-        actual_end = terminated.bool() & mask
-        counts = torch.stack(
-            [
-                (predicted_end & actual_end).sum(),
-                (predicted_end & ~actual_end).sum(),
-                (~predicted_end & actual_end).sum(),
-            ]
-        ).float()
+        termination_confusion = confusion(ends, out.termination_logits.argmax(-1), mask, 2)
         total = cfg.observation_weight * observation + cfg.reward_weight * reward + cfg.termination_weight * termination
         return WorldModelLosses(
             total=total,
@@ -284,7 +279,8 @@ class WorldModel(nn.Module):
             reward=reward,
             termination=termination,
             reward_accuracy=reward_accuracy,
-            termination_counts=counts,
+            reward_confusion=reward_confusion,
+            termination_confusion=termination_confusion,
             observation_targets=use.sum(),
             next_frame_targets=later.sum(),
             steps=mask.sum(),
@@ -327,6 +323,36 @@ class WorldModel(nn.Module):
         heads = e * e + e * cfg.vocab_size + (2 * e * e + e * reward_classes + e * 2) / cfg.tokens_per_block
         forward = 2 * (matmul_params(cfg.gpt) + heads) + attention_flops_per_token(cfg.gpt)
         return 3 * forward if training else forward
+
+
+def confusion(true: torch.Tensor, predicted: torch.Tensor, mask: torch.Tensor, classes: int) -> torch.Tensor:
+    """``(classes, classes)`` counts of the masked steps by true class (rows) and predicted class (columns)."""
+    index = (true.long() * classes + predicted.long()).reshape(-1)
+    counts = torch.bincount(index, weights=mask.reshape(-1).float(), minlength=classes * classes)
+    return counts.view(classes, classes)
+
+
+def classification_figures(confusion_counts: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
+    """Per class precision, recall and F1 of a confusion matrix, and the F1 of always predicting the majority class
+    (``majority_f1/<class>``: 0 for every other class)."""
+    counts = confusion_counts.double()
+    true, predicted, hits = counts.sum(1), counts.sum(0), counts.diagonal()
+    majority = int(true.argmax())
+    figures = {}
+    for i, name in enumerate(names):
+        precision = float(hits[i] / predicted[i]) if predicted[i] > 0 else 0.0
+        recall = float(hits[i] / true[i]) if true[i] > 0 else 0.0
+        figures[f"precision/{name}"] = precision
+        figures[f"recall/{name}"] = recall
+        figures[f"f1/{name}"] = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        share = float(true[i] / true.sum()) if true.sum() > 0 else 0.0
+        figures[f"majority_f1/{name}"] = 2 * share / (1 + share) if i == majority else 0.0
+        figures[f"support/{name}"] = float(true[i])
+    return figures
+
+
+REWARD_CLASSES = ("negative", "zero", "positive")
+END_CLASSES = ("continues", "ends")
 
 
 def bits_per_frame(observation_ce_nats: torch.Tensor | float, tokens_per_frame: int) -> torch.Tensor | float:

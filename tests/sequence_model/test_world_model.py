@@ -244,3 +244,30 @@ def test_flops_per_token_matches_a_counter_with_hand_written_attention(monkeypat
 
 def test_bits_per_frame():
     assert bits_per_frame(math.log(2), 16) == pytest.approx(16.0)
+
+
+def test_reward_and_end_confusions_count_real_steps_by_true_and_predicted_class():
+    model = small()
+    obs, act = sequence()
+    mask = torch.tensor([[True] * T, [True, True, True, False, False]])
+    rewards = torch.tensor([[0.0, 1, 0, -2, 0], [0, 0, 3, 0, 0]])
+    ends = torch.zeros(2, T, dtype=torch.bool)
+    ends[1, 2] = True
+    losses = model.loss(obs, act, rewards, ends, mask)
+    out = model(model.interleave(obs, act))
+    expected = torch.zeros(3, 3)
+    for true, guess in zip((rewards.sign() + 1)[mask].long(), out.reward_logits.argmax(-1)[mask], strict=True):
+        expected[true, guess] += 1
+    assert torch.equal(losses.reward_confusion, expected)
+    assert losses.termination_confusion.sum() == mask.sum() and losses.termination_confusion[1].sum() == 1
+
+
+def test_classification_figures_against_hand_counts_and_the_majority_baseline():
+    from sequence_model.world_model import classification_figures
+
+    counts = torch.tensor([[90.0, 5.0], [4.0, 1.0]])  # 95 steps continue, 5 end; 6 predicted ends, 1 right
+    figures = classification_figures(counts, ("continues", "ends"))
+    assert figures["precision/ends"] == pytest.approx(1 / 6) and figures["recall/ends"] == pytest.approx(1 / 5)
+    assert figures["f1/ends"] == pytest.approx(2 * (1 / 6) * (1 / 5) / (1 / 6 + 1 / 5))
+    assert figures["majority_f1/ends"] == 0.0 and figures["majority_f1/continues"] == pytest.approx(2 * 0.95 / 1.95)
+    assert classification_figures(torch.zeros(2, 2), ("a", "b"))["f1/b"] == 0.0

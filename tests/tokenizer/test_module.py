@@ -50,3 +50,28 @@ def test_loss_terms_are_weighted_as_configured():
     torch.testing.assert_close(loss, 2.0 * m["l1"] + 3.0 * m["l2"] + 0.5 * m["quantizer"])
     loss.backward()
     assert all(p.grad is not None for p in module.tokenizer.encoder.parameters())
+
+
+def test_foreground_pixels_weigh_more_and_need_a_background():
+    import dataclasses
+
+    import pytest
+
+    config = dataclasses.replace(TINY, background=True)
+    torch.manual_seed(0)
+    plain = TokenizerModule(config).eval()
+    weighted = TokenizerModule(config, foreground_weight=9.0).eval()
+    weighted.load_state_dict(plain.state_dict())
+    frames = torch.full((2, 3, 64, 64), 100, dtype=torch.uint8)
+    with torch.no_grad():
+        plain.tokenizer.init_background(frames)
+        weighted.tokenizer.init_background(frames)
+    frames[:, :, 10:12, 20:22] = 250  # a 2x2 "ball" on the background: 4 of 4,096 pixels are foreground
+    error = (plain.tokenizer(frames).reconstruction.float() - plain.tokenizer.normalize(frames)).abs()
+    foreground = torch.zeros(1, 1, 64, 64)
+    foreground[..., 10:12, 20:22] = 1
+    expected = (error * (1 + 9.0 * foreground)).mean()
+    torch.testing.assert_close(weighted.loss(frames)[1]["l1"], expected)
+    assert weighted.loss(frames)[1]["l1"] > plain.loss(frames)[1]["l1"]
+    with pytest.raises(ValueError, match="needs a background image"):
+        TokenizerModule(TINY, foreground_weight=1.0)
