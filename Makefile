@@ -7,7 +7,7 @@ SOURCES := iris_wm tokenizer sequence_model scaling tests benchmarks
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv browser test test-slow lint format demo bench bench-memory synthetic-utility compare-prediction scaling clean
+.PHONY: venv browser test test-slow lint format demo demo-seeds bench bench-memory synthetic-utility compare-prediction scaling clean
 
 venv: $(STAMP)
 
@@ -37,8 +37,14 @@ lint: $(STAMP)  ## ruff's linter and its formatter (make format applies the form
 format: $(STAMP)
 	$(PY) -m ruff format $(SOURCES)
 
-demo: $(STAMP)  ## collect Breakout, train the demo tokenizer, write runs/demo/report.md
-	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo --out runs/demo
+SEED ?= 0
+DEMO_OUT := $(if $(filter 0,$(SEED)),runs/demo,runs/demo-seed$(SEED))
+
+demo: $(STAMP)  ## the pipeline end to end on Breakout -> runs/demo/report.md (make demo SEED=n: runs/demo-seed<n>)
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo --out $(DEMO_OUT) --seed $(SEED)
+
+demo-seeds: $(STAMP)  ## after make demo: the agent stage over 3 seeds against random -> runs/demo/seeds.json
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.seeds --out $(DEMO_OUT) --seeds 0 1 2
 
 bench: $(STAMP)  ## throughput benchmarks -> docs/benchmarks.json and docs/BENCHMARKS.md
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run.py --json docs/benchmarks.json --markdown docs/BENCHMARKS.md

@@ -19,20 +19,26 @@ learning curves (``<out>/curves.png``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from iris_wm.agent.bundle import Agent
 from iris_wm.cli.report import plot_curves, write_report
 from iris_wm.data.collect import collect
+from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.imagine import imagine
 from iris_wm.evaluate.play import evaluate
 from iris_wm.evaluate.scores import read_figures, result_figures
+from iris_wm.evaluate.showcase import showcase
 from iris_wm.hub import CardInfo, export_checkpoint, load_model, read_checkpoint
+from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.files import write_json_atomic
 from iris_wm.runtime.provenance import weights_digest
-from iris_wm.train.stages import run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
+from iris_wm.train.stages import CONFIGS, run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
 
 RUNNERS = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "agent": run_agent_cli}
 DATA = {"tokenizer": "episodes", "world_model": "tokens", "agent": "tokens"}
@@ -49,28 +55,63 @@ def _stage(stage: str, verb: str, out: Path, *extra: str):
     return RUNNERS[stage](stage_args(verb, stage, CONFIG, out / DATA[stage], out / stage, *extra))
 
 
-def mean_frame_psnr(datamodule, chunk: int = 4096) -> float:
-    """PSNR on the validation frames of the per-pixel mean training frame: the score of a tokenizer that
-    knows nothing about the frame it encodes. A useful tokenizer scores above it."""
+def mean_frame(datamodule, chunk: int = 4096):
+    """The per-pixel mean training frame ``(3, H, W)``: what a tokenizer that knows nothing of the frame draws."""
     import numpy as np
-    import torch
 
-    from tokenizer.module import psnr
-
-    train, val = datamodule.train_set, datamodule.val_set
+    train = datamodule.train_set
     total = np.zeros((3, *datamodule.store.spec.shape[1:]), np.float64)
     for start in range(0, len(train), chunk):
         total += datamodule.store.observations(train.anchors[start : start + chunk]).sum(0, dtype=np.float64)
-    mean = torch.from_numpy((total / len(train)).round().astype(np.uint8))
-    scores = [
-        psnr(mean.expand(len(rows), -1, -1, -1), torch.from_numpy(datamodule.store.observations(rows)))
-        for rows in np.array_split(val.anchors, max(1, len(val) // chunk))
-    ]
-    return float(torch.cat(scores).mean())
+    return total / len(train)
 
 
-def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_steps: int = 2_000) -> dict:
+def tokenizer_figures(checkpoint: Path, datamodule) -> dict[str, float]:
+    """Held-out reconstruction on every pixel and on the dynamic ones, beside the mean-frame and previous-frame
+    baselines, and token stability (:func:`iris_wm.evaluate.reconstruction.reconstruction_figures`)."""
+    from iris_wm.data.windows import split_episodes
+    from iris_wm.evaluate.reconstruction import reconstruction_figures
+
+    store = datamodule.store
+    _, val = split_episodes(store, datamodule.hparams.val_fraction, datamodule.hparams.split_seed)
+    tokenizer = load_model(str(checkpoint), "tokenizer").eval()
+    figures = reconstruction_figures(tokenizer, store, val, mean_frame(datamodule))
+    return {f"reconstruction/{k}": v for k, v in figures.items()}
+
+
+def settings(steps: int, seed: int, eval_episodes: int, eval_max_steps: int) -> dict:
+    """What decides a demo's figures: its arguments and the content of every stage's config."""
+    configs = {
+        stage: hashlib.sha256((CONFIGS / stage / f"{CONFIG}.yaml").read_bytes()).hexdigest()[:16] for stage in RUNNERS
+    }
+    return {
+        "steps": steps,
+        "seed": seed,
+        "eval_episodes": eval_episodes,
+        "eval_max_steps": eval_max_steps,
+        "configs": configs,
+    }
+
+
+def claim(out: Path, wanted: dict) -> None:
+    """Record the demo's settings in ``out/settings.json``, or refuse a folder whose settings differ: a resumed demo
+    would otherwise mix stages trained under different seeds or configs."""
+    path = out / "settings.json"
+    if path.exists():
+        found = json.loads(path.read_text())
+        changed = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k))
+        if changed:
+            differences = "; ".join(f"{k}: {found.get(k)} there, {wanted.get(k)} now" for k in changed)
+            raise ConfigError(
+                f"{out} holds a demo run with other settings ({differences}): resuming would mix the two. Pass another "
+                f"--out (make demo SEED=n uses runs/demo-seed<n>), or delete {out} to start again."
+            )
     out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, wanted)
+
+
+def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_steps: int = 2_000) -> dict:
+    claim(out, settings(steps, seed, eval_episodes, eval_max_steps))
     previous = out / "summary.json"
     # Stages skipped on a resumed demo keep the timings of the run that did them.
     timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
@@ -98,7 +139,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
         with timer("tokenizer predict"):
             _stage("tokenizer", "predict", out, "--ckpt_path", str(checkpoint), "--token_writer.output", str(tokens))
 
-    metrics["baseline/mean_frame_psnr"] = mean_frame_psnr(cli.datamodule)
+    metrics.update(tokenizer_figures(checkpoint, cli.datamodule))
 
     wm_checkpoint = out / "world_model" / "checkpoints" / "last.ckpt"
     if not wm_checkpoint.exists():
@@ -122,6 +163,12 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
             **IMAGINATION[CONFIG],
             seed=seed,
         )
+
+    with timer("showcase"):
+        models = Agent(load_model(str(checkpoint), "tokenizer"), load_model(str(wm_checkpoint), "world_model"))
+        stores = TokenStore.open(tokens), EpisodeStore.open(out / "episodes")
+        burn_in, horizon = IMAGINATION[CONFIG]["burn_in"], IMAGINATION[CONFIG]["horizon"]
+        window = showcase(models, *stores, out / "showcase.png", burn_in=burn_in, horizon=horizon, seed=seed)
 
     agent_checkpoint = out / "agent" / "checkpoints" / "last.ckpt"
     if not agent_checkpoint.exists():
@@ -165,6 +212,9 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 16, eval_max_step
     summary = {
         "metrics": metrics,
         "imagination": imagination,
+        "showcase": window,
+        "seed": seed,
+        "game": EnvConfig().game,
         "evaluation": evaluation,
         "timings_s": timings,
         "round_trip": round_trip,
@@ -211,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="Folder for everything the demo writes.")
     parser.add_argument("--steps", type=int, default=10_000, help="Environment steps to collect.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of collection and training.")
-    parser.add_argument("--eval_episodes", type=int, default=16, help="Real-game episodes for the agent and random.")
+    parser.add_argument("--eval_episodes", type=int, default=32, help="Real-game episodes for the agent and random.")
     parser.add_argument("--eval_max_steps", type=int, default=2_000, help="Cap on the steps of an evaluation episode.")
     args = parser.parse_args(argv)
     summary = run(args.out, args.steps, args.seed, args.eval_episodes, args.eval_max_steps)

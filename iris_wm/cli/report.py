@@ -9,34 +9,17 @@ from iris_wm.evaluate.rollouts import table_cells
 
 def write_report(out: Path, summary: dict) -> Path:
     m = summary["metrics"]
-    nan = float("nan")
     grids = sorted((out / "tokenizer").rglob("reconstructions/*.png"))
     lines = [
         "# iris-wm demo report",
         "",
-        "Breakout: random-policy data, the demo tokenizer, world model and actor-critic (configs/*/demo.yaml). "
-        "Reproduce with `make demo`.",
-        "",
-        "| figure | value |",
-        "| --- | --- |",
-        f"| held-out PSNR (dB), {summary['validation_frames']} validation frames "
-        f"| {m.get('val/psnr', float('nan')):.2f} |",
-        f"| baseline: PSNR of the mean training frame on the same frames "
-        f"| {m.get('baseline/mean_frame_psnr', float('nan')):.2f} |",
-        f"| held-out L1 (pixels in [-1, 1]) | {m.get('val/l1', float('nan')):.4f} |",
-        f"| codebook usage on validation frames | {m.get('val/codebook_usage', float('nan')):.3f} |",
-        f"| code perplexity on validation frames | {m.get('val/perplexity', float('nan')):.1f} |",
-        f"| training frames | {summary['training_frames']} |",
+        f"{summary.get('game', 'Breakout')}: random-policy data, the demo tokenizer, world model and actor-critic "
+        f"(configs/*/demo.yaml), seed {summary.get('seed', 0)}. Reproduce with `make demo`.",
     ]
-    wm = {k.removeprefix("world_model/val/"): v for k, v in m.items() if k.startswith("world_model/val/")}
-    lines += [
-        f"| world model: held-out observation CE (nats per token) | {wm.get('observation_ce', nan):.4f} |",
-        f"| world model: held-out bits per frame | {wm.get('bits_per_frame', nan):.2f} |",
-        f"| world model: held-out reward accuracy (sign classes) | {wm.get('reward_accuracy', nan):.4f} |",
-        f"| baseline: accuracy of always predicting zero reward | {m.get('baseline/zero_reward_accuracy', nan):.4f} |",
-        f"| world model: held-out termination F1 | {wm.get('termination_f1', nan):.3f} |",
-    ]
-    lines += [f"| time: {stage} (s) | {seconds:.0f} |" for stage, seconds in summary["timings_s"].items()]
+    lines += _tokenizer_lines(m, summary)
+    lines += _world_model_lines(m)
+    lines += ["", "## Time per stage (s)", "", "| stage | seconds |", "| --- | --- |"]
+    lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in summary["timings_s"].items()]
     if (out / "pretrained" / "agent.json").exists():
         lines += [
             "",
@@ -84,7 +67,9 @@ def write_report(out: Path, summary: dict) -> Path:
                 "",
                 f"![imagined]({strips[0].relative_to(out)})",
             ]
+    lines += _showcase_lines(summary.get("showcase"))
     lines += _evaluation_lines(summary.get("evaluation") or {})
+    lines += _seed_lines(out)
     if (out / "curves.png").exists():
         lines += [
             "",
@@ -103,6 +88,121 @@ def write_report(out: Path, summary: dict) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _tokenizer_lines(m: dict, summary: dict) -> list[str]:
+    r = {k.removeprefix("reconstruction/"): v for k, v in m.items() if k.startswith("reconstruction/")}
+    if not r:
+        return []
+    lines = [
+        "",
+        f"## Tokenizer: {int(r['pairs'])} held-out frames, each with the frame before it",
+        "",
+        "Dynamic pixels: those that moved by more than 10 levels since the previous frame "
+        f"({100 * r['dynamic_fraction']:.2f}% of the values). PSNR in dB, L1 in levels of 255.",
+        "",
+        "| figure | tokenizer | mean training frame | previous frame |",
+        "| --- | --- | --- | --- |",
+    ]
+    for figure, key, digits in (
+        ("whole-frame PSNR", "psnr", 2),
+        ("whole-frame L1", "l1", 3),
+        ("dynamic-pixel PSNR", "dynamic_psnr", 2),
+        ("dynamic-pixel L1", "dynamic_l1", 1),
+    ):
+        cells = " | ".join(f"{r[f'{name}/{key}']:.{digits}f}" for name in ("tokenizer", "mean_frame", "previous_frame"))
+        lines.append(f"| {figure} | {cells} |")
+    lines += [
+        "",
+        f"Token stability: between consecutive frames {100 * r['tokens/changed']:.1f}% of the tokens change, against "
+        f"{100 * r['cells/pixels_changed']:.1f}% of the grid cells whose pixels change; of the cells whose pixels stay "
+        f"still, {100 * r['tokens/changed_where_pixels_static']:.1f}% change their token anyway. Codebook usage "
+        f"{m.get('val/codebook_usage', float('nan')):.3f}, code perplexity "
+        f"{m.get('val/perplexity', float('nan')):.1f}; {summary['training_frames']} training frames.",
+    ]
+    return lines
+
+
+def _world_model_lines(m: dict) -> list[str]:
+    wm = {k.removeprefix("world_model/val/"): v for k, v in m.items() if k.startswith("world_model/val/")}
+    if not wm:
+        return []
+    nan = float("nan")
+    lines = [
+        "",
+        "## World model: every held-out step",
+        "",
+        f"Observation cross-entropy {wm.get('observation_ce', nan):.4f} nats per token "
+        f"({wm.get('bits_per_frame', nan):.2f} bits per frame); over the tokens of frames 1.. only "
+        f"{wm.get('next_frame_ce', nan):.4f}.",
+        "",
+        "| class | precision | recall | F1 | majority-class F1 | steps |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for head, names in (("reward", ("positive", "negative", "zero")), ("termination", ("ends", "continues"))):
+        for name in names:
+            if wm.get(f"{head}/support/{name}", 0) == 0 and name == "negative":
+                continue
+            figures = [wm.get(f"{head}/{kind}/{name}", nan) for kind in ("precision", "recall", "f1", "majority_f1")]
+            cells = " | ".join(f"{v:.3f}" for v in figures)
+            lines.append(f"| {head}: {name} | {cells} | {wm.get(f'{head}/support/{name}', 0):.0f} |")
+    return lines
+
+
+def _showcase_lines(window: dict | None) -> list[str]:
+    if not window:
+        return []
+    real, predicted = window["real"], window["predicted"]
+    lines = [
+        "",
+        f"## One held-out window: real (top) and imagined (bottom), {window['burn_in']} real steps of context, then "
+        f"{window['horizon']} steps following the real actions",
+        "",
+        "Under each frame, the reward that led to it (green: positive, red: negative) and the episode end (white): "
+        "as it happened (top) and as the world model predicted it (bottom).",
+        "",
+        "![showcase](showcase.png)",
+        "",
+        "| imagined step | real reward | predicted reward | real end | predicted end |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in range(window["horizon"]):
+        marks = (real["reward"][t], predicted["reward"][t], real["end"][t], predicted["end"][t])
+        if any(marks):
+            lines.append(
+                f"| {t + 1} | {marks[0]:g} | {marks[1]:g} | {'yes' if marks[2] else ''} | {'yes' if marks[3] else ''} |"
+            )
+    return lines
+
+
+def _seed_lines(out: Path) -> list[str]:
+    path = out / "seeds.json"
+    if not path.exists():
+        return []
+    import json
+
+    seeds = json.loads(path.read_text())
+    lines = [
+        "",
+        f"## The agent stage over {len(seeds['seeds'])} seeds (`make demo-seeds`), each against random on the "
+        "same games",
+        "",
+        "| seed | games | agent | random | margin | combined SE | margin / SE |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in seeds["seeds"]:
+        lines.append(
+            f"| {r['seed']} | {r['games']} | {r['agent']:.2f} +- {r['agent_stderr']:.2f} | {r['random']:.2f} +- "
+            f"{r['random_stderr']:.2f} | {r['margin']:+.2f} | {r['combined_stderr']:.2f} "
+            f"| {r['margin_in_stderrs']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Margin over random: mean {seeds['mean_margin']:+.2f}, standard deviation {seeds['std_margin']:.2f}; "
+        f"{seeds['seeds_beating_random_by_one_stderr']} of {len(seeds['seeds'])} seeds ahead by a combined standard "
+        "error.",
+    ]
+    return lines
 
 
 def _evaluation_lines(evaluation: dict) -> list[str]:
