@@ -12,7 +12,7 @@ Dedieu et al. 2025). Blocks start at position 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +36,11 @@ class GPTConfig:
     """Hidden width of the MLP as a multiple of ``embed_dim``."""
     dropout: float = 0.1
     """Dropout on embeddings and residual branches (IRIS: 0.1)."""
-    attention_dropout: float | None = None
+    attention_dropout: float | None = field(default=None, metadata={"added": "issue 16"})
     """Dropout on the attention weights (None: ``dropout``, as IRIS). On CPU any attention dropout sends SDPA to its
     unfused path and draws a random number per attention weight: 0 made an IRIS-size training step 2.5x faster
     (docs/LOG.md)."""
-    block_size: int = 1
+    block_size: int = field(default=1, metadata={"added": "issue 16"})
     """Tokens per attention block: a token sees its whole block and every earlier one (1: causal attention)."""
 
     def __post_init__(self):

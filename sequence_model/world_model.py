@@ -57,7 +57,7 @@ class WorldModelConfig:
     """Weight of the reward loss."""
     termination_weight: float = 1.0
     """Weight of the termination loss."""
-    prediction: Literal["autoregressive", "parallel"] = "autoregressive"
+    prediction: Literal["autoregressive", "parallel"] = field(default="autoregressive", metadata={"added": "issue 16"})
     """``autoregressive``: the next frame token by token, ``K`` passes per imagined step (IRIS); ``parallel``: all
     tokens of the next frame from one pass under a block-causal mask (block teacher forcing)."""
 

@@ -197,13 +197,28 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_step
             )
     with timer("export and round trip"):
         card_metrics = {
-            "tokenizer: held-out PSNR (dB)": metrics.get("val/psnr"),
+            "tokenizer: held-out PSNR (dB)": metrics.get("reconstruction/tokenizer/psnr"),
+            "baseline: the previous frame's PSNR (dB)": metrics.get("reconstruction/previous_frame/psnr"),
+            "tokenizer: held-out PSNR on the dynamic pixels (dB)": metrics.get("reconstruction/tokenizer/dynamic_psnr"),
+            "baseline: the mean frame's PSNR on the dynamic pixels (dB)": metrics.get(
+                "reconstruction/mean_frame/dynamic_psnr"
+            ),
             "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
             "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame"),
+            "world model: held-out F1 of positive rewards (majority baseline 0)": metrics.get(
+                "world_model/val/reward/f1/positive"
+            ),
+            "world model: held-out F1 of episode ends (majority baseline 0)": metrics.get(
+                "world_model/val/termination/f1/ends"
+            ),
         }
         for row in imagination["per_horizon"]:
             if row["horizon"] in (1, 5, 10, 20):
-                card_metrics[f"imagination: token accuracy at horizon {row['horizon']}"] = row["token_accuracy"]
+                h = row["horizon"]
+                card_metrics[f"imagination: token accuracy at horizon {h}"] = row["token_accuracy"]
+                card_metrics[f"baseline: copy-last tokens at horizon {h}"] = row["copy_token_accuracy"]
+                card_metrics[f"imagination: dynamic-pixel PSNR at horizon {h} (dB)"] = row["dynamic_psnr"]
+                card_metrics[f"baseline: copy-last dynamic-pixel PSNR at horizon {h} (dB)"] = row["copy_dynamic_psnr"]
         (out / "card_metrics.json").write_text(json.dumps({k: v for k, v in card_metrics.items() if v is not None}))
         round_trip = check_round_trip(
             out, export_pretrained(out, agent_checkpoint), agent_checkpoint, metrics["world_model/val/observation_ce"]

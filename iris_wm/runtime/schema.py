@@ -6,6 +6,8 @@ Schemas are pydantic models (pydantic is a well-kept validator whose errors carr
 comes with huggingface_hub already). Configs of the models are dataclasses: :func:`config_from_dict` builds one
 from a dict only when every field is present and none is unknown, at every level, so a config.json with a field
 missing is refused instead of silently filled with a default (a different model with the same weight shapes).
+The one exception is a field the library added later (:data:`ADDED`): files written before it existed lack it,
+and its default is the behaviour they were written with.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def read(path: str | Path, schema: type[Schema], what: str, fix: str) -> Schema:
     return check(read_json(path, what, fix), schema, path, what, fix)
 
 
+ADDED = "added"
+"""The metadata key that marks a config field added after files were written without it, e.g.
+``field(default="autoregressive", metadata={"added": "issue 16"})`` (a plain string key, so the packages below
+``iris_wm`` need not import it): where a file lacks the field, its default, the earlier behaviour, applies."""
+
+
 def config_from_dict(cls, data, where: str):
     """An instance of the config dataclass ``cls`` from ``data``, which must hold every field and no other, at every
     level of nested dataclasses; values are checked against the fields' types."""
@@ -87,7 +95,7 @@ def _field_problems(cls, data, prefix: str) -> list[str]:
     if not isinstance(data, dict):
         return [f"{prefix or 'config'} must be an object, not {type(data).__name__}"]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    problems = [f"lacks {prefix}{name}" for name in fields if name not in data]
+    problems = [f"lacks {prefix}{name}" for name, f in fields.items() if name not in data and ADDED not in f.metadata]
     problems += [f"has an unknown field {prefix}{name}" for name in data if name not in fields]
     hints = typing.get_type_hints(cls)
     for name, value in data.items():

@@ -49,6 +49,28 @@ def test_each_model_round_trips_with_identical_outputs(tmp_path):
     assert "git_sha" in config["provenance"]
 
 
+def test_a_folder_written_before_a_config_field_existed_loads_with_that_fields_default(tmp_path):
+    _, wm, _ = models()
+    save_pretrained(wm, tmp_path / "wm")
+    path = tmp_path / "wm" / "config.json"
+    config = json.loads(path.read_text())
+    del (
+        config["config"]["prediction"],
+        config["config"]["gpt"]["attention_dropout"],
+        config["config"]["gpt"]["block_size"],
+    )
+    path.write_text(json.dumps(config))  # the config.json of a world model saved before issue 16's fields
+    loaded = from_pretrained(tmp_path / "wm")
+    assert loaded.config.prediction == "autoregressive" and loaded.config.gpt.block_size == 1
+    assert loaded.config.gpt.attention_dropout == loaded.config.gpt.dropout
+    for a, b in zip(outputs(*models()[:2], models()[2]), outputs(models()[0], loaded, models()[2]), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    del config["config"]["context_steps"]  # a field that was always there is still required
+    path.write_text(json.dumps(config))
+    with pytest.raises(PretrainedError, match="lacks context_steps"):
+        from_pretrained(tmp_path / "wm")
+
+
 def test_a_whole_agent_round_trips_and_its_card_has_metadata(tmp_path):
     from huggingface_hub import ModelCard
 
