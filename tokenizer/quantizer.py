@@ -14,7 +14,7 @@ initialisation, dead-code revival, and FSQ (finite scalar quantization, no codeb
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -47,6 +47,11 @@ class QuantizerConfig:
     tokens per step divided by ``codebook_size``: above it, most codes are re-seeded every step."""
     fsq_levels: tuple[int, ...] = (8, 8, 8)
     """Quantization levels per dimension for ``kind="fsq"``."""
+    fsq_centering: float = field(default=0.0, metadata={"added": "issue 17"})
+    """Weight of a term that pulls each FSQ value towards the centre of its quantization bin (the mean squared
+    distance, in bin widths; 0: none, as FSQ). Values near a bin's edge flip to the neighbouring code under small
+    changes of the frame: without it the demo tokens of cells whose pixels did not move changed between frames
+    40% of the time, and decoding then encoding again gave back 75% of the tokens (docs/LOG.md)."""
 
     @property
     def vocab_size(self) -> int:
@@ -73,6 +78,12 @@ class Quantizer(nn.Module):
         super().__init__()
         self.config = config
         if config.kind == "fsq":
+            if config.fsq_centering > 0 and dim != len(config.fsq_levels):
+                raise ValueError(
+                    f"quantizer.fsq_centering needs the code dimension ({dim}) to equal the number of FSQ levels "
+                    f"({len(config.fsq_levels)}), so that FSQ projects nothing: set embed_dim to "
+                    f"{len(config.fsq_levels)}."
+                )
             self.fsq = FSQ(levels=list(config.fsq_levels), dim=dim)
         elif config.kind == "vq":
             if config.cosine and not config.ema:
@@ -108,12 +119,22 @@ class Quantizer(nn.Module):
         flat = rearrange(z, "b e h w -> b (h w) e")
         if self.config.kind == "fsq":
             quantized, tokens = self.fsq(flat)
-            loss = flat.new_zeros(())
+            centering = self.training and self.config.fsq_centering > 0
+            loss = self._centering_loss(flat) if centering else flat.new_zeros(())
         else:
             quantized, tokens, _ = self.vq(flat)
             loss = self._vq_loss(flat, tokens)
         features = rearrange(quantized, "b (h w) e -> b e h w", h=h, w=w)
         return Quantized(features, tokens.long(), loss)
+
+    def _centering_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """``fsq_centering`` times the mean squared distance of the bounded values ``(B, K, E)`` from the centres of
+        their bins (FSQ's own bound, Mentzer et al. 2023: ``tanh(z + shift) * half_l - offset``, rounded)."""
+        levels = torch.tensor(self.config.fsq_levels, device=z.device, dtype=torch.float32)
+        half = (levels - 1) * (1 + 1e-3) / 2
+        offset = torch.where(levels % 2 == 0, 0.5, 0.0)
+        bounded = torch.tanh(z.float() + torch.atanh(offset / half)) * half - offset
+        return self.config.fsq_centering * F.mse_loss(bounded, bounded.round().detach())
 
     def _vq_loss(self, z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if not self.training:

@@ -81,3 +81,22 @@ def test_ema_moves_the_codebook_without_gradients():
 def test_cosine_without_ema_is_explained():
     with pytest.raises(ValueError, match="cosine=True needs quantizer.ema=True"):
         Quantizer(QuantizerConfig(cosine=True), dim=8)
+
+
+def test_fsq_centering_is_the_distance_to_the_bin_centres_and_agrees_with_fsqs_codes():
+    torch.manual_seed(0)
+    quantizer = Quantizer(QuantizerConfig(kind="fsq", fsq_levels=(8, 5, 4), fsq_centering=2.0), dim=3).train()
+    z = torch.randn(2, 3, 4, 4)
+    out = quantizer(z)
+    flat = z.permute(0, 2, 3, 1).reshape(2, 16, 3)
+    levels = torch.tensor([8.0, 5.0, 4.0])
+    half = (levels - 1) * 1.001 / 2
+    offset = torch.where(levels % 2 == 0, 0.5, 0.0)
+    bounded = torch.tanh(flat + torch.atanh(offset / half)) * half - offset
+    torch.testing.assert_close(out.loss, 2.0 * ((bounded - bounded.round()) ** 2).mean())
+    # The rounded values are FSQ's own codes (scaled by the half width), so the term measures the real bins.
+    codes = quantizer.lookup(out.tokens, 4, 4).permute(0, 2, 3, 1).reshape(2, 16, 3)
+    torch.testing.assert_close(codes * (levels // 2), bounded.round())
+    assert quantizer.eval()(z).loss == 0  # a training term only
+    with pytest.raises(ValueError, match="set embed_dim to 3"):
+        Quantizer(QuantizerConfig(kind="fsq", fsq_levels=(8, 5, 4), fsq_centering=1.0), dim=8)
