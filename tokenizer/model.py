@@ -86,15 +86,24 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
 
 
+class SiLU(nn.Module):
+    """SiLU, in place when no gradient is recorded: at inference the decoder is bound by memory traffic at 64x64
+    (GroupNorm, SiLU, additions), and writing SiLU's output over its input made IRIS-size decoding at batch 64 about
+    20% faster in bf16 (docs/LOG.md). Its input is always a fresh GroupNorm output that nothing else reads."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x, inplace=not torch.is_grad_enabled())
+
+
 class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, dropout: float):
         super().__init__()
         self.body = nn.Sequential(
             _norm(c_in),
-            nn.SiLU(),
+            SiLU(),
             nn.Conv2d(c_in, c_out, 3, padding=1),
             _norm(c_out),
-            nn.SiLU(),
+            SiLU(),
             nn.Dropout(dropout),
             nn.Conv2d(c_out, c_out, 3, padding=1),
         )
@@ -167,7 +176,7 @@ class Encoder(nn.Module):
                 layers.append(Downsample(c))
                 resolution //= 2
         layers += _middle(c, cfg.dropout)
-        layers += [_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.z_channels, 3, padding=1)]
+        layers += [_norm(c), SiLU(), nn.Conv2d(c, cfg.z_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,7 +198,7 @@ class Decoder(nn.Module):
             if i > 0:
                 layers.append(Upsample(c))
                 resolution *= 2
-        layers += [_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1)]
+        layers += [_norm(c), SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
