@@ -16,12 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iris_wm.evaluate.rollouts import DYNAMIC_LEVELS
-
-
-def _psnr(sse: float, count: float) -> float:
-    mse = sse / max(count, 1.0)
-    return float(10 * np.log10(255.0**2 / max(mse, 255.0**2 * 1e-10)))
+from iris_wm.evaluate.rollouts import DYNAMIC_LEVELS, pooled_psnr
 
 
 @torch.no_grad()
@@ -67,9 +62,9 @@ def reconstruction_figures(
         _add(sums, "tokens_changed_static", (token_changed & ~cell_changed).sum())
     figures = {"pairs": float(len(rows)), "dynamic_fraction": sums["dynamic_values"] / sums["values"]}
     for name in ("tokenizer", "mean_frame", "previous_frame"):
-        figures[f"{name}/psnr"] = _psnr(sums[f"{name}/sse"], sums["values"])
+        figures[f"{name}/psnr"] = float(pooled_psnr(sums[f"{name}/sse"], sums["values"]))
         figures[f"{name}/l1"] = sums[f"{name}/abs"] / sums["values"]
-        figures[f"{name}/dynamic_psnr"] = _psnr(sums[f"{name}/dynamic_sse"], sums["dynamic_values"])
+        figures[f"{name}/dynamic_psnr"] = float(pooled_psnr(sums[f"{name}/dynamic_sse"], sums["dynamic_values"]))
         figures[f"{name}/dynamic_l1"] = sums[f"{name}/dynamic_abs"] / max(sums["dynamic_values"], 1.0)
     figures["tokens/changed"] = sums["tokens_changed"] / sums["cells"]
     figures["tokens/changed_where_pixels_static"] = sums["tokens_changed_static"] / max(sums["cells_static"], 1.0)

@@ -136,7 +136,9 @@ def rollout_errors(
     return RolloutErrors(**arrays, values_per_frame=real_frames[0, 0].numel(), tokens_per_frame=K), pictures
 
 
-def _psnr(sse: np.ndarray, count: np.ndarray) -> np.ndarray:
+def pooled_psnr(sse, count):
+    """PSNR in dB of squared errors ``sse`` pooled over ``count`` values of 0-255 (arrays or numbers; capped at 100 dB
+    for an exact match)."""
     mse = sse / np.maximum(count, 1)
     return 10 * np.log10(255.0**2 / np.maximum(mse, 255.0**2 * 1e-10))
 
@@ -145,11 +147,11 @@ FIGURES = {
     # name: (numerator, denominator or a per-window constant, transform)
     "token_accuracy": ("token_hits", "tokens_per_frame", None),
     "copy_token_accuracy": ("copy_token_hits", "tokens_per_frame", None),
-    "frame_psnr": ("imagined_sse", "values_per_frame", _psnr),
-    "copy_frame_psnr": ("copy_sse", "values_per_frame", _psnr),
-    "tokenizer_psnr": ("tokenizer_sse", "values_per_frame", _psnr),
-    "dynamic_psnr": ("dynamic_imagined_sse", "dynamic_values", _psnr),
-    "copy_dynamic_psnr": ("dynamic_copy_sse", "dynamic_values", _psnr),
+    "frame_psnr": ("imagined_sse", "values_per_frame", pooled_psnr),
+    "copy_frame_psnr": ("copy_sse", "values_per_frame", pooled_psnr),
+    "tokenizer_psnr": ("tokenizer_sse", "values_per_frame", pooled_psnr),
+    "dynamic_psnr": ("dynamic_imagined_sse", "dynamic_values", pooled_psnr),
+    "copy_dynamic_psnr": ("dynamic_copy_sse", "dynamic_values", pooled_psnr),
 }
 
 

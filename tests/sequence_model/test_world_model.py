@@ -170,13 +170,19 @@ def _naive_observation_loss(model, obs, act, mask, first_frame=0):
     return total / count
 
 
-def test_observation_loss_equals_a_naive_loop_and_ignores_padding():
-    model = small()
+def padded_batch():
+    """Two windows, the second padded after its third step, with rewards of both signs and one end."""
     obs, act = sequence()
     mask = torch.tensor([[True] * T, [True, True, True, False, False]])
     rewards = torch.tensor([[0.0, 1, 0, -2, 0], [0, 0, 3, 0, 0]])
     terminated = torch.zeros(2, T, dtype=torch.bool)
     terminated[1, 2] = True
+    return obs, act, rewards, terminated, mask
+
+
+def test_observation_loss_equals_a_naive_loop_and_ignores_padding():
+    model = small()
+    obs, act, rewards, terminated, mask = padded_batch()
     losses = model.loss(obs, act, rewards, terminated, mask)
     assert losses.observation.item() == pytest.approx(_naive_observation_loss(model, obs, act, mask), rel=1e-5)
     assert losses.next_frame.item() == pytest.approx(_naive_observation_loss(model, obs, act, mask, 1), rel=1e-5)
@@ -248,11 +254,7 @@ def test_bits_per_frame():
 
 def test_reward_and_end_confusions_count_real_steps_by_true_and_predicted_class():
     model = small()
-    obs, act = sequence()
-    mask = torch.tensor([[True] * T, [True, True, True, False, False]])
-    rewards = torch.tensor([[0.0, 1, 0, -2, 0], [0, 0, 3, 0, 0]])
-    ends = torch.zeros(2, T, dtype=torch.bool)
-    ends[1, 2] = True
+    obs, act, rewards, ends, mask = padded_batch()
     losses = model.loss(obs, act, rewards, ends, mask)
     out = model(model.interleave(obs, act))
     expected = torch.zeros(3, 3)
