@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="iris-wm-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="Folder for everything the demo writes.")
-    parser.add_argument("--steps", type=int, default=10_000, help="Environment steps to collect.")
+    parser.add_argument("--steps", type=int, default=50_000, help="Random-policy environment steps to collect.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of collection and training.")
     parser.add_argument("--eval_episodes", type=int, default=32, help="Real-game episodes for the agent and random.")
     parser.add_argument("--eval_max_steps", type=int, default=2_000, help="Cap on the steps of an evaluation episode.")
