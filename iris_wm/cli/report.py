@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iris_wm.evaluate.rollouts import table_cells
+from iris_wm.evaluate.scores import margin_over_random
 
 
 def write_report(out: Path, summary: dict) -> Path:
@@ -209,8 +210,7 @@ def _evaluation_lines(evaluation: dict) -> list[str]:
     if not evaluation:
         return []
     agent, random = evaluation["agent"], evaluation["random"]
-    difference = agent["mean"] - random["mean"]
-    combined = (agent["stderr"] ** 2 + random["stderr"] ** 2) ** 0.5
+    difference, combined = margin_over_random(agent, random)
     verdict = "beats" if difference > combined else "does not beat"
     lines = [
         "",

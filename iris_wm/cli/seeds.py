@@ -20,6 +20,7 @@ import numpy as np
 from iris_wm.cli.report import write_report
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.play import evaluate
+from iris_wm.evaluate.scores import margin_over_random
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.files import write_json_atomic
 from iris_wm.train.stages import run_agent_cli, stage_args
@@ -42,8 +43,7 @@ def seed_row(out: Path, seed: int, games: int, max_steps: int) -> dict:
         for name, source in (("agent", str(agent)), ("random", None))
     }
     agent_result, random_result = results["agent"], results["random"]
-    combined = math.hypot(agent_result["stderr"], random_result["stderr"])
-    margin = agent_result["mean"] - random_result["mean"]
+    margin, combined = margin_over_random(agent_result, random_result)
     return {
         "seed": seed,
         "games": games,

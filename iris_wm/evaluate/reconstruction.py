@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iris_wm.evaluate.rollouts import DYNAMIC_LEVELS, pooled_psnr
+from iris_wm.evaluate.rollouts import dynamic_pixels, pooled_psnr
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def reconstruction_figures(
         tokens, previous_tokens = tokenizer.encode(current), tokenizer.encode(previous)
         reconstruction = tokenizer.decode(tokens).float()
         truth = current.float()
-        dynamic = ((truth - previous.float()).abs() > DYNAMIC_LEVELS).any(1, keepdim=True).expand_as(truth).float()
+        dynamic = dynamic_pixels(current, previous)
         for name, guess in (
             ("tokenizer", reconstruction),
             ("mean_frame", mean.expand_as(truth)),

@@ -77,6 +77,13 @@ SUMS = (
 )
 
 
+def dynamic_pixels(frames: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``1.0`` where some channel of ``frames (B, 3, H, W)`` differs from ``reference`` by more than
+    ``DYNAMIC_LEVELS``, for every channel of that pixel (same shape, float), else ``0.0``."""
+    moved = ((frames.int() - reference.int()).abs() > DYNAMIC_LEVELS).any(1, keepdim=True)
+    return moved.expand_as(frames).float()
+
+
 def _sse(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
     error = (a.float() - b.float()).pow(2)
     if where is not None:
@@ -116,8 +123,7 @@ def rollout_errors(
             step = env.step(act[:, burn_in - 1 + h])
             truth_tokens, truth = tok[:, burn_in + h], frames[:, burn_in + h]
             imagined = agent.tokenizer.decode(step.tokens)
-            dynamic = ((truth.int() - last_frame.int()).abs() > DYNAMIC_LEVELS).any(1, keepdim=True).float()
-            dynamic = dynamic.expand_as(truth)
+            dynamic = dynamic_pixels(truth, last_frame)
             per_h["token_hits"].append((step.tokens == truth_tokens).sum(1).float())
             per_h["copy_token_hits"].append((last_tokens == truth_tokens).sum(1).float())
             per_h["imagined_sse"].append(_sse(imagined, truth))

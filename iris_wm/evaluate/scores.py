@@ -50,6 +50,12 @@ REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 }
 
 
+def margin_over_random(agent: dict, random: dict) -> tuple[float, float]:
+    """The agent's mean return minus the random policy's, and the combined standard error of the two means (each a
+    result with ``mean`` and ``stderr``, as :func:`iris_wm.evaluate.play.evaluate` returns)."""
+    return agent["mean"] - random["mean"], math.hypot(agent["stderr"], random["stderr"])
+
+
 def game_name(game: str) -> str:
     """``ALE/Breakout-v5`` or ``Breakout`` -> ``Breakout``."""
     return game.removeprefix("ALE/").split("-v")[0]
