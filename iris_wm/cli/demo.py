@@ -6,8 +6,10 @@ Stages (each skipped when its output already exists, so an interrupted demo resu
 2. ``iris-wm tokenizer fit``: the demo tokenizer (configs/tokenizer/demo.yaml).
 3. ``iris-wm tokenizer validate``: held-out PSNR, L1 and codebook usage on every validation frame.
 4. ``iris-wm tokenizer predict``: the token store the world model trains on.
-5. ``iris-wm world-model fit`` and ``validate``: the demo world model (configs/world_model/demo.yaml).
-6. ``iris-wm imagine``: imagined vs real rollouts of held-out episodes and the error per horizon.
+5. ``iris-wm world-model fit`` and ``validate``: the demo world model (configs/world_model/demo.yaml); then every
+   held-out step's reward and end predicted once with its full context (``iris_wm.evaluate.events``).
+6. ``iris-wm imagine``: imagined vs real rollouts of held-out episodes and the error per horizon, sampled as the
+   agent imagines (temperature 1) and as a point prediction (argmax, temperature 0).
 7. ``iris-wm agent fit``: the demo actor-critic, trained in the world model's imagination
    (configs/agent/demo.yaml).
 8. ``iris-wm evaluate``: the agent and the random policy on the same seeded episodes of the real game.
@@ -29,7 +31,9 @@ from iris_wm.agent.bundle import Agent
 from iris_wm.cli.report import plot_curves, write_report
 from iris_wm.data.collect import collect
 from iris_wm.data.store import EpisodeStore, TokenStore
+from iris_wm.data.windows import split_episodes
 from iris_wm.envs.atari import EnvConfig
+from iris_wm.evaluate.events import event_figures, step_events
 from iris_wm.evaluate.imagine import imagine
 from iris_wm.evaluate.play import evaluate
 from iris_wm.evaluate.scores import read_figures, result_figures
@@ -37,6 +41,7 @@ from iris_wm.evaluate.showcase import showcase
 from iris_wm.hub import CardInfo, export_checkpoint, load_model, read_checkpoint
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.files import write_json_atomic
+from iris_wm.runtime.hardware import cpu_has_native_bf16
 from iris_wm.runtime.provenance import weights_digest
 from iris_wm.train.stages import CONFIGS, run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
 
@@ -153,16 +158,28 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_step
         val_rows = wm_cli.datamodule.val_set.anchors
         metrics["baseline/zero_reward_accuracy"] = float((wm_cli.datamodule.store.columns.reward[val_rows] == 0).mean())
 
-    with timer("imagine"):
-        imagination = imagine(
-            str(wm_checkpoint),
-            str(checkpoint),
-            str(out / "episodes"),
-            str(tokens),
-            str(out / "imagine"),
-            **IMAGINATION[CONFIG],
-            seed=seed,
-        )
+    with timer("world model events"):
+        data = wm_cli.datamodule.hparams
+        token_store = wm_cli.datamodule.store
+        _, held_out = split_episodes(token_store, data.val_fraction, data.split_seed)
+        world_model = load_model(str(wm_checkpoint), "world_model")
+        events = step_events(world_model, token_store, held_out, bf16=cpu_has_native_bf16())
+        metrics.update({f"events/{k}": v for k, v in event_figures(events, seed=seed).items()})
+
+    imaginations = {}
+    for name, folder, temperature in (("sampled", "imagine", 1.0), ("argmax", "imagine-argmax", 0.0)):
+        with timer(f"imagine ({name})"):
+            imaginations[name] = imagine(
+                str(wm_checkpoint),
+                str(checkpoint),
+                str(out / "episodes"),
+                str(tokens),
+                str(out / folder),
+                **IMAGINATION[CONFIG],
+                temperature=temperature,
+                seed=seed,
+            )
+    imagination = imaginations["sampled"]
 
     with timer("showcase"):
         models = Agent(load_model(str(checkpoint), "tokenizer"), load_model(str(wm_checkpoint), "world_model"))
@@ -205,20 +222,28 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_step
             ),
             "world model: held-out observation CE (nats/token)": metrics.get("world_model/val/observation_ce"),
             "world model: held-out bits per frame": metrics.get("world_model/val/bits_per_frame"),
-            "world model: held-out F1 of positive rewards (majority baseline 0)": metrics.get(
-                "world_model/val/reward/f1/positive"
-            ),
-            "world model: held-out F1 of episode ends (majority baseline 0)": metrics.get(
-                "world_model/val/termination/f1/ends"
-            ),
         }
-        for row in imagination["per_horizon"]:
-            if row["horizon"] in (1, 5, 10, 20):
-                h = row["horizon"]
-                card_metrics[f"imagination: token accuracy at horizon {h}"] = row["token_accuracy"]
-                card_metrics[f"baseline: copy-last tokens at horizon {h}"] = row["copy_token_accuracy"]
-                card_metrics[f"imagination: dynamic-pixel PSNR at horizon {h} (dB)"] = row["dynamic_psnr"]
-                card_metrics[f"baseline: copy-last dynamic-pixel PSNR at horizon {h} (dB)"] = row["copy_dynamic_psnr"]
+        for head, label in (("reward/positive", "positive rewards"), ("end", "episode ends")):
+            for rule, how in (("argmax", "argmax"), ("threshold", "cross-fitted threshold")):
+                card_metrics[f"world model: F1 of {label} on held-out steps, {how} (majority baseline 0)"] = (
+                    metrics.get(f"events/{head}/{rule}/f1")
+                )
+            card_metrics[f"world model: decision threshold of {label} (chosen on held-out steps)"] = metrics.get(
+                f"events/{head}/threshold"
+            )
+        for name, rows in (("sampled", imagination["per_horizon"]), ("argmax", imaginations["argmax"]["per_horizon"])):
+            for row in rows:
+                if row["horizon"] in (1, 5, 10, 20):
+                    h = row["horizon"]
+                    card_metrics[f"imagination ({name}): token accuracy at horizon {h}"] = row["token_accuracy"]
+                    card_metrics[f"imagination ({name}): frame PSNR at horizon {h} (dB)"] = row["frame_psnr"]
+                    card_metrics[f"imagination ({name}): dynamic-pixel PSNR at horizon {h} (dB)"] = row["dynamic_psnr"]
+                    if name == "sampled":  # the baselines do not depend on how imagination draws its tokens
+                        card_metrics[f"baseline: copy-last tokens at horizon {h}"] = row["copy_token_accuracy"]
+                        card_metrics[f"baseline: copy-last frame PSNR at horizon {h} (dB)"] = row["copy_frame_psnr"]
+                        card_metrics[f"baseline: copy-last dynamic-pixel PSNR at horizon {h} (dB)"] = row[
+                            "copy_dynamic_psnr"
+                        ]
         (out / "card_metrics.json").write_text(json.dumps({k: v for k, v in card_metrics.items() if v is not None}))
         round_trip = check_round_trip(
             out, export_pretrained(out, agent_checkpoint), agent_checkpoint, metrics["world_model/val/observation_ce"]
@@ -227,6 +252,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_step
     summary = {
         "metrics": metrics,
         "imagination": imagination,
+        "imagination_argmax": imaginations["argmax"],
         "showcase": window,
         "seed": seed,
         "game": EnvConfig().game,

@@ -19,6 +19,7 @@ def write_report(out: Path, summary: dict) -> Path:
     ]
     lines += _tokenizer_lines(m, summary)
     lines += _world_model_lines(m)
+    lines += _event_lines(m)
     lines += ["", "## Time per stage (s)", "", "| stage | seconds |", "| --- | --- |"]
     lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in summary["timings_s"].items()]
     if (out / "pretrained" / "agent.json").exists():
@@ -41,33 +42,11 @@ def write_report(out: Path, summary: dict) -> Path:
                 f"{trip['observation_ce_pretrained']:.6f} against {trip['observation_ce_checkpoint']:.6f} "
                 f"from the checkpoint (|difference| {trip['observation_ce_abs_difference']:.1e}).",
             ]
-    imagination = summary.get("imagination")
-    if imagination:
-        lines += [
-            "",
-            f"## Imagination: {imagination['windows']} held-out windows of {imagination['episodes']} episodes, "
-            f"{imagination['burn_in']} real steps of context, then the real actions (temperature "
-            f"{imagination['temperature']})",
-            "",
-            "Imagined against copying the last real frame of the context (its tokens for the token accuracy), with "
-            "95% bootstrap intervals over episodes. Dynamic pixels: those that moved by more than "
-            f"{imagination['dynamic_levels']} levels since that frame.",
-            "",
-            "| horizon | token accuracy | copy-last tokens | frame PSNR (dB) | copy-last frame | dynamic-pixel PSNR "
-            "| copy-last, dynamic | tokenizer PSNR of the real tokens |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in imagination["per_horizon"]:
-            if row["horizon"] in (1, 5, 10, 20, 50):
-                lines.append(f"| {row['horizon']} | " + " | ".join(table_cells(row)) + " |")
-        strips = sorted((out / "imagine").glob("*.png"))
-        if strips:
-            lines += [
-                "",
-                "Real (top) and imagined (bottom) frames, one column per imagined step:",
-                "",
-                f"![imagined]({strips[0].relative_to(out)})",
-            ]
+    for key, how in (
+        ("imagination", "sampled as the agent imagines"),
+        ("imagination_argmax", "the point prediction: the most likely token everywhere"),
+    ):
+        lines += _imagination_lines(summary.get(key), how, out)
     lines += _showcase_lines(summary.get("showcase"))
     lines += _evaluation_lines(summary.get("evaluation") or {})
     lines += _seed_lines(out)
@@ -131,7 +110,7 @@ def _world_model_lines(m: dict) -> list[str]:
     nan = float("nan")
     lines = [
         "",
-        "## World model: every held-out step",
+        "## World model: every position of every held-out window (the validation loop)",
         "",
         f"Observation cross-entropy {wm.get('observation_ce', nan):.4f} nats per token "
         f"({wm.get('bits_per_frame', nan):.2f} bits per frame); over the tokens of frames 1.. only "
@@ -147,6 +126,79 @@ def _world_model_lines(m: dict) -> list[str]:
             figures = [wm.get(f"{head}/{kind}/{name}", nan) for kind in ("precision", "recall", "f1", "majority_f1")]
             cells = " | ".join(f"{v:.3f}" for v in figures)
             lines.append(f"| {head}: {name} | {cells} | {wm.get(f'{head}/support/{name}', 0):.0f} |")
+    return lines
+
+
+def _event_lines(m: dict) -> list[str]:
+    """Each held-out step's reward and end, predicted once with its full context (iris_wm.evaluate.events)."""
+    m = {k.removeprefix("events/"): v for k, v in m.items() if k.startswith("events/")}
+    if "steps" not in m:
+        return []
+    lines = [
+        "",
+        f"## World model: rewards and ends on {m['steps']:.0f} held-out steps of {m['episodes']:.0f} "
+        "episodes, each predicted once with its full context",
+        "",
+        "As imagination uses the model: each step read with up to the model's context of steps before it. Argmax "
+        "decides the most likely class; the threshold decides the class when its probability reaches a threshold "
+        "chosen on the other half of the episodes (cross-fitted: no step is decided by a threshold chosen on it). "
+        "F1 with a 95% bootstrap interval over episodes; the majority-class baseline's F1 is 0 for these rare classes.",
+        "",
+        "| class | steps | decision | precision | recall | F1 [95%] | thresholds of the two halves |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for head, label in (("reward/positive", "positive reward"), ("reward/negative", "negative reward"), ("end", "end")):
+        if f"{head}/support" not in m:
+            continue
+        for rule in ("argmax", "threshold"):
+            low, high = m[f"{head}/{rule}/f1_ci"]
+            halves = " / ".join(f"{t:.2f}" for t in m[f"{head}/fold_thresholds"])
+            where = "" if rule == "argmax" else f"{halves} (on all steps: {m[f'{head}/threshold']:.2f})"
+            lines.append(
+                f"| {label} | {m[f'{head}/support']:.0f} | {rule} | {m[f'{head}/{rule}/precision']:.3f} | "
+                f"{m[f'{head}/{rule}/recall']:.3f} | {m[f'{head}/{rule}/f1']:.3f} [{low:.3f}, {high:.3f}] | {where} |"
+            )
+    return lines
+
+
+def _imagination_lines(imagination: dict | None, how: str, out: Path) -> list[str]:
+    if not imagination:
+        return []
+    lines = [
+        "",
+        f"## Imagination, {how}: {imagination['windows']} held-out windows of {imagination['episodes']} episodes, "
+        f"{imagination['burn_in']} real steps of context, then the real actions (temperature "
+        f"{imagination['temperature']})",
+        "",
+        "Imagined against copying the last real frame of the context (its tokens for the token accuracy), with "
+        "95% bootstrap intervals over episodes. Dynamic pixels: those that moved by more than "
+        f"{imagination['dynamic_levels']} levels since that frame. The gains are imagined minus copy-last, with "
+        "paired intervals (both on the same resampled episodes).",
+        "",
+        "| horizon | token accuracy | copy-last tokens | frame PSNR (dB) | copy-last frame | dynamic-pixel PSNR "
+        "| copy-last, dynamic | tokenizer PSNR of the real tokens |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = [row for row in imagination["per_horizon"] if row["horizon"] in (1, 5, 10, 20, 50)]
+    lines += [f"| {row['horizon']} | " + " | ".join(table_cells(row)) + " |" for row in rows]
+    if rows and "frame_psnr_gain" in rows[0]:
+        lines += ["", "| horizon | token accuracy gain | frame PSNR gain (dB) | dynamic-pixel PSNR gain (dB) |"]
+        lines += ["| --- | --- | --- | --- |"]
+        for row in rows:
+            cells = []
+            for name, digits in (("token_accuracy_gain", 3), ("frame_psnr_gain", 2), ("dynamic_psnr_gain", 2)):
+                low, high = row[f"{name}_ci"]
+                cells.append(f"{row[name]:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]")
+            lines.append(f"| {row['horizon']} | " + " | ".join(cells) + " |")
+    folder = out / ("imagine" if imagination["temperature"] else "imagine-argmax")
+    strips = sorted(folder.glob("*.png"))
+    if strips:
+        lines += [
+            "",
+            "Real (top) and imagined (bottom) frames, one column per imagined step:",
+            "",
+            f"![imagined]({strips[0].relative_to(out)})",
+        ]
     return lines
 
 

@@ -74,6 +74,19 @@ def test_a_frozen_imagination_equals_the_copy_baseline():
     for row in summarize(errors, np.arange(6), [1, 3]):
         assert row["token_accuracy"] == row["copy_token_accuracy"]
         assert row["frame_psnr"] == row["copy_frame_psnr"] and row["dynamic_psnr"] == row["copy_dynamic_psnr"]
+        for gain in ("token_accuracy_gain", "frame_psnr_gain", "dynamic_psnr_gain"):
+            assert row[gain] == 0 and row[f"{gain}_ci"] == [0, 0]  # paired: every resample differs by exactly 0
+
+
+def test_gains_are_the_differences_with_paired_intervals():
+    tokens, frames, actions = windows()
+    errors, _ = rollout_errors(agent(tokens[:, 2:]), tokens, frames, actions, 2, 1.0, None)
+    for row in summarize(errors, np.arange(6) // 2, [1, 2]):
+        assert row["frame_psnr_gain"] == row["frame_psnr"] - row["copy_frame_psnr"]
+        low, high = row["token_accuracy_gain_ci"]
+        copy_low, copy_high = row["copy_token_accuracy_ci"]
+        # Perfect imagination: the gain's interval is 1 minus the copy baseline's, end for end.
+        assert low == pytest.approx(1 - copy_high) and high == pytest.approx(1 - copy_low)
 
 
 def test_bootstrap_intervals_resample_episodes_and_contain_the_pooled_value():
