@@ -9,15 +9,8 @@ from __future__ import annotations
 import torch
 from lightning import LightningModule
 
-from sequence_model.world_model import (
-    END_CLASSES,
-    REWARD_CLASSES,
-    WorldModel,
-    WorldModelConfig,
-    WorldModelLosses,
-    bits_per_frame,
-    classification_figures,
-)
+from sequence_model.metrics import END_CLASSES, REWARD_CLASSES, bits_per_frame, classification_figures
+from sequence_model.world_model import WorldModel, WorldModelConfig, WorldModelLosses
 
 
 class WorldModelModule(LightningModule):
@@ -48,7 +41,10 @@ class WorldModelModule(LightningModule):
         self.register_buffer("_val_end_confusion", torch.zeros(2, 2), persistent=False)
 
     def compute_loss(self, batch) -> WorldModelLosses:
-        return self.world_model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask)
+        states = getattr(batch, "states", None) if self.config.state_dim else None
+        return self.world_model.loss(
+            batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask, states
+        )
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One objective for the Trainer and the online loop: ``(loss, metrics)``."""
@@ -56,7 +52,8 @@ class WorldModelModule(LightningModule):
         return losses.total, self._metrics(losses)
 
     def _metrics(self, losses: WorldModelLosses) -> dict[str, torch.Tensor]:
-        return {
+        state = {} if losses.state is None else {"state_ce": losses.state}
+        return state | {
             "loss": losses.total,
             "observation_ce": losses.observation,
             "next_frame_ce": losses.next_frame,

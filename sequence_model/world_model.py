@@ -1,5 +1,9 @@
 """The IRIS world model: a GPT over the interleaved sequence ``[o_t^1 .. o_t^K, a_t, o_{t+1}^1, ...]``.
 
+Robot data (issue 19): a continuous action enters through a linear map of its vector at the action position, and
+a proprioceptive state adds ``S`` observation tokens after the frame's ``K`` (:mod:`sequence_model.state`); below,
+read ``K`` as all the observation tokens of a step.
+
 Token layout (Micheli et al. 2023, section 2.2): step ``t`` is a block of ``K + 1`` tokens, the ``K``
 observation tokens of frame ``t`` then the action ``a_t``; position ``p`` holds an observation token when
 ``p % (K + 1) < K`` and an action otherwise. The reward ``r_t`` and the episode end after ``a_t`` are read at
@@ -18,7 +22,6 @@ the action position. The next frame is predicted in one of two ways (``WorldMode
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -28,6 +31,9 @@ from einops import rearrange
 from torch import nn
 
 from sequence_model.gpt import GPT, GPTConfig, KVCache, attention_flops_per_token, matmul_params
+from sequence_model.outputs import WorldModelLosses, WorldModelOutput
+from sequence_model.rewards import event_losses, expected_reward, twohot
+from sequence_model.state import StateCodec
 
 
 @dataclass
@@ -40,7 +46,20 @@ class WorldModelConfig:
     tokens_per_frame: int | None = None
     """K, tokens per observation (from the data)."""
     num_actions: int | None = None
-    """Discrete actions of the environment (from the data)."""
+    """Discrete actions of the environment (from the data; None where the actions are continuous)."""
+    action_dim: int | None = field(default=None, metadata={"added": "issue 19"})
+    """Components of a continuous (box) action, which enters through a linear embedding in place of the action
+    token's (from the data; None where the actions are discrete)."""
+    state_dim: int | None = field(default=None, metadata={"added": "issue 19"})
+    """Components of the proprioceptive state (from the data; None: frames only). Each component is discretised into
+    ``state_bins`` bins over ``[state_low, state_high]`` and enters as one more observation token of its step, after
+    the frame's K: one cross-entropy loss, and every layout and cache rule of the frame tokens holds for them."""
+    state_bins: int = field(default=64, metadata={"added": "issue 19"})
+    """Bins per state component (uniform over its range; a value decodes to its bin's centre)."""
+    state_low: list[float] | None = field(default=None, metadata={"added": "issue 19"})
+    """Lower end of each state component's range (from the data: the training episodes, with a margin)."""
+    state_high: list[float] | None = field(default=None, metadata={"added": "issue 19"})
+    """Upper end of each state component's range (from the data)."""
     context_steps: int = 20
     """Time steps in the context window (IRIS: 20, i.e. 340 tokens with K = 16)."""
     gpt: GPTConfig = field(default_factory=lambda: GPTConfig(max_tokens=0))
@@ -62,7 +81,7 @@ class WorldModelConfig:
     tokens of the next frame from one pass under a block-causal mask (block teacher forcing)."""
 
     def __post_init__(self):
-        for name in ("vocab_size", "tokens_per_frame", "num_actions", "context_steps"):
+        for name in ("vocab_size", "tokens_per_frame", "num_actions", "action_dim", "state_dim", "context_steps"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"WorldModelConfig: {name} must be a whole number of at least 1, got {value!r}.")
@@ -71,6 +90,17 @@ class WorldModelConfig:
             raise ValueError(
                 f"WorldModelConfig: prediction must be 'autoregressive' or 'parallel', got {self.prediction!r}."
             )
+        if self.state_dim is not None and self.state_low is not None and self.state_high is not None:
+            low, high = list(self.state_low), list(self.state_high)
+            if (
+                len(low) != self.state_dim
+                or len(high) != self.state_dim
+                or any(a >= b for a, b in zip(low, high, strict=True))
+            ):
+                raise ValueError(
+                    f"WorldModelConfig: state_low and state_high need {self.state_dim} values each with low < high; "
+                    f"got {low} and {high}. They come from the data (the training episodes' range)."
+                )
         if self.tokens_per_frame is not None:
             block = self.tokens_per_block if self.parallel else 1
             gpt = replace(gpt, max_tokens=self.context_steps * self.tokens_per_block, block_size=block)
@@ -81,12 +111,37 @@ class WorldModelConfig:
         return self.prediction == "parallel"
 
     @property
+    def continuous(self) -> bool:
+        """True where actions are float vectors of ``action_dim`` components (a box space)."""
+        return self.action_dim is not None
+
+    @property
+    def tokens_per_observation(self) -> int:
+        """Observation tokens of a step: the frame's K, then one per state component."""
+        return self.tokens_per_frame + (self.state_dim or 0)
+
+    @property
     def tokens_per_block(self) -> int:
-        return self.tokens_per_frame + 1
+        return self.tokens_per_observation + 1
+
+    @property
+    def observation_vocab(self) -> int:
+        """Ids an observation token may take: the frame codes ``[0, V)``, then the state bins ``[V, V + bins)``."""
+        return self.vocab_size + (self.state_bins if self.state_dim else 0)
 
     def check_sizes(self) -> None:
         """Raise where a size that comes from the data is still unset."""
-        unset = [name for name in ("vocab_size", "tokens_per_frame", "num_actions") if getattr(self, name) is None]
+        unset = [name for name in ("vocab_size", "tokens_per_frame") if getattr(self, name) is None]
+        if self.num_actions is None and self.action_dim is None:
+            unset.append("num_actions (or action_dim)")
+        if self.state_dim is not None and (self.state_low is None or self.state_high is None):
+            unset.append("state_low and state_high")
+        if self.num_actions is not None and self.action_dim is not None:
+            raise ValueError(
+                f"WorldModelConfig: num_actions ({self.num_actions}, discrete actions) and action_dim "
+                f"({self.action_dim}, continuous ones) are both set; a world model takes one action space, the "
+                "data's: leave the other None."
+            )
         if unset:
             raise ValueError(
                 f"WorldModelConfig.{', '.join(unset)} unset: these sizes come from the data (the token store's "
@@ -96,39 +151,6 @@ class WorldModelConfig:
 
 # Checkpoints are read with torch.load(weights_only=True); hyperparameters can hold this dataclass.
 torch.serialization.add_safe_globals([WorldModelConfig])
-
-
-@dataclass
-class WorldModelOutput:
-    """Logits at the positions each head reads (``P`` = positions given, ``T`` = action positions among them)."""
-
-    hidden: torch.Tensor  # (B, P, E)
-    observation_logits: torch.Tensor  # (B, P, V) at every position; only `predicts_observation` ones are meaningful
-    reward_logits: torch.Tensor  # (B, T, C) at action positions
-    termination_logits: torch.Tensor  # (B, T, 2) at action positions
-
-
-@dataclass
-class WorldModelLosses:
-    total: torch.Tensor
-    observation: torch.Tensor  # mean CE over real observation targets, nats
-    next_frame: torch.Tensor  # mean CE over the targets in frames 1.., given the past frames: equal in both modes
-    reward: torch.Tensor
-    termination: torch.Tensor
-    reward_accuracy: torch.Tensor
-    reward_confusion: torch.Tensor  # (3, 3) real steps by true (rows) and predicted (columns) sign: -, 0, +
-    termination_confusion: torch.Tensor  # (2, 2) real steps by true and predicted end: no, yes
-    observation_targets: torch.Tensor  # how many observation targets the mean is over (for exact pooled means)
-    next_frame_targets: torch.Tensor  # how many targets ``next_frame`` is over
-    steps: torch.Tensor  # how many real steps the reward and termination means are over
-
-
-def symlog(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.log1p(x.abs())
-
-
-def symexp(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.expm1(x.abs())
 
 
 def _head(embed_dim: int, out: int) -> nn.Sequential:
@@ -143,11 +165,13 @@ class WorldModel(nn.Module):
         config.check_sizes()
         self.config = cfg = config
         e = cfg.gpt.embed_dim
-        self.observation_embedding = nn.Embedding(cfg.vocab_size, e)
-        self.action_embedding = nn.Embedding(cfg.num_actions, e)
+        self.observation_embedding = nn.Embedding(cfg.observation_vocab, e)
+        # Discrete actions are tokens; a continuous action enters through a linear map of its vector to the same width
+        # (eloialonso/iris#13: the world model does not predict actions, so they need not be discrete).
+        self.action_embedding = nn.Linear(cfg.action_dim, e) if cfg.continuous else nn.Embedding(cfg.num_actions, e)
         self.position_embedding = nn.Embedding(cfg.gpt.max_tokens, e)
         self.transformer = GPT(cfg.gpt)
-        self.observation_head = _head(e, cfg.vocab_size)
+        self.observation_head = _head(e, cfg.observation_vocab)
         reward_classes = 3 if cfg.reward == "sign" else cfg.reward_bins
         self.reward_head = _head(e, reward_classes)
         self.termination_head = _head(e, 2)
@@ -155,26 +179,90 @@ class WorldModel(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
         if cfg.reward == "twohot":
             self.register_buffer("reward_bins", torch.linspace(-20.0, 20.0, cfg.reward_bins), persistent=False)
+        self.state_codec = StateCodec(cfg) if cfg.state_dim else None
+
+    # ------------------------------------------------------------------ proprioception
+    def observation_ids(self, tokens: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        """A step's observation tokens: the frame's ``(..., K)`` and, for a world model of proprioception, the state's
+        ``(..., S)`` tokens after them (:class:`~sequence_model.state.StateCodec`)."""
+        if self.state_codec is None:
+            if states is not None:
+                raise ValueError(
+                    "This world model models frames only (state_dim is None): train one on data with a state "
+                    "column to model proprioception, or pass no states."
+                )
+            return tokens
+        return self.state_codec.observation_ids(tokens, states)
+
+    def state_tokens(self, states: torch.Tensor) -> torch.Tensor:
+        return self.state_codec.encode(states)
+
+    def state_values(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.state_codec.decode(ids)
+
+    def slot_mask(self, slots: torch.Tensor) -> torch.Tensor | None:
+        """``(..., observation_vocab)`` True where an observation token of slot ``slots`` (0 .. K + S - 1 within its
+        step) may take that id. None without a state (every id is a frame code)."""
+        return None if self.state_codec is None else self.state_codec.slot_mask(slots)
+
+    def restrict(self, logits: torch.Tensor, first_slot: int) -> torch.Tensor:
+        """Observation logits ``(B, n, vocab)`` for ``n`` consecutive slots from ``first_slot``, with the ids a slot may
+        not take at -inf (frames draw frame codes, states state bins). Unchanged without a state."""
+        slots = torch.arange(first_slot, first_slot + logits.shape[1], device=logits.device)
+        allowed = self.slot_mask(slots)
+        return logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
 
     # ------------------------------------------------------------------ layout
     def is_action_position(self, positions: torch.Tensor) -> torch.Tensor:
-        return positions % self.config.tokens_per_block == self.config.tokens_per_frame
+        return positions % self.config.tokens_per_block == self.config.tokens_per_observation
 
     def interleave(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``(B, T, K)`` observation ids and ``(B, T)`` actions -> ``(B, T * (K + 1))`` interleaved ids."""
+        """``(B, T, K)`` observation ids and ``(B, T)`` actions -> ``(B, T * (K + 1))`` interleaved ids. Continuous
+        actions ``(B, T, action_dim)`` leave a placeholder 0 at each action position: pass the vectors to
+        ``forward`` as ``actions``."""
+        if actions.is_floating_point():
+            actions = actions.new_zeros(actions.shape[:2], dtype=observations.dtype)
         return rearrange(torch.cat([observations, actions.unsqueeze(-1)], dim=-1), "b t k -> b (t k)")
 
-    def embed(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+    def _first_action(self, start: int) -> int:
+        """Offset of the first action position among tokens that start at position ``start``."""
+        return (self.config.tokens_per_observation - start) % self.config.tokens_per_block
+
+    def embed(self, ids: torch.Tensor, start: int, actions: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)
         is_action = self.is_action_position(positions)  # (N,)
-        obs_ids = ids.masked_fill(is_action, 0).clamp(0, self.config.vocab_size - 1)
-        act_ids = ids.masked_fill(~is_action, 0).clamp(0, self.config.num_actions - 1)
-        tokens = torch.where(is_action[:, None], self.action_embedding(act_ids), self.observation_embedding(obs_ids))
+        obs_ids = ids.masked_fill(is_action, 0).clamp(0, cfg.observation_vocab - 1)
+        if cfg.continuous:
+            first = self._first_action(start)
+            count = len(range(first, ids.shape[1], cfg.tokens_per_block))
+            expected = (ids.shape[0], count, cfg.action_dim)
+            if actions is None and count == 0:
+                actions = ids.new_zeros(expected, dtype=torch.float32)
+            if actions is None or tuple(actions.shape) != expected:
+                got = None if actions is None else tuple(actions.shape)
+                raise ValueError(
+                    f"This world model takes continuous actions: pass actions of shape {expected} (batch, action "
+                    f"positions among the ids, components) with the ids; got {got}."
+                )
+            tokens = self.observation_embedding(obs_ids).clone()
+            tokens[:, first :: cfg.tokens_per_block] = self.action_embedding(actions.to(tokens.dtype))
+        else:
+            if actions is not None:
+                raise ValueError("This world model takes discrete actions, as ids in the sequence: pass no vectors.")
+            act_ids = ids.masked_fill(~is_action, 0).clamp(0, cfg.num_actions - 1)
+            tokens = torch.where(
+                is_action[:, None], self.action_embedding(act_ids), self.observation_embedding(obs_ids)
+            )
         return tokens + self.position_embedding(positions)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> WorldModelOutput:
-        """Run interleaved ids ``(B, P)`` that continue the cached sequence (or start it at position 0)."""
+    def forward(
+        self, ids: torch.Tensor, cache: KVCache | None = None, actions: torch.Tensor | None = None
+    ) -> WorldModelOutput:
+        """Run interleaved ids ``(B, P)`` that continue the cached sequence (or start it at position 0). A world
+        model of continuous actions takes their vectors ``(B, A, action_dim)`` for the ``A`` action positions among
+        the ids."""
         start = cache.size if cache is not None else 0
         limit = self.config.gpt.max_tokens
         if start + ids.shape[1] > limit:
@@ -189,9 +277,9 @@ class WorldModel(nn.Module):
                 f"got {ids.shape[1]} tokens after {start} cached. Under the block-causal mask a partial step would "
                 "not see the rest of its own step."
             )
-        hidden = self.transformer(self.embed(ids, start), cache)
+        hidden = self.transformer(self.embed(ids, start, actions), cache)
         # Action positions among these, computed on the host: boolean indexing would synchronise the device.
-        first = (self.config.tokens_per_frame - start) % k1
+        first = self._first_action(start)
         action_hidden = hidden[:, first::k1]
         return WorldModelOutput(
             hidden=hidden,
@@ -204,7 +292,7 @@ class WorldModel(nn.Module):
         """True where the hidden state predicts an observation token: all but the last observation position of a
         step (autoregressive), or every observation position (parallel)."""
         cfg = self.config
-        skipped = cfg.tokens_per_frame if cfg.parallel else cfg.tokens_per_frame - 1
+        skipped = cfg.tokens_per_observation if cfg.parallel else cfg.tokens_per_observation - 1
         return positions % cfg.tokens_per_block != skipped
 
     @property
@@ -221,16 +309,19 @@ class WorldModel(nn.Module):
         rewards: torch.Tensor,
         terminated: torch.Tensor,
         mask: torch.Tensor,
+        states: torch.Tensor | None = None,
     ) -> WorldModelLosses:
-        """Losses of a window: ``observations (B, T, K)``, ``actions/rewards/terminated/mask (B, T)``.
+        """Losses of a window: ``observations (B, T, K)``, ``actions/rewards/terminated/mask (B, T)`` (continuous
+        actions ``(B, T, action_dim)``), and for a world model of proprioception ``states (B, T, S)``.
 
         Padded steps (``mask=False``) are neither inputs that count nor targets: a target is used only when
         the step it belongs to is real.
         """
         cfg = self.config
-        B, T, K = observations.shape
+        observations = self.observation_ids(observations, states)
+        B, T, K = observations.shape  # K: every observation token of a step, the state's included
         ids = self.interleave(observations, actions)
-        out = self(ids)
+        out = self(ids, actions=actions if cfg.continuous else None)
         # Observation targets: the token `shift` positions on (the next token, or the next frame's same slot) at
         # every position that predicts an observation.
         shift = self.target_offset
@@ -241,36 +332,22 @@ class WorldModel(nn.Module):
         targets = torch.cat([ids[:, shift:], torch.zeros_like(ids[:, :shift])], dim=1)
         use = target_real & real & reads[None]
         logits = out.observation_logits.float()
+        allowed = self.slot_mask((positions + shift) % (K + 1))  # what each target's slot may hold
+        if allowed is not None:  # a large finite penalty, not -inf: unused targets must not make NaNs
+            logits = logits.masked_fill(~allowed[None], -1e9)
         ce = F.cross_entropy(rearrange(logits, "b n v -> (b n) v"), targets.reshape(-1), reduction="none")
         ce, use = ce.view(B, -1), use.float()
         observation = (ce * use).sum() / use.sum().clamp_min(1)
         # The same over the targets that lie in frames 1.. (autoregressive also predicts frame 0's own tokens).
         later = use * (positions + shift >= K + 1).float()[None]
         next_frame = (ce * later).sum() / later.sum().clamp_min(1)
+        on_state = use * (((positions + shift) % (K + 1)) >= cfg.tokens_per_frame).float()[None]
+        state = (ce * on_state).sum() / on_state.sum().clamp_min(1)
 
-        weights = mask.float()
-        count = weights.sum().clamp_min(1)
-        reward_logits = out.reward_logits.float()
-        if cfg.reward == "sign":
-            reward_class = (torch.sign(rewards) + 1).long()
-            reward_ce = F.cross_entropy(
-                rearrange(reward_logits, "b t c -> (b t) c"), reward_class.reshape(-1), reduction="none"
-            )
-            reward_accuracy = ((reward_logits.argmax(-1) == reward_class).float() * weights).sum() / count
-        else:
-            reward_ce = -(self._twohot(rewards) * reward_logits.log_softmax(-1)).sum(-1).reshape(-1)
-            predicted = self.expected_reward(reward_logits)
-            reward_accuracy = (((predicted - rewards).abs() < 0.5).float() * weights).sum() / count
-        reward = (reward_ce * weights.reshape(-1)).sum() / count
-        predicted_sign = torch.sign(self.expected_reward(reward_logits).round()) + 1  # sign classes for both heads
-        reward_confusion = confusion(torch.sign(rewards) + 1, predicted_sign, mask, 3)
-
-        ends = terminated.long()
-        term_ce = F.cross_entropy(
-            rearrange(out.termination_logits.float(), "b t c -> (b t) c"), ends.reshape(-1), reduction="none"
+        events = event_losses(
+            cfg.reward, self.reward_bins if cfg.reward == "twohot" else None, out, rewards, terminated, mask
         )
-        termination = (term_ce * weights.reshape(-1)).sum() / count
-        termination_confusion = confusion(ends, out.termination_logits.argmax(-1), mask, 2)
+        reward, reward_accuracy, reward_confusion, termination, termination_confusion = events
         total = cfg.observation_weight * observation + cfg.reward_weight * reward + cfg.termination_weight * termination
         return WorldModelLosses(
             total=total,
@@ -284,26 +361,16 @@ class WorldModel(nn.Module):
             observation_targets=use.sum(),
             next_frame_targets=later.sum(),
             steps=mask.sum(),
+            state=state if cfg.state_dim else None,
         )
 
     # ------------------------------------------------------------------ rewards
     def _twohot(self, rewards: torch.Tensor) -> torch.Tensor:
-        bins = self.reward_bins
-        y = symlog(rewards).clamp(bins[0], bins[-1])
-        upper = torch.searchsorted(bins, y.contiguous()).clamp(1, len(bins) - 1)
-        lower = upper - 1
-        span = bins[upper] - bins[lower]
-        w_upper = (y - bins[lower]) / span
-        target = torch.zeros(*rewards.shape, len(bins), device=rewards.device)
-        target.scatter_(-1, lower.unsqueeze(-1), (1 - w_upper).unsqueeze(-1))
-        target.scatter_add_(-1, upper.unsqueeze(-1), w_upper.unsqueeze(-1))
-        return target
+        return twohot(rewards, self.reward_bins)
 
     def expected_reward(self, reward_logits: torch.Tensor) -> torch.Tensor:
         """Reward from the head's logits: -1/0/+1 for ``sign``, symexp of the expected bin for ``twohot``."""
-        if self.config.reward == "sign":
-            return reward_logits.argmax(-1).float() - 1.0
-        return symexp((reward_logits.softmax(-1) * self.reward_bins).sum(-1))
+        return expected_reward(self.config.reward, getattr(self, "reward_bins", None), reward_logits)
 
     # ------------------------------------------------------------------ counts
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -320,41 +387,6 @@ class WorldModel(nn.Module):
         e = cfg.gpt.embed_dim
         reward_classes = 3 if cfg.reward == "sign" else cfg.reward_bins
         # The observation head runs at every position; reward and termination heads once per block.
-        heads = e * e + e * cfg.vocab_size + (2 * e * e + e * reward_classes + e * 2) / cfg.tokens_per_block
+        heads = e * e + e * cfg.observation_vocab + (2 * e * e + e * reward_classes + e * 2) / cfg.tokens_per_block
         forward = 2 * (matmul_params(cfg.gpt) + heads) + attention_flops_per_token(cfg.gpt)
         return 3 * forward if training else forward
-
-
-def confusion(true: torch.Tensor, predicted: torch.Tensor, mask: torch.Tensor, classes: int) -> torch.Tensor:
-    """``(classes, classes)`` counts of the masked steps by true class (rows) and predicted class (columns)."""
-    index = (true.long() * classes + predicted.long()).reshape(-1)
-    counts = torch.bincount(index, weights=mask.reshape(-1).float(), minlength=classes * classes)
-    return counts.view(classes, classes)
-
-
-def classification_figures(confusion_counts: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
-    """Per class precision, recall and F1 of a confusion matrix, and the F1 of always predicting the majority class
-    (``majority_f1/<class>``: 0 for every other class)."""
-    counts = confusion_counts.double()
-    true, predicted, hits = counts.sum(1), counts.sum(0), counts.diagonal()
-    majority = int(true.argmax())
-    figures = {}
-    for i, name in enumerate(names):
-        precision = float(hits[i] / predicted[i]) if predicted[i] > 0 else 0.0
-        recall = float(hits[i] / true[i]) if true[i] > 0 else 0.0
-        figures[f"precision/{name}"] = precision
-        figures[f"recall/{name}"] = recall
-        figures[f"f1/{name}"] = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-        share = float(true[i] / true.sum()) if true.sum() > 0 else 0.0
-        figures[f"majority_f1/{name}"] = 2 * share / (1 + share) if i == majority else 0.0
-        figures[f"support/{name}"] = float(true[i])
-    return figures
-
-
-REWARD_CLASSES = ("negative", "zero", "positive")
-END_CLASSES = ("continues", "ends")
-
-
-def bits_per_frame(observation_ce_nats: torch.Tensor | float, tokens_per_frame: int) -> torch.Tensor | float:
-    """Observation cross-entropy per token (nats) -> bits per frame, comparable across tokenizers."""
-    return observation_ce_nats * tokens_per_frame / math.log(2)

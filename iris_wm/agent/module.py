@@ -88,6 +88,12 @@ class ActorCriticModule(LightningModule):
         """Imagine with ``world_model``, reading frames through ``tokenizer``. Frozen models (the agent stage) are
         kept in eval mode without gradients and recorded in the hyperparameters, so a checkpoint holds the whole
         agent; live ones (the online loop trains them) are read, never updated, here."""
+        if world_model.config.continuous or world_model.config.state_dim:
+            raise ConfigError(
+                "This world model takes continuous actions or models a state (a robot task); the actor-critic has "
+                "only a discrete policy head and reads no state yet. Train it on a world model of discrete actions "
+                "(Atari); the continuous policy head is not built yet."
+            )
         check_sizes(actor_critic=self.actor_critic, world_model=world_model, tokenizer=tokenizer)
         if self.actor_critic.config.observation == "frames" and tokenizer is None:
             raise ConfigError("A frame-reading actor-critic needs the tokenizer to decode imagined frames.")

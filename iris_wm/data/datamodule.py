@@ -108,9 +108,35 @@ class StoreDataModule(L.LightningDataModule):
             self.train_set = MixedWindows(self.train_set, synthetic, hp.synthetic_fraction)
 
     @property
-    def num_actions(self) -> int:
+    def num_actions(self) -> int | None:
+        """Discrete actions of the store (None where they are continuous: see ``action_dim``)."""
         self.setup()
-        return self.store.num_actions
+        space = self.store.action_space
+        return space.n if space.is_discrete else None
+
+    @property
+    def action_dim(self) -> int | None:
+        """Components of the store's continuous actions (None where they are discrete)."""
+        self.setup()
+        space = self.store.action_space
+        return None if space.is_discrete else space.size
+
+    @property
+    def state_dim(self) -> int | None:
+        """Components of the store's state column (None: the store has none)."""
+        self.setup()
+        return None if self.store.state is None else self.store.state.size
+
+    @property
+    def state_low(self) -> list[float] | None:
+        """Lower end of each state component over the training episodes, with a margin (see :func:`state_range`)."""
+        self.setup()
+        return None if self.store.state is None else state_range(self.store, self.train_episodes)[0]
+
+    @property
+    def state_high(self) -> list[float] | None:
+        self.setup()
+        return None if self.store.state is None else state_range(self.store, self.train_episodes)[1]
 
     def _token_store(self) -> TokenStore:
         self.setup()
@@ -168,3 +194,23 @@ class StoreDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, shuffle=False)
+
+
+def state_range(store: StepStore, episodes: np.ndarray, margin: float = 0.05) -> tuple[list[float], list[float]]:
+    """Per state component, the range a world model discretises: the minimum and maximum over ``episodes``, each
+    widened by ``margin`` of the span (held-out values a little beyond still get their own bins; further ones take
+    the end bins); a component that never changes gets a span of 1 around its value."""
+    rows = np.concatenate(
+        [
+            np.arange(s, s + n)
+            for s, n in zip(store.episode_starts[episodes], store.episode_lengths[episodes], strict=True)
+        ]
+    )
+    values = store.columns.state[rows].astype(np.float64)
+    low, high = values.min(0), values.max(0)
+    span = np.where(high > low, high - low, 1.0)
+    low, high = (
+        np.where(high > low, low - margin * span, low - 0.5),
+        np.where(high > low, high + margin * span, high + 0.5),
+    )
+    return [float(v) for v in low], [float(v) for v in high]

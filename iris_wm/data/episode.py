@@ -1,8 +1,8 @@
 """One episode in memory, the observation column that describes it, and the buffer collection fills.
 
-One row is one agent step ``t``: the observation ``o_t`` seen before acting, the action ``a_t`` taken, the reward
-``r_t`` received for it, and whether the episode ended after it (``terminated`` or ``truncated``). Only the last
-row of an episode may end it.
+One row is one agent step ``t``: the observation ``o_t`` seen before acting (and the state ``s_t``, proprioception,
+where the store has one), the action ``a_t`` taken, the reward ``r_t`` received for it, and whether the episode ended
+after it (``terminated`` or ``truncated``). Only the last row of an episode may end it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from iris_wm.data.spaces import ActionSpace, StateSpec
 
 
 @dataclass(frozen=True)
@@ -34,19 +36,22 @@ class ObsSpec:
 
 @dataclass
 class Episode:
-    """One episode as arrays of length T (observations: ``(T, *spec.shape)``)."""
+    """One episode as arrays of length T (observations: ``(T, *spec.shape)``; actions ``(T,)`` integers or ``(T,
+    *shape)`` floats; states, when the store has them, ``(T, size)``)."""
 
     observations: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    states: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
 
-    def check(self, spec: ObsSpec, num_actions: int) -> None:
-        """Raise ValueError naming the problem if this episode cannot go into a store with ``spec``."""
+    def check(self, spec: ObsSpec, actions: int | ActionSpace, state: StateSpec | None = None) -> None:
+        """Raise ValueError naming the problem if this episode cannot go into a store with ``spec``, the action space
+        ``actions`` (a number: that many discrete actions) and the state column ``state`` (None: no state)."""
         n = len(self.actions)
         if n == 0:
             raise ValueError("An episode must have at least one step.")
@@ -59,9 +64,15 @@ class Episode:
                 f"Observations must be {spec.dtype} of shape (T, {', '.join(map(str, spec.shape))}); "
                 f"got {obs.dtype} {tuple(obs.shape)}. Convert them before appending (frames: uint8 CHW)."
             )
-        actions = np.asarray(self.actions)
-        if actions.min() < 0 or actions.max() >= num_actions:
-            raise ValueError(f"Actions must lie in [0, {num_actions}); got range [{actions.min()}, {actions.max()}].")
+        space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
+        space.check(self.actions)
+        if state is not None:
+            state.check(self.states, n)
+        elif self.states is not None:
+            raise ValueError(
+                "The episode has states but the store has no state column: write it to a store created with a "
+                "state of its size, or drop the states."
+            )
         ends = np.asarray(self.terminated, bool) | np.asarray(self.truncated, bool)
         if ends[:-1].any():
             raise ValueError(f"Only the last step may end an episode; step {int(np.argmax(ends))} does.")

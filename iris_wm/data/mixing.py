@@ -107,4 +107,9 @@ class MixedWindows(torch.utils.data.Dataset):
             order.append(np.flatnonzero(synthetic))
         back = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))
         fields = StepBatch.__dataclass_fields__
-        return StepBatch(**{name: torch.cat([getattr(p, name) for p in parts])[back] for name in fields})
+        return StepBatch(
+            **{
+                name: None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])[back]
+                for name in fields
+            }
+        )

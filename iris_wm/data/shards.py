@@ -14,6 +14,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from iris_wm.data.episode import Episode, ObsSpec
+from iris_wm.data.spaces import ActionSpace, StateSpec
 from iris_wm.runtime.errors import IrisError
 from iris_wm.runtime.files import sha256_file, write_atomic, write_json_atomic
 from iris_wm.runtime.schema import Schema
@@ -37,13 +38,30 @@ class _ShardEntry(Schema):
     sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
 
 
+class _ActionSpaceEntry(Schema):
+    type: Literal["discrete", "box"]
+    n: Annotated[int, Field(ge=1)] | None = None
+    shape: list[Annotated[int, Field(ge=1)]] | None = None
+    low: list[float] | None = None
+    high: list[float] | None = None
+
+
+class _StateEntry(Schema):
+    size: Annotated[int, Field(ge=1)]
+    names: list[str] = []
+
+
 class Manifest(Schema):
-    """``manifest.json`` of a store."""
+    """``manifest.json`` of a store. Version 1 has ``num_actions`` only (discrete actions); version 2 names the
+    ``action_space``, and may add a ``state`` column and a control frequency ``fps``."""
 
     format_version: int
     kind: Literal["episodes", "tokens"]
     observation: _ObsSpecEntry
-    num_actions: Annotated[int, Field(ge=1)]
+    num_actions: Annotated[int, Field(ge=1)] | None = None
+    action_space: _ActionSpaceEntry | None = None
+    state: _StateEntry | None = None
+    fps: Annotated[float, Field(gt=0)] | None = None
     settings: dict
     created_with: dict
     num_episodes: Annotated[int, Field(ge=0)]
@@ -62,25 +80,35 @@ class Shard:
     sha256: str
 
 
-def step_schema(spec: ObsSpec) -> pa.Schema:
-    """The columns of a store's shards: one row per step."""
+def step_schema(spec: ObsSpec, actions: ActionSpace | None = None, state: StateSpec | None = None) -> pa.Schema:
+    """The columns of a store's shards: one row per step. Discrete actions are an int64 column (as in version 1),
+    box actions a fixed-size list of float32; the state, where there is one, a fixed-size list of float32."""
     from datasets import Features, List, Value
 
-    features = Features(
-        {
-            "episode": Value("int64"),
-            "step": Value("int32"),
-            spec.name: List(Value(spec.dtype), length=spec.numel),
-            "action": Value("int64"),
-            "reward": Value("float32"),
-            "terminated": Value("bool"),
-            "truncated": Value("bool"),
-        }
-    )
-    return features.arrow_schema
+    box = actions is not None and not actions.is_discrete
+    columns = {
+        "episode": Value("int64"),
+        "step": Value("int32"),
+        spec.name: List(Value(spec.dtype), length=spec.numel),
+        "action": List(Value("float32"), length=actions.size) if box else Value("int64"),
+    }
+    if state is not None:
+        columns["state"] = List(Value("float32"), length=state.size)
+    columns |= {"reward": Value("float32"), "terminated": Value("bool"), "truncated": Value("bool")}
+    return Features(columns).arrow_schema
 
 
-def episodes_table(episodes: Sequence[Episode], spec: ObsSpec, first_id: int) -> pa.Table:
+def _vectors(rows: np.ndarray, size: int) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1).astype(np.float32)), size)
+
+
+def episodes_table(
+    episodes: Sequence[Episode],
+    spec: ObsSpec,
+    first_id: int,
+    actions: ActionSpace | None = None,
+    state: StateSpec | None = None,
+) -> pa.Table:
     """Whole episodes as one table, their ids counting from ``first_id``."""
     lengths = [len(e) for e in episodes]
     obs = np.concatenate([np.ascontiguousarray(e.observations).reshape(len(e), -1) for e in episodes])
@@ -89,15 +117,29 @@ def episodes_table(episodes: Sequence[Episode], spec: ObsSpec, first_id: int) ->
         "episode": np.repeat(np.arange(first_id, first_id + len(episodes), dtype=np.int64), lengths),
         "step": np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
         spec.name: pa.FixedSizeListArray.from_arrays(values, spec.numel),
-        "action": np.concatenate([np.asarray(e.actions, np.int64) for e in episodes]),
+    }
+    if actions is None or actions.is_discrete:
+        columns["action"] = np.concatenate([np.asarray(e.actions, np.int64) for e in episodes])
+    else:
+        columns["action"] = _vectors(np.concatenate([np.asarray(e.actions) for e in episodes]), actions.size)
+    if state is not None:
+        columns["state"] = _vectors(np.concatenate([np.asarray(e.states) for e in episodes]), state.size)
+    columns |= {
         "reward": np.concatenate([np.asarray(e.rewards, np.float32) for e in episodes]),
         "terminated": np.concatenate([np.asarray(e.terminated, bool) for e in episodes]),
         "truncated": np.concatenate([np.asarray(e.truncated, bool) for e in episodes]),
     }
-    return pa.table(columns, schema=step_schema(spec))
+    return pa.table(columns, schema=step_schema(spec, actions, state))
 
 
-def read_shard(folder: Path, shard: Shard, spec: ObsSpec, verify: str = "checksum") -> tuple[pa.Table, np.ndarray]:
+def read_shard(
+    folder: Path,
+    shard: Shard,
+    spec: ObsSpec,
+    verify: str = "checksum",
+    actions: ActionSpace | None = None,
+    state: StateSpec | None = None,
+) -> tuple[pa.Table, np.ndarray]:
     """The table of a shard, checked against its manifest entry (size, and checksum when ``verify`` asks), and
     a zero-copy view of its observations ``(rows, *spec.shape)``."""
     path = folder / shard.file
@@ -118,7 +160,7 @@ def read_shard(folder: Path, shard: Shard, spec: ObsSpec, verify: str = "checksu
         table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
     except (pa.ArrowInvalid, OSError) as err:
         raise StoreError(f"Shard {path} cannot be read as Arrow ({err}); it is damaged.") from err
-    if table.num_rows != shard.rows or not table.schema.equals(step_schema(spec), check_metadata=False):
+    if table.num_rows != shard.rows or not table.schema.equals(step_schema(spec, actions, state), check_metadata=False):
         raise StoreError(f"Shard {path} does not have the rows or columns its manifest records.")
     # A shard is one record batch: take its chunk as it is. combine_chunks() copies even a single chunk into
     # anonymous memory, which held every frame of the store in RAM (a 1M-frame store was OOM-killed at

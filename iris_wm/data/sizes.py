@@ -1,8 +1,9 @@
 """The one check that models and stores fit together: the sizes that come from the data.
 
-Three sizes link every part of the pipeline: the tokenizer's vocabulary and tokens per frame, which the token
-store records and the world model and a token-reading actor-critic are built with, and the game's number of
-actions, which the stores, the world model and the actor-critic share. :func:`check_sizes` compares every part
+Four sizes link every part of the pipeline: the tokenizer's vocabulary and tokens per frame, which the token
+store records and the world model and a token-reading actor-critic are built with, and the actions, which the
+stores, the world model and the actor-critic share: a number of discrete actions, or the components of a
+continuous one (each part reports 0 for the kind it does not take). :func:`check_sizes` compares every part
 it is given on every size that part has, and names the parts and sizes that differ.
 """
 
@@ -10,8 +11,13 @@ from __future__ import annotations
 
 from iris_wm.runtime.errors import IrisError
 
-SIZES = ("vocab_size", "tokens_per_frame", "num_actions")
-LABELS = {"vocab_size": "codes", "tokens_per_frame": "tokens per frame", "num_actions": "actions"}
+SIZES = ("vocab_size", "tokens_per_frame", "num_actions", "action_dim")
+LABELS = {
+    "vocab_size": "codes",
+    "tokens_per_frame": "tokens per frame",
+    "num_actions": "actions",
+    "action_dim": "components of a continuous action",
+}
 
 
 class SizeMismatch(IrisError, ValueError):
@@ -25,7 +31,13 @@ def sizes_of(part) -> dict[str, int]:
     if isinstance(part, dict):
         return {k: int(v) for k, v in part.items() if k in SIZES and v is not None}
     if hasattr(part, "manifest"):  # a store
-        found = {"num_actions": part.num_actions}
+        space = part.action_space
+        # 0 for the kind of action the store does not hold, so a discrete model and continuous data disagree.
+        found = (
+            {"num_actions": space.n, "action_dim": 0}
+            if space.is_discrete
+            else {"num_actions": 0, "action_dim": space.size}
+        )
         settings = part.manifest["settings"]
         if part.kind == "tokens":
             found.update(vocab_size=settings["vocab_size"], tokens_per_frame=settings["tokens_per_frame"])
@@ -34,13 +46,19 @@ def sizes_of(part) -> dict[str, int]:
     if hasattr(part, "vocab_size") and not hasattr(config, "num_actions"):  # a tokenizer
         return sizes_of({"vocab_size": part.vocab_size, "tokens_per_frame": part.tokens_per_frame})
     found = {k: getattr(config, k, None) for k in SIZES}
+    if hasattr(config, "action_dim"):  # a model that may take either kind of action: 0 for the kind it does not
+        if found["action_dim"] is None and found["num_actions"] is not None:
+            found["action_dim"] = 0
+        elif found["num_actions"] is None and found["action_dim"] is not None:
+            found["num_actions"] = 0
     if getattr(config, "observation", "tokens") != "tokens":  # an actor-critic that reads frames
         found.update(vocab_size=None, tokens_per_frame=None)
     return sizes_of(found)
 
 
 def describe(sizes: dict[str, int]) -> str:
-    return ", ".join(f"{sizes[k]} {LABELS[k]}" for k in SIZES if k in sizes) or "no data-linked sizes"
+    shown = [k for k in SIZES if k in sizes and not (k in ("num_actions", "action_dim") and sizes[k] == 0)]
+    return ", ".join(f"{sizes[k]} {LABELS[k]}" for k in shown) or "no data-linked sizes"
 
 
 def check_sizes(fix: str | None = None, **parts) -> None:

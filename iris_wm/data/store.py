@@ -5,9 +5,14 @@ Layout of a store folder::
     manifest.json            what the store holds, its settings and the list of shards (the source of truth)
     shards/shard-000000.arrow  one Arrow IPC stream per append, readable by ``datasets.Dataset.from_file``
 
-One row is one agent step ``t`` of one episode: the observation ``o_t`` seen before acting, the action
-``a_t`` taken, the reward ``r_t`` received for it, and whether the episode ended after it
-(``terminated`` or ``truncated``). Only the last row of an episode may end it.
+One row is one agent step ``t`` of one episode: the observation ``o_t`` seen before acting (and the state ``s_t``,
+proprioception, where the store has a state column), the action ``a_t`` taken, the reward ``r_t`` received for it,
+and whether the episode ended after it (``terminated`` or ``truncated``). Only the last row of an episode may end it.
+
+Schema version 2 (what this version writes) names the action space in the manifest, ``discrete {n}`` or ``box
+{shape, low, high}``, and may add a ``state`` column (float32 vectors of a fixed size, with names) and a control
+frequency ``fps``. Version 1 stores (``num_actions`` only) open unchanged as ``discrete``: their shards are the
+same columns.
 
 Shards are written, read and locked by :mod:`iris_wm.data.shards`. Writes are atomic: a shard is written under
 a temporary name, synced and renamed, and only then is the manifest replaced (also by rename). A crash at any
@@ -29,8 +34,16 @@ import numpy as np
 import pyarrow as pa
 
 from iris_wm.data.episode import Episode, ObsSpec
+from iris_wm.data.manifest import (  # noqa: F401  (FORMAT_VERSION, READABLE_VERSIONS: part of this module's API)
+    FORMAT_VERSION,
+    MANIFEST,
+    READABLE_VERSIONS,
+    WrongStoreKind,
+    layout_differences,
+    new_manifest,
+    read_manifest,
+)
 from iris_wm.data.shards import (
-    Manifest,
     Shard,
     StoreError,
     StoreLock,
@@ -40,19 +53,12 @@ from iris_wm.data.shards import (
     step_schema,
     write_file,
 )
+from iris_wm.data.spaces import ActionSpace, StateSpec
 from iris_wm.runtime.files import FolderLock
-from iris_wm.runtime.provenance import provenance
-from iris_wm.runtime.schema import SchemaError, check, read_json
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 
 Verify = Literal["checksum", "size"]
-
-
-class WrongStoreKind(StoreError, ValueError):
-    """A store of one kind (episodes, tokens) where the other is needed."""
 
 
 @dataclass
@@ -61,10 +67,20 @@ class _Index:
 
     episode: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     step: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    action: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    action: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,) or (N, *box shape) float32
     reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     terminated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    state: np.ndarray | None = None  # (N, size) float32 where the store has a state column
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    """A column as numpy: fixed-size lists (box actions, states) as ``(rows, size)``."""
+    column = table.column(name)
+    if pa.types.is_fixed_size_list(column.type):
+        flat = column.combine_chunks()
+        return flat.values.to_numpy().reshape(table.num_rows, column.type.list_size)
+    return column.to_numpy()
 
 
 class StepStore:
@@ -76,10 +92,17 @@ class StepStore:
         self.root = Path(root)
         self.manifest = manifest
         self.spec = ObsSpec.from_dict(manifest["observation"])
+        space = manifest.get("action_space")
+        self.action_space = ActionSpace.from_dict(space) if space else ActionSpace.discrete(manifest["num_actions"])
+        self.state = StateSpec.from_dict(manifest["state"]) if manifest.get("state") else None
+        self.fps = manifest.get("fps")
         self.verify = verify
         self._obs: list[np.ndarray] = []  # one memory-mapped view per shard
         self._tables: list[pa.Table] = []
-        self._index = _Index()
+        self._index = _Index(
+            action=np.zeros((0, *self.action_space.shape), self.action_space.dtype),
+            state=None if self.state is None else np.zeros((0, self.state.size), np.float32),
+        )
         self._load_shards(manifest["shards"])
         self._check_counts()
 
@@ -101,9 +124,22 @@ class StepStore:
 
     # ------------------------------------------------------------------ creation and opening
     @classmethod
-    def create(cls, root: str | Path, spec: ObsSpec, num_actions: int, settings: dict) -> StepStore:
-        """Make a new empty store. ``settings`` describes where the data comes from (env, tokenizer...)."""
+    def create(
+        cls,
+        root: str | Path,
+        spec: ObsSpec,
+        actions: int | ActionSpace,
+        settings: dict,
+        state: StateSpec | None = None,
+        fps: float | None = None,
+    ) -> StepStore:
+        """Make a new empty store. ``actions`` is the action space (a number: that many discrete actions), ``state``
+        the proprioception column (None: none), ``fps`` the control frequency where it is fixed, ``settings`` where
+        the data comes from (env, tokenizer...)."""
         root = Path(root)
+        space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
+        if fps is not None and not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number of steps per second; got {fps}.")
         if (root / MANIFEST).exists():
             raise StoreError(f"{root} already holds a store; open it with {cls.__name__}.open(...) instead.")
         if root.exists() and any(p.name != FolderLock.FILE for p in root.iterdir()):
@@ -114,71 +150,44 @@ class StepStore:
             raise StoreError(
                 f"Cannot create the store folder {root} ({err.strerror or err}): choose a folder you can write to."
             ) from err
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "kind": cls.kind,
-            "observation": spec.to_dict(),
-            "num_actions": int(num_actions),
-            "settings": settings,
-            "created_with": provenance(),
-            "num_episodes": 0,
-            "num_steps": 0,
-            "shards": [],
-        }
+        manifest = new_manifest(cls.kind, spec, space, settings, state, fps)
         write_file(root / MANIFEST, manifest)
         return cls(root, manifest)
 
     @classmethod
     def open(cls, root: str | Path, verify: Verify = "checksum") -> StepStore:
         """Open a store, checking its format version, kind and every shard (size, and checksum by default)."""
-        root = Path(root)
-        path = root / MANIFEST
-        if not path.exists():
-            raise StoreError(
-                f"No store at {root}: {path} is missing. Create one first (collect episodes into it).", "collect"
-            )
-        fix = "Restore the manifest from a backup, or collect the store again."
-        try:
-            manifest = read_json(path, "store manifest", fix)
-        except SchemaError as err:
-            raise StoreError(
-                str(err).replace("the store manifest is damaged", "the store's manifest is damaged")
-            ) from err
-        version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        if version != FORMAT_VERSION:
-            raise StoreError(
-                f"{path} has store format version {version}, but this iris-wm reads version {FORMAT_VERSION}. "
-                "Use the iris-wm version that wrote it, or re-create the store with this one."
-            )
-        if manifest.get("kind") != cls.kind:
-            names = {"tokens": "a token store", "episodes": "an episode store"}
-            held = names.get(manifest.get("kind"), f"a store of unknown kind {manifest.get('kind')!r}")
-            raise WrongStoreKind(
-                f"{root} holds {held}, but {names[cls.kind]} is needed here: give {names[cls.kind]} (in code, open "
-                f"this one as {'TokenStore' if manifest.get('kind') == 'tokens' else 'EpisodeStore'})."
-            )
-        try:
-            check(manifest, Manifest, path, "store manifest", fix)
-        except SchemaError as err:
-            raise StoreError(str(err)) from err
-        return cls(root, manifest, verify)
+        return cls(Path(root), read_manifest(Path(root), cls.kind), verify)
 
     @classmethod
-    def open_or_create(cls, root: str | Path, spec: ObsSpec, num_actions: int, settings: dict) -> StepStore:
+    def open_or_create(
+        cls,
+        root: str | Path,
+        spec: ObsSpec,
+        actions: int | ActionSpace,
+        settings: dict,
+        state: StateSpec | None = None,
+        fps: float | None = None,
+    ) -> StepStore:
         """Open the store at ``root`` if there is one (it must match), otherwise create it."""
         if not (Path(root) / MANIFEST).exists():
-            return cls.create(root, spec, num_actions, settings)
+            return cls.create(root, spec, actions, settings, state, fps)
         store = cls.open(root)
-        store.check_compatible(spec, num_actions, settings)
+        store.check_compatible(spec, actions, settings, state, fps)
         return store
 
-    def check_compatible(self, spec: ObsSpec, num_actions: int, settings: dict) -> None:
+    def check_compatible(
+        self,
+        spec: ObsSpec,
+        actions: int | ActionSpace,
+        settings: dict,
+        state: StateSpec | None = None,
+        fps: float | None = None,
+    ) -> None:
         """Raise StoreError if appending data made with these settings would mix incompatible episodes."""
-        problems = []
-        if spec != self.spec:
-            problems.append(f"observation {spec} vs stored {self.spec}")
-        if num_actions != self.num_actions:
-            problems.append(f"{num_actions} actions vs {self.num_actions} stored")
+        space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
+        found = {"observation": self.spec, "actions": self.action_space, "state": self.state, "fps": self.fps}
+        problems = layout_differences(found, {"observation": spec, "actions": space, "state": state, "fps": fps})
         for key, value in settings.items():
             stored = self.manifest["settings"].get(key)
             if stored != value:
@@ -191,13 +200,16 @@ class StepStore:
 
     # ------------------------------------------------------------------ reading
     def _load_shards(self, shards: list[dict]) -> None:
-        columns: dict[str, list[np.ndarray]] = {k: [] for k in _Index.__dataclass_fields__}
+        names = [k for k in _Index.__dataclass_fields__ if k != "state" or self.state is not None]
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in names}
         for entry in shards:
-            table, obs = read_shard(self.root / SHARD_DIR, Shard(**entry), self.spec, self.verify)
+            table, obs = read_shard(
+                self.root / SHARD_DIR, Shard(**entry), self.spec, self.verify, self.action_space, self.state
+            )
             self._tables.append(table)
             self._obs.append(obs)
             for name in columns:
-                columns[name].append(table.column(name).to_numpy())
+                columns[name].append(_column(table, name))
         if shards:
             idx = self._index
             self._index = _Index(**{k: np.concatenate([getattr(idx, k), *v]) for k, v in columns.items()})
@@ -214,7 +226,13 @@ class StepStore:
 
     @property
     def num_actions(self) -> int:
-        return int(self.manifest["num_actions"])
+        """The number of discrete actions (a store of box actions has none: read ``action_space``)."""
+        if not self.action_space.is_discrete:
+            raise StoreError(
+                f"{self.root} holds continuous actions ({self.action_space.describe()}), not a number of discrete "
+                "ones: this step needs a discrete action space (Atari), or read store.action_space."
+            )
+        return self.action_space.n
 
     @property
     def num_steps(self) -> int:
@@ -229,7 +247,7 @@ class StepStore:
 
     @property
     def columns(self) -> _Index:
-        """Episode index, step index, action, reward, terminated, truncated of every row (in RAM)."""
+        """Episode index, step index, action, reward, terminated, truncated (and state) of every row (in RAM)."""
         return self._index
 
     def observations(self, rows: np.ndarray) -> np.ndarray:
@@ -251,7 +269,12 @@ class StepStore:
         rows = np.arange(start, start + length)
         idx = self._index
         return Episode(
-            self.observations(rows), idx.action[rows], idx.reward[rows], idx.terminated[rows], idx.truncated[rows]
+            self.observations(rows),
+            idx.action[rows],
+            idx.reward[rows],
+            idx.terminated[rows],
+            idx.truncated[rows],
+            None if idx.state is None else idx.state[rows],
         )
 
     def to_dataset(self):
@@ -265,18 +288,21 @@ class StepStore:
 
     # ------------------------------------------------------------------ writing
     def schema(self) -> pa.Schema:
-        return step_schema(self.spec)
+        return step_schema(self.spec, self.action_space, self.state)
 
     def append(self, episodes: Sequence[Episode]) -> str:
         """Append whole episodes as one new shard; returns its file name. Stored data is never rewritten."""
         if not episodes:
             raise ValueError("append() needs at least one episode.")
-        for episode in episodes:
-            episode.check(self.spec, self.num_actions)
+        for i, episode in enumerate(episodes):
+            try:
+                episode.check(self.spec, self.action_space, self.state)
+            except ValueError as err:
+                raise ValueError(f"Episode {i} of this append cannot go into {self.root}: {err}") from err
         with StoreLock(self.root):
             self._reload_if_changed()
             first_id = int(self.manifest["num_episodes"])
-            table = episodes_table(episodes, self.spec, first_id)
+            table = episodes_table(episodes, self.spec, first_id, self.action_space, self.state)
             payload = ipc_bytes(table)
             name = f"shard-{len(self.manifest['shards']):06d}.arrow"
             write_file(self.root / SHARD_DIR / name, payload)

@@ -51,14 +51,29 @@ def write_token_store(
     }
     # Complete or absent: a predict killed while writing leaves no token store that could be trained on.
     with complete_or_absent(output, "token store") as partial:
-        store = TokenStore.create(partial, TokenStore.token_spec(tokens.shape[1]), source.num_actions, settings)
+        store = TokenStore.create(
+            partial,
+            TokenStore.token_spec(tokens.shape[1]),
+            source.action_space,
+            settings,
+            state=source.state,
+            fps=source.fps,
+        )
         cols = source.columns
         batch: list[Episode] = []
         for position in range(source.num_episodes):
             start, length = int(source.episode_starts[position]), int(source.episode_lengths[position])
             rows = slice(start, start + length)
+            states = None if cols.state is None else cols.state[rows]
             batch.append(
-                Episode(tokens[rows], cols.action[rows], cols.reward[rows], cols.terminated[rows], cols.truncated[rows])
+                Episode(
+                    tokens[rows],
+                    cols.action[rows],
+                    cols.reward[rows],
+                    cols.terminated[rows],
+                    cols.truncated[rows],
+                    states,
+                )
             )
             if len(batch) == episodes_per_shard or position == source.num_episodes - 1:
                 store.append(batch)

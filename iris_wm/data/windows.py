@@ -24,12 +24,13 @@ class StepBatch:
     """A batch of windows. Observations are frames ``uint8 (B, T, 3, H, W)`` or tokens ``int64 (B, T, K)``."""
 
     observations: torch.Tensor
-    actions: torch.Tensor  # (B, T) int64
+    actions: torch.Tensor  # (B, T) int64, or (B, T, *box shape) float32 for continuous actions
     rewards: torch.Tensor  # (B, T) float32
     terminated: torch.Tensor  # (B, T) bool
     truncated: torch.Tensor  # (B, T) bool
     mask: torch.Tensor  # (B, T) bool: True for real steps, False for padding
     rows: torch.Tensor  # (B, T) int64 global row in the store, -1 for padding
+    states: torch.Tensor | None = None  # (B, T, size) float32 where the store has a state column
 
     def __len__(self) -> int:
         return self.actions.shape[0]
@@ -114,14 +115,20 @@ class WindowDataset(Dataset):
         observations = torch.from_numpy(obs)
         if observations.dtype != torch.uint8:
             observations = observations.long()  # token ids: int16 on disk, int64 for embeddings
+
+        def padded(column: np.ndarray) -> torch.Tensor:  # zero at the padded steps, whatever the column's shape
+            values = column[safe]
+            return torch.from_numpy(np.where(valid.reshape(*valid.shape, *[1] * (values.ndim - 2)), values, 0))
+
         return StepBatch(
             observations=observations,
-            actions=torch.from_numpy(np.where(valid, cols.action[safe], 0)),
+            actions=padded(cols.action),
             rewards=torch.from_numpy(np.where(valid, cols.reward[safe], 0).astype(np.float32)),
             terminated=torch.from_numpy(valid & cols.terminated[safe]),
             truncated=torch.from_numpy(valid & cols.truncated[safe]),
             mask=torch.from_numpy(valid),
             rows=torch.from_numpy(np.where(valid, rows, -1)),
+            states=None if cols.state is None else padded(cols.state),
         )
 
 

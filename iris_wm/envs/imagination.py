@@ -70,6 +70,7 @@ class ImaginedStep:
     reward: torch.Tensor  # (B,) float
     terminated: torch.Tensor  # (B,) bool: the world model predicts the episode ended after this action
     done: torch.Tensor  # (B,) bool: terminated at this or an earlier imagined step
+    state: torch.Tensor | None = None  # (B, S) float: the predicted proprioception (bin centres), if modelled
 
 
 def _draw(logits: torch.Tensor, temperature: float, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -116,6 +117,9 @@ class ImaginationEnv:
         self.generator = generator
         cfg = world_model.config
         self.K, self.context_steps = cfg.tokens_per_frame, cfg.context_steps
+        self.per_step = (
+            cfg.tokens_per_observation
+        )  # the frame's K tokens and, with proprioception, one per state component
         keep = self.config.reprime_steps or self.context_steps - 1
         if not 1 <= keep < self.context_steps:
             raise ValueError(f"reprime_steps must be in [1, {self.context_steps - 1}], got {keep}.")
@@ -131,8 +135,12 @@ class ImaginationEnv:
         return next(self.world_model.parameters()).device
 
     @torch.no_grad()
-    def reset(self, observations: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
-        """Prime with ``C`` real steps: tokens ``(B, C, K)`` and the ``C - 1`` actions between them ``(B, C-1)``.
+    def reset(
+        self, observations: torch.Tensor, actions: torch.Tensor | None = None, states: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Prime with ``C`` real steps: tokens ``(B, C, K)`` and the ``C - 1`` actions between them ``(B, C-1)``
+        (continuous: ``(B, C - 1, action_dim)``); a world model of proprioception also takes their states
+        ``(B, C, S)``.
 
         Returns the tokens of the current (last real) frame ``(B, K)``.
         """
@@ -144,24 +152,44 @@ class ImaginationEnv:
                 f"Prime with 1 to {self.context_steps - 1} real steps (the context holds "
                 f"{self.context_steps}); got {C}."
             )
-        actions = actions if actions is not None else observations.new_zeros(B, 0)
-        if actions.shape != (B, C - 1):
+        actions = actions if actions is not None else self._no_actions(B)
+        if tuple(actions.shape) != (B, C - 1, *self._action_shape):
             raise ValueError(
-                f"Expected {C - 1} actions per environment between {C} frames; got {tuple(actions.shape)}."
+                f"Expected {C - 1} actions per environment between {C} frames, each of shape {self._action_shape}; "
+                f"got {tuple(actions.shape)}."
             )
         self._world_model.refresh()
         if self._tokenizer is not None:
             self._tokenizer.refresh()
-        self.observations = observations.to(self.device).long()  # (B, S, K) history kept for re-priming
-        self.actions = actions.to(self.device).long()  # (B, S - 1)
+        states = None if states is None else states.to(self.device)
+        # (B, S, O) history kept for re-priming: the frame tokens, and the state's after them
+        self.observations = self.world_model.observation_ids(observations.to(self.device).long(), states)
+        self.actions = self._as_actions(actions)  # (B, S - 1), or (B, S - 1, action_dim) for continuous actions
         if self.cache is None or self.cache.buffer.shape[2] != B:
             self.cache = self.model.transformer.new_cache(B, self.device, self._dtype())
         self._prime()
         self.done = torch.zeros(B, dtype=torch.bool, device=self.device)
-        return self.observations[:, -1]
+        return self.observations[:, -1, :K]
 
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def _action_shape(self) -> tuple[int, ...]:
+        config = self.world_model.config
+        return (config.action_dim,) if config.continuous else ()
+
+    def _as_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions on the device: ids (int64), or float32 vectors for a world model of continuous actions."""
+        actions = actions.to(self.device)
+        return actions.float() if self.world_model.config.continuous else actions.long()
+
+    def _no_actions(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, 0, *self._action_shape, device=self.device)
+
+    def _vectors(self, actions: torch.Tensor) -> torch.Tensor | None:
+        """What ``forward`` takes beside the ids: the action vectors of a continuous world model, else None."""
+        return actions if self.world_model.config.continuous else None
 
     def _prime(self) -> None:
         """Fill the cache with the history before what ``step`` feeds: up to the last frame's second-to-last token
@@ -171,44 +199,62 @@ class ImaginationEnv:
         if self.model.config.parallel:
             ids = self.model.interleave(self.observations[:, :-1], self.actions)
         else:
-            padded = torch.cat([self.actions, self.actions.new_zeros(self.actions.shape[0], 1)], dim=1)
+            pad = self.actions.new_zeros(self.actions.shape[0], 1, *self.actions.shape[2:])
+            padded = torch.cat([self.actions, pad], dim=1)
             ids = self.model.interleave(self.observations, padded)[:, :-2]
         if ids.shape[1] > 0:
-            self.model(ids, self.cache)
+            self.model(ids, self.cache, self._vectors(self.actions))
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor) -> ImaginedStep:
-        """Imagine one step for every environment: ``actions (B,)`` -> the next frame's tokens, reward, end."""
-        cfg, K = self.config, self.K
-        if self.cache.size + K + 1 > self.cache.max_tokens:
+        """Imagine one step for every environment: ``actions (B,)`` (``(B, action_dim)`` continuous) -> the next frame's
+        tokens, reward, end."""
+        cfg, K, per_step = self.config, self.K, self.per_step
+        if self.cache.size + per_step + 1 > self.cache.max_tokens:
             self.observations = self.observations[:, -self.keep :]
             self.actions = self.actions[:, -(self.keep - 1) :] if self.keep > 1 else self.actions[:, :0]
             self._prime()
-        actions = actions.to(self.device).long()
+        actions = self._as_actions(actions)
+        if tuple(actions.shape) != (self.observations.shape[0], *self._action_shape):
+            raise ValueError(
+                f"Expected one action of shape {self._action_shape} per environment ({self.observations.shape[0]}); "
+                f"got {tuple(actions.shape)}."
+            )
         parallel = self.model.config.parallel
-        fed = self.observations[:, -1] if parallel else self.observations[:, -1, -1:]  # (B, K) or (B, 1)
-        out = self.model(torch.cat([fed, actions[:, None]], dim=1), self.cache)
+        fed = self.observations[:, -1] if parallel else self.observations[:, -1, -1:]  # (B, per_step) or (B, 1)
+        placeholder = fed.new_zeros(fed.shape[0], 1) if self.world_model.config.continuous else actions[:, None]
+        out = self.model(torch.cat([fed, placeholder], dim=1), self.cache, self._vectors(actions[:, None]))
         reward_logits, end_logits = out.reward_logits[:, -1], out.termination_logits[:, -1]
         if self.model.config.reward == "sign" and cfg.sample_rewards:
             reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
         else:
             reward = self.model.expected_reward(reward_logits.float()).float()
         terminated = _draw(end_logits, 1.0, cfg.sample_terminations, self.generator).bool()
+        restrict = self.model.restrict  # frame slots draw frame codes, state slots state bins
         if parallel:
-            frame = _draw(out.observation_logits[:, :K], cfg.temperature, True, self.generator)  # (B, K)
+            logits = restrict(out.observation_logits[:, :per_step], 0)
+            frame = _draw(logits, cfg.temperature, True, self.generator)  # (B, per_step)
         else:
-            tokens = [_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator)]
-            for _ in range(K - 1):
+            tokens = [_draw(restrict(out.observation_logits[:, -1:], 0)[:, 0], cfg.temperature, True, self.generator)]
+            for slot in range(1, per_step):
                 out = self.model(tokens[-1][:, None], self.cache)
-                tokens.append(_draw(out.observation_logits[:, -1], cfg.temperature, True, self.generator))
-            frame = torch.stack(tokens, dim=1)  # (B, K)
+                logits = restrict(out.observation_logits[:, -1:], slot)[:, 0]
+                tokens.append(_draw(logits, cfg.temperature, True, self.generator))
+            frame = torch.stack(tokens, dim=1)  # (B, per_step)
         self.observations = torch.cat([self.observations, frame[:, None]], dim=1)[:, -self.context_steps :]
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -(self.context_steps - 1) :]
         self.done = self.done | terminated
-        return ImaginedStep(frame, reward, terminated, self.done.clone())
+        state = self.model.state_values(frame[:, K:]).float() if per_step > K else None
+        return ImaginedStep(frame[:, :K], reward, terminated, self.done.clone(), state)
 
     @torch.no_grad()
-    def restart(self, rows: torch.Tensor, observations: torch.Tensor, actions: torch.Tensor | None = None) -> None:
+    def restart(
+        self,
+        rows: torch.Tensor,
+        observations: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+    ) -> None:
         """Start the environments ``rows`` (bool ``(B,)``) again from real steps ``observations (n, C, K)`` and the
         ``C - 1`` actions between them, while the others go on. The cache holds one position for the whole
         batch, so every environment is re-primed, as the context's own sliding window does: the others with
@@ -222,12 +268,15 @@ class ImaginationEnv:
                 f"tokens per frame as there are rows set; got mask {tuple(rows.shape)} ({int(rows.sum())} set) and "
                 f"windows {tuple(observations.shape)}."
             )
-        actions = actions if actions is not None else observations.new_zeros(n, C - 1)
+        actions = actions if actions is not None else self._no_actions(n)
         steps = min(C, self.observations.shape[1])
         history = self.observations[:, -steps:].clone()
         between = self.actions[:, self.actions.shape[1] - (steps - 1) :].clone()
-        history[rows] = observations[:, -steps:].to(self.device).long()
-        between[rows] = actions[:, actions.shape[1] - (steps - 1) :].to(self.device).long()
+        given = self.world_model.observation_ids(
+            observations.to(self.device).long(), None if states is None else states.to(self.device)
+        )
+        history[rows] = given[:, -steps:]
+        between[rows] = self._as_actions(actions[:, actions.shape[1] - (steps - 1) :])
         self.observations, self.actions = history, between
         self._prime()
         self.done = self.done & ~rows
@@ -238,4 +287,4 @@ class ImaginationEnv:
         of the imagination)."""
         if self._tokenizer is None:
             raise ValueError("This imagination env has no tokenizer: pass one to decode frames.")
-        return self._tokenizer.model.decode(self.observations[:, -1] if tokens is None else tokens)
+        return self._tokenizer.model.decode(self.observations[:, -1, : self.K] if tokens is None else tokens)

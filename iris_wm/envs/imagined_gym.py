@@ -173,4 +173,10 @@ class ImaginationVectorEnv(_Imagined, gym.vector.VectorEnv):
             start[restart] = picks
             info = {"start": start, "_start": restart.copy()}  # gymnasium's vector info: values and their mask
         self.ended = terminated | truncated
-        return self._observe(self.imagination.observations[:, -1]), rewards, terminated, truncated, info
+        return (
+            self._observe(self.imagination.observations[:, -1, : self.imagination.K]),
+            rewards,
+            terminated,
+            truncated,
+            info,
+        )

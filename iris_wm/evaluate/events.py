@@ -27,7 +27,7 @@ import torch
 
 from iris_wm.data.store import TokenStore
 from iris_wm.data.windows import WindowDataset
-from sequence_model.world_model import symexp
+from sequence_model.rewards import symexp
 
 THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
 """Candidate decision thresholds."""
@@ -80,7 +80,8 @@ def step_events(
         chunk = slice(begin, begin + batch_size)
         batch = windows.__getitems__(index[chunk])
         with autocast:
-            out = world_model(world_model.interleave(batch.observations, batch.actions))
+            vectors = batch.actions if world_model.config.continuous else None
+            out = world_model(world_model.interleave(batch.observations, batch.actions), actions=vectors)
         at = torch.arange(len(batch)), torch.from_numpy(read[chunk])
         reward_parts.append(reward_sign_probabilities(world_model, out.reward_logits[at]))
         end_parts.append(out.termination_logits[at].float().softmax(-1)[:, 1])

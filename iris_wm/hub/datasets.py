@@ -16,6 +16,7 @@ import numpy as np
 
 from iris_wm.data.episode import Episode, ObsSpec
 from iris_wm.data.shards import Manifest
+from iris_wm.data.spaces import ActionSpace, StateSpec
 from iris_wm.data.store import EpisodeStore, TokenStore, open_store
 from iris_wm.hub.pretrained import PretrainedError, check_push, push_to_hub, resolve
 from iris_wm.runtime.files import complete_or_absent
@@ -53,9 +54,12 @@ def export_store(root: str | Path, folder: str | Path) -> Path:
         f"# iris-wm {store.kind} store",
         "",
         f"{store.num_episodes} episodes, {store.num_steps} steps of `{env}`; observations `{store.spec.name}` "
-        f"{store.spec.dtype} {tuple(store.spec.shape)}, {store.num_actions} actions.",
+        f"{store.spec.dtype} {tuple(store.spec.shape)}; actions {store.action_space.describe()}"
+        + (f"; a state of {store.state.size} components" if store.state else "")
+        + (f"; {store.fps:g} steps a second" if store.fps else "")
+        + ".",
         "",
-        "One row per agent step: `episode`, `step`, the observation (flattened), `action`, `reward`, "
+        "One row per agent step: `episode`, `step`, the observation (flattened), `action`, (`state`,) `reward`, "
         "`terminated`, `truncated`. Rebuild the store with `iris_wm.hub.datasets.load_store`.",
         "",
         "```json",
@@ -104,7 +108,10 @@ def load_store(source: str | Path, out: str | Path, revision: str | None = None,
         raise PretrainedError(f"{folder} has {len(rows)} rows but its manifest says {manifest.num_steps}.")
     # Complete or absent: an interrupted download leaves no store that could be trained on.
     with complete_or_absent(out, "store") as partial:
-        store = store_class.create(partial, spec, manifest.num_actions, manifest.settings)
+        space = manifest.action_space
+        actions = ActionSpace.from_dict(space.model_dump()) if space else ActionSpace.discrete(manifest.num_actions)
+        state = StateSpec.from_dict(manifest.state.model_dump()) if manifest.state else None
+        store = store_class.create(partial, spec, actions, manifest.settings, state, manifest.fps)
         _append_rows(store, rows, spec, chunk)
     return store_class.open(out)
 
@@ -120,10 +127,11 @@ def _append_rows(store, rows, spec: ObsSpec, chunk: int) -> None:
         episodes = [
             Episode(
                 obs[s - lo : e - lo],
-                part["action"][s - lo : e - lo],
+                np.asarray(part["action"][s - lo : e - lo], store.action_space.dtype),
                 part["reward"][s - lo : e - lo],
                 part["terminated"][s - lo : e - lo],
                 part["truncated"][s - lo : e - lo],
+                np.asarray(part["state"][s - lo : e - lo], np.float32) if store.state else None,
             )
             for s, e in zip(starts[first : first + chunk], ends[first : first + chunk], strict=True)
         ]

@@ -33,8 +33,9 @@ from iris_wm.train.steps import optimizer_steps
 from scaling.spec import Series, Size, SweepSpec
 from scaling.sweep import Branch, Trunk
 from sequence_model.gpt import GPTConfig
+from sequence_model.metrics import bits_per_frame
 from sequence_model.module import WorldModelModule, parameter_groups
-from sequence_model.world_model import WorldModelConfig, bits_per_frame
+from sequence_model.world_model import WorldModelConfig
 
 GRAD_CLIP = 1.0  # global gradient-norm clip, as IRIS's world-model training
 

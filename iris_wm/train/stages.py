@@ -241,7 +241,15 @@ class TokenizerCLI(StageCLI):
 class WorldModelCLI(StageCLI):
     verbs = ("fit", "validate")
     stage = kind = "world_model"
-    data_linked = ("vocab_size", "tokens_per_frame", "num_actions")
+    data_linked = (
+        "vocab_size",
+        "tokens_per_frame",
+        "num_actions",
+        "action_dim",
+        "state_dim",
+        "state_low",
+        "state_high",
+    )
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)

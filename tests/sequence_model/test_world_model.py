@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from sequence_model.gpt import GPTConfig
-from sequence_model.world_model import WorldModel, WorldModelConfig, bits_per_frame
+from sequence_model.metrics import bits_per_frame
+from sequence_model.world_model import WorldModel, WorldModelConfig
 
 K, V, A, T = 4, 11, 3, 5
 
@@ -265,7 +266,7 @@ def test_reward_and_end_confusions_count_real_steps_by_true_and_predicted_class(
 
 
 def test_classification_figures_against_hand_counts_and_the_majority_baseline():
-    from sequence_model.world_model import classification_figures
+    from sequence_model.metrics import classification_figures
 
     counts = torch.tensor([[90.0, 5.0], [4.0, 1.0]])  # 95 steps continue, 5 end; 6 predicted ends, 1 right
     figures = classification_figures(counts, ("continues", "ends"))
@@ -273,3 +274,179 @@ def test_classification_figures_against_hand_counts_and_the_majority_baseline():
     assert figures["f1/ends"] == pytest.approx(2 * (1 / 6) * (1 / 5) / (1 / 6 + 1 / 5))
     assert figures["majority_f1/ends"] == 0.0 and figures["majority_f1/continues"] == pytest.approx(2 * 0.95 / 1.95)
     assert classification_figures(torch.zeros(2, 2), ("a", "b"))["f1/b"] == 0.0
+
+
+# ---------------------------------------------------------------- continuous (box) actions (issue 19)
+D = 2  # components of a continuous action
+
+
+def continuous(prediction: str) -> WorldModel:
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(
+        vocab_size=V,
+        tokens_per_frame=K,
+        action_dim=D,
+        context_steps=T,
+        gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16),
+        prediction=prediction,
+    )
+    return WorldModel(cfg).eval()
+
+
+def vectors(batch=2, steps=T, seed=2):
+    return torch.randn(batch, steps, D, generator=torch.Generator().manual_seed(seed))
+
+
+def actions_among(chunk_start: int, n: int, act: torch.Tensor) -> torch.Tensor:
+    """The action vectors of the action positions among ids ``chunk_start .. chunk_start + n``."""
+    steps = [p // S for p in range(chunk_start, chunk_start + n) if p % S == K]
+    return act[:, steps]
+
+
+@pytest.mark.parametrize("prediction, chunks", [(p, c) for p, cs in CHUNKS.items() for c in cs])
+def test_continuous_actions_kv_cache_decoding_equals_the_full_pass(chunks, prediction):
+    model = continuous(prediction)
+    obs, _ = sequence()
+    act = vectors()
+    ids = model.interleave(obs, act)
+    assert (ids[:, K::S] == 0).all()  # placeholders where the actions go
+    full = model(ids, actions=act)
+    cache = model.transformer.new_cache(batch=2)
+    pieces, rewards, at = [], [], 0
+    for n in chunks:
+        out = model(ids[:, at : at + n], cache, actions_among(at, n, act))
+        pieces.append(out.observation_logits)
+        rewards.append(out.reward_logits)
+        at += n
+    torch.testing.assert_close(torch.cat(pieces, 1), full.observation_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(rewards, 1), full.reward_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
+def test_a_continuous_action_conditions_what_follows_it_and_nothing_before(prediction):
+    model = continuous(prediction)
+    obs, _ = sequence()
+    act = vectors()
+    ids = model.interleave(obs, act)
+    changed = act.clone()
+    changed[:, 2] += 1.0  # the action of step 2, at position 2 * S + K
+    a, b = model(ids, actions=act), model(ids, actions=changed)
+    position = 2 * S + K
+    cut = 2 * S if prediction == "parallel" else position  # the block mask lets step 2's frame see its action
+    torch.testing.assert_close(a.observation_logits[:, :cut], b.observation_logits[:, :cut])
+    torch.testing.assert_close(a.reward_logits[:, :2], b.reward_logits[:, :2])
+    assert not torch.allclose(a.observation_logits[:, position:], b.observation_logits[:, position:])
+    assert not torch.allclose(a.reward_logits[:, 2], b.reward_logits[:, 2])
+
+
+def test_continuous_actions_are_refused_where_they_do_not_fit():
+    model = continuous("parallel")
+    obs, _ = sequence()
+    act = vectors()
+    ids = model.interleave(obs, act)
+    with pytest.raises(ValueError, match=r"pass actions of shape \(2, 5, 2\)"):
+        model(ids)
+    with pytest.raises(ValueError, match=r"pass actions of shape \(2, 5, 2\)"):
+        model(ids, actions=act[:, :4])
+    with pytest.raises(ValueError, match="discrete actions, as ids"):
+        small()(small().interleave(*sequence()), actions=act)
+    with pytest.raises(ValueError, match="both set"):
+        WorldModel(WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, action_dim=D))
+
+
+def test_the_loss_of_continuous_actions_uses_them():
+    model = continuous("parallel").train()
+    obs, _ = sequence()
+    act = vectors()
+    zeros = torch.zeros(2, T)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    loss = model.loss(obs, act, zeros, zeros.bool(), mask).total
+    loss.backward()
+    assert model.action_embedding.weight.grad.abs().sum() > 0
+    other = model.loss(obs, act + 1, zeros, zeros.bool(), mask).total
+    assert not torch.isclose(loss, other)
+
+
+# ---------------------------------------------------------------- proprioception (issue 19)
+SD = 2  # state components
+
+
+def with_state(prediction: str, box: bool = False) -> WorldModel:
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(
+        vocab_size=V,
+        tokens_per_frame=K,
+        num_actions=None if box else A,
+        action_dim=D if box else None,
+        state_dim=SD,
+        state_bins=8,
+        state_low=[-1.0, 0.0],
+        state_high=[1.0, 4.0],
+        context_steps=T,
+        gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16),
+        prediction=prediction,
+    )
+    return WorldModel(cfg).eval()
+
+
+def states(batch=2, steps=T, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.rand(batch, steps, generator=g) * 2 - 1, torch.rand(batch, steps, generator=g) * 4], -1)
+
+
+def test_state_tokens_follow_the_frame_and_decode_to_their_bin_centres():
+    model = with_state("parallel")
+    assert model.config.tokens_per_observation == K + SD and model.config.tokens_per_block == K + SD + 1
+    values = torch.tensor([[-1.0, 0.0], [0.99, 3.99], [-5.0, 9.0], [0.1, 1.1]])
+    ids = model.state_tokens(values)
+    assert ids.tolist() == [[V, V], [V + 7, V + 7], [V, V + 7], [V + 4, V + 2]]  # out of range: the end bins
+    centres = model.state_values(ids)
+    torch.testing.assert_close(centres[0], torch.tensor([-0.875, 0.25]))
+    assert torch.equal(model.state_tokens(centres), ids)  # a bin's centre is in its bin
+    obs, _ = sequence()
+    both = model.observation_ids(obs, states())
+    assert both.shape == (2, T, K + SD) and torch.equal(both[..., :K], obs) and (both[..., K:] >= V).all()
+    with pytest.raises(ValueError, match=r"pass states of shape \(2, 5, 2\)"):
+        model.observation_ids(obs)
+    with pytest.raises(ValueError, match="frames only"):
+        small().observation_ids(obs, states())
+
+
+STATE_CHUNKS = {
+    "autoregressive": [[1] * (T * (K + SD + 1)), [K + SD + 1] * T, [3, 11, 7, 14]],
+    "parallel": [[K + SD + 1] * T, [2 * (K + SD + 1), 3 * (K + SD + 1)]],
+}
+
+
+@pytest.mark.parametrize("prediction, chunks", [(p, c) for p, cs in STATE_CHUNKS.items() for c in cs])
+def test_with_a_state_kv_cache_decoding_equals_the_full_pass(chunks, prediction):
+    model = with_state(prediction, box=True)
+    obs, _ = sequence()
+    act = vectors()
+    ids = model.interleave(model.observation_ids(obs, states()), act)
+    assert sum(chunks) == ids.shape[1]
+    full = model(ids, actions=act)
+    cache = model.transformer.new_cache(batch=2)
+    block = K + SD + 1
+    pieces, at = [], 0
+    for n in chunks:
+        steps = [p // block for p in range(at, at + n) if p % block == K + SD]
+        pieces.append(model(ids[:, at : at + n], cache, act[:, steps]).observation_logits)
+        at += n
+    torch.testing.assert_close(torch.cat(pieces, 1), full.observation_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_the_state_is_a_target_of_the_one_cross_entropy_and_frame_slots_never_predict_state_bins():
+    model = with_state("parallel").train()
+    obs, act = sequence()
+    zeros = torch.zeros(2, T)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    losses = model.loss(obs, act, zeros, zeros.bool(), mask, states())
+    assert losses.state is not None and losses.state > 0
+    # K + SD targets a step for T - 1 steps (the last step's next frame is not in the window)
+    assert losses.observation_targets == 2 * (T - 1) * (K + SD)
+    restricted = model.restrict(torch.zeros(1, K + SD, V + 8), 0)
+    assert torch.isinf(restricted[0, :K, V:]).all() and torch.isfinite(restricted[0, :K, :V]).all()
+    assert torch.isinf(restricted[0, K:, :V]).all() and torch.isfinite(restricted[0, K:, V:]).all()
+    with pytest.raises(ValueError, match="state_low and state_high"):
+        WorldModel(WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, state_dim=2))

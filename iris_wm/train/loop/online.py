@@ -338,7 +338,12 @@ class OnlineLoop:
             batch.observations = torch.from_numpy(np.where(rows[..., None] >= 0, self.tokens[np.maximum(rows, 0)], 0))
         device = self.fabric.device
         return dataclasses.replace(
-            batch, **{f.name: getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)}
+            batch,
+            **{
+                f.name: getattr(batch, f.name).to(device)
+                for f in dataclasses.fields(batch)
+                if getattr(batch, f.name) is not None
+            },
         )
 
     @torch.no_grad()

@@ -15,8 +15,8 @@ def _world_model(num_actions=3, vocab=32, k=4):
 
 def test_sizes_are_read_from_each_kind_of_part(tmp_path):
     store = synthetic_token_store(tmp_path / "tokens", episodes=2, length=5)
-    assert sizes_of(store) == {"num_actions": 3, "vocab_size": 32, "tokens_per_frame": 4}
-    assert sizes_of(_world_model()) == {"vocab_size": 32, "tokens_per_frame": 4, "num_actions": 3}
+    assert sizes_of(store) == {"num_actions": 3, "action_dim": 0, "vocab_size": 32, "tokens_per_frame": 4}
+    assert sizes_of(_world_model()) == {"vocab_size": 32, "tokens_per_frame": 4, "num_actions": 3, "action_dim": 0}
     check_sizes(token_store=store, world_model=_world_model(), nothing=None)
 
 
@@ -30,3 +30,18 @@ def test_a_mismatch_names_the_parts_and_the_size(tmp_path):
         check_sizes(token_store=store, world_model=_world_model(num_actions=5))
     with pytest.raises(SizeMismatch, match=r"\(codes differ\)\. Encode again\.$"):
         check_sizes(fix="Encode again.", token_store=store, world_model=_world_model(vocab=64))
+
+
+def test_a_discrete_model_and_continuous_data_do_not_fit(tmp_path):
+    from iris_wm.data.spaces import ActionSpace
+    from iris_wm.data.store import TokenStore
+
+    store = TokenStore.create(
+        tmp_path / "box",
+        TokenStore.token_spec(4),
+        ActionSpace.box([-1, -1], [1, 1]),
+        {"vocab_size": 32, "tokens_per_frame": 4},
+    )
+    assert sizes_of(store) == {"num_actions": 0, "action_dim": 2, "vocab_size": 32, "tokens_per_frame": 4}
+    with pytest.raises(SizeMismatch, match=r"token store \(32 codes, 4 tokens per frame, 2 components of a continuous"):
+        check_sizes(token_store=store, world_model=_world_model())

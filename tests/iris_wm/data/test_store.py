@@ -142,7 +142,7 @@ def test_other_format_version_and_kind_are_refused(tmp_path):
     manifest = json.loads(path.read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
     path.write_text(json.dumps(manifest))
-    with pytest.raises(StoreError, match=f"format version {FORMAT_VERSION + 1}.*reads version {FORMAT_VERSION}"):
+    with pytest.raises(StoreError, match=f"format version {FORMAT_VERSION + 1}.*reads versions 1, {FORMAT_VERSION}"):
         EpisodeStore.open(tmp_path / "store")
     path.write_text("{not json")
     with pytest.raises(StoreError, match="manifest is damaged"):

@@ -10,12 +10,17 @@ from sequence_model.world_model import WorldModel, WorldModelConfig
 K, V, A, C = 3, 13, 4, 4
 
 
-def model(prediction="autoregressive"):
+def model(prediction="autoregressive", box=False, state=False):
     torch.manual_seed(0)
     cfg = WorldModelConfig(
         vocab_size=V,
         tokens_per_frame=K,
-        num_actions=A,
+        num_actions=None if box else A,
+        action_dim=2 if box else None,
+        state_dim=2 if state else None,
+        state_bins=6,
+        state_low=[0.0, -2.0] if state else None,
+        state_high=[1.0, 2.0] if state else None,
         context_steps=C,
         gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16, dropout=0.0),
         prediction=prediction,
@@ -29,26 +34,30 @@ def naive_rollout(wm, obs, act, actions, keep):
     acts = [act[:, i] for i in range(act.shape[1])]
     start = 0  # first step of the current window
     results = []
+    O = wm.config.tokens_per_observation  # noqa: E741  (observation tokens a step: the frame's, the state's)
     for a in actions:
         steps = len(frames) - start
         # Tokens the env's cache would hold after this step: a parallel step feeds whole steps; an autoregressive
-        # one also feeds the K - 1 tokens of the new frame after the action.
-        needed = steps * (K + 1) + (0 if wm.config.parallel else K - 1)
-        if needed > C * (K + 1):
+        # one also feeds the O - 1 tokens of the new observation after the action.
+        needed = steps * (O + 1) + (0 if wm.config.parallel else O - 1)
+        if needed > C * (O + 1):
             start = len(frames) - keep
         window_obs = torch.stack(frames[start:], 1)
         window_act = torch.stack([*acts[start:], a], 1)
         ids = wm.interleave(window_obs, window_act)
+        vectors = window_act if wm.config.continuous else None
         with torch.no_grad():
-            out = wm(ids)
+            out = wm(ids, actions=vectors)
             reward = wm.expected_reward(out.reward_logits[:, -1])
             end = out.termination_logits[:, -1].argmax(-1).bool()
-            if wm.config.parallel:  # the last step's K observation slots predict the next frame
-                frame = out.observation_logits[:, -(K + 1) : -1].argmax(-1)
+            if wm.config.parallel:  # the last step's O observation slots predict the next observation
+                frame = wm.restrict(out.observation_logits[:, -(O + 1) : -1], 0).argmax(-1)
             else:
-                new = [out.observation_logits[:, -1].argmax(-1)]
-                for _ in range(K - 1):
-                    new.append(wm(torch.cat([ids, torch.stack(new, 1)], 1)).observation_logits[:, -1].argmax(-1))
+                new = [wm.restrict(out.observation_logits[:, -1:], 0)[:, 0].argmax(-1)]
+                for slot in range(1, O):
+                    longer = torch.cat([ids, torch.stack(new, 1)], 1)
+                    logits = wm(longer, actions=vectors).observation_logits[:, -1:]
+                    new.append(wm.restrict(logits, slot)[:, 0].argmax(-1))
                 frame = torch.stack(new, 1)
         frames.append(frame)
         acts.append(a)
@@ -56,20 +65,31 @@ def naive_rollout(wm, obs, act, actions, keep):
     return results
 
 
+@pytest.mark.parametrize("box, state", [(False, False), (True, False), (True, True)], ids=["discrete", "box", "state"])
 @pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
 @pytest.mark.parametrize("primed, keep", [(1, None), (2, None), (3, 1), (2, 2)])
-def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction):
-    wm = model(prediction)
+def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction, box, state):
+    wm = model(prediction, box, state)
     g = torch.Generator().manual_seed(3)
     obs = torch.randint(0, V, (2, primed, K), generator=g)
-    act = torch.randint(0, A, (2, primed - 1), generator=g)
-    actions = [torch.randint(0, A, (2,), generator=g) for _ in range(9)]  # forces several re-primes
+    states = torch.rand(2, primed, 2, generator=g) if state else None
+    if box:  # continuous actions: float vectors of 2 components
+        act = torch.randn(2, primed - 1, 2, generator=g)
+        actions = [torch.randn(2, 2, generator=g) for _ in range(9)]
+    else:
+        act = torch.randint(0, A, (2, primed - 1), generator=g)
+        actions = [torch.randint(0, A, (2,), generator=g) for _ in range(9)]  # forces several re-primes
     env = ImaginationEnv(wm, config=ImaginationConfig(temperature=0.0, reprime_steps=keep, precision="fp32"))
-    assert torch.equal(env.reset(obs, act), obs[:, -1])
-    expected = naive_rollout(wm, obs, act, actions, keep or C - 1)
+    assert torch.equal(env.reset(obs, act, states), obs[:, -1])
+    expected = naive_rollout(wm, wm.observation_ids(obs, states), act, actions, keep or C - 1)
     for a, (frame, reward, end) in zip(actions, expected, strict=True):
         step = env.step(a)
-        assert torch.equal(step.tokens, frame)
+        assert torch.equal(step.tokens, frame[:, :K])
+        if state:
+            assert (frame[:, K:] >= V).all()  # state slots drew state bins
+            torch.testing.assert_close(step.state, wm.state_values(frame[:, K:]))
+        else:
+            assert step.state is None
         torch.testing.assert_close(step.reward, reward)
         assert torch.equal(step.terminated, end)
 

@@ -105,7 +105,7 @@ def test_reward_sign_probabilities_of_a_twohot_head_sum_the_bins_of_each_sign():
     masses = reward_sign_probabilities(model, logits)
     assert masses.shape == (5, 3)
     torch.testing.assert_close(masses.sum(-1), torch.ones(5))
-    from sequence_model.world_model import symexp
+    from sequence_model.rewards import symexp
 
     values = symexp(model.reward_bins)
     positive = logits.softmax(-1)[:, values >= 0.5].sum(-1)

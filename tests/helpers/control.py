@@ -1,0 +1,70 @@
+"""The built-in point mass as test data: a store of frames, continuous actions and states, and a token store made
+from it by a fixed stand-in tokenizer (no training)."""
+
+import numpy as np
+
+from iris_wm.data.episode import Episode
+from iris_wm.data.spaces import ActionSpace, StateSpec
+from iris_wm.data.store import EpisodeStore, TokenStore
+from iris_wm.data.tokens import write_token_store
+from iris_wm.envs.point_mass import STATE_NAMES, PointMass
+
+SIZE, HALF = 16, 8
+VOCAB = 1 + HALF * HALF
+
+
+def quadrant_tokens(frames: np.ndarray) -> np.ndarray:
+    """A fixed stand-in tokenizer: 4 tokens per frame, one per quadrant, each 0 when the mass is not in it or
+    1 + the mass's pixel within it (the mass is the only pixel with red)."""
+    red = frames[:, 0] > 128  # (N, 16, 16)
+    tokens = np.zeros((len(frames), 4), np.int16)
+    for q, (r, c) in enumerate(((0, 0), (0, HALF), (HALF, 0), (HALF, HALF))):
+        patch = red[:, r : r + HALF, c : c + HALF].reshape(len(frames), -1)
+        tokens[:, q] = np.where(patch.any(1), 1 + patch.argmax(1), 0)
+    return tokens
+
+
+def point_mass_store(root, episodes: int, length: int, seed: int) -> EpisodeStore:
+    env = PointMass(size=SIZE, max_steps=length, dot=1)
+    store = EpisodeStore.create(
+        root,
+        EpisodeStore.frame_spec(SIZE),
+        ActionSpace.box([-1, -1], [1, 1]),
+        {"env": "point-mass"},
+        state=StateSpec.named(STATE_NAMES),
+        fps=PointMass.metadata["render_fps"],
+    )
+    rng = np.random.default_rng(seed)
+    batch = []
+    for e in range(episodes):
+        frame, info = env.reset(seed=seed * 100_000 + e)
+        frames, states, actions, rewards = [], [], [], []
+        for _ in range(length):
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            frames.append(frame)
+            states.append(info["state"])
+            actions.append(action)
+            frame, reward, _, truncated, info = env.step(action)
+            rewards.append(reward)
+        ends = np.zeros(length, bool)
+        ends[-1] = True
+        batch.append(
+            Episode(
+                np.stack(frames),
+                np.stack(actions),
+                np.array(rewards, np.float32),
+                np.zeros(length, bool),
+                ends,
+                np.stack(states),
+            )
+        )
+    store.append(batch)
+    return store
+
+
+def point_mass_tokens(root, episodes: int, length: int, seed: int = 0) -> TokenStore:
+    """``root/episodes`` (random forces) and ``root/tokens``, its quadrant tokens."""
+    store = point_mass_store(root / "episodes", episodes=episodes, length=length, seed=seed)
+    frames = store.observations(np.arange(store.num_steps))
+    config = type("Config", (), {"tokens_per_frame": 4, "vocab_size": VOCAB})()
+    return write_token_store(root / "tokens", store, quadrant_tokens(frames), config, checkpoint=None)

@@ -1,0 +1,38 @@
+"""The world-model stage trains on a store of continuous actions and proprioception unchanged: the sizes and the
+state's range come from the store, the checkpoint holds them, validation reports the state's cross-entropy."""
+
+import numpy as np
+import torch
+
+from helpers.control import point_mass_tokens
+from iris_wm.data.datamodule import state_range
+from iris_wm.data.windows import split_episodes
+from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from iris_wm.hub import load_model
+from iris_wm.train.stages import run_world_model_cli, stage_args
+
+
+def test_the_world_model_stage_fits_continuous_actions_and_a_state(tmp_path):
+    tokens = point_mass_tokens(tmp_path, episodes=30, length=12)
+    run_world_model_cli(stage_args("fit", "world_model", "debug", tmp_path / "tokens", tmp_path / "wm"))
+    checkpoint = tmp_path / "wm" / "checkpoints" / "last.ckpt"
+    model = load_model(checkpoint, "world_model")
+    config = model.config
+    assert config.num_actions is None and config.action_dim == 2 and config.state_dim == 4
+    train, _ = split_episodes(tokens, 0.2, 0)
+    assert (config.state_low, config.state_high) == state_range(tokens, train)
+    cli = run_world_model_cli(
+        stage_args(
+            "validate", "world_model", "debug", tmp_path / "tokens", tmp_path / "wm", "--ckpt_path", str(checkpoint)
+        )
+    )
+    assert cli.trainer.callback_metrics["val/state_ce"] > 0
+    rows = np.arange(3)
+    env = ImaginationEnv(model, config=ImaginationConfig(precision="fp32"))
+    env.reset(
+        torch.from_numpy(tokens.observations(rows))[None],
+        torch.from_numpy(tokens.columns.action[rows[:-1]])[None],
+        torch.from_numpy(tokens.columns.state[rows])[None],
+    )
+    step = env.step(torch.zeros(1, 2))
+    assert step.tokens.shape == (1, 4) and step.state.shape == (1, 4)
