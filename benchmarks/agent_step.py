@@ -112,8 +112,19 @@ def reference(batch: int, timed, repeats: int) -> dict:
             ends.append(torch.from_numpy(done))
             state = out.state
         stack = torch.stack
+        log_softmax = stack(logits, 1).float().log_softmax(-1)  # the reference's categorical policy terms
+        taken = log_softmax.gather(-1, stack(actions, 1)[..., None]).squeeze(-1)
+        entropies = -(log_softmax.exp() * log_softmax).sum(-1)
         rollout = Rollout(
-            [], [], stack(logits, 1), stack(values, 1), stack(actions, 1), stack(rewards, 1), stack(ends, 1)
+            [],
+            [],
+            stack(logits, 1),
+            stack(values, 1),
+            stack(actions, 1),
+            stack(rewards, 1),
+            stack(ends, 1),
+            taken,
+            entropies,
         )
         agent_losses(rollout, rollout.values.detach(), objective).total.backward()
         optimizer.step()

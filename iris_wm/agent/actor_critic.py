@@ -14,13 +14,14 @@ of imagined trajectories and a batch of real environments alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from einops import rearrange
 from torch import nn
 
+from iris_wm.agent.heads import BoxPolicy, DiscretePolicy
 from iris_wm.runtime.errors import ConfigError
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -33,7 +34,18 @@ class ActorCriticConfig:
     token store) and have no defaults: an :class:`ActorCritic` is built once they are set."""
 
     num_actions: int | None = None
-    """Discrete actions of the environment (from the data)."""
+    """Discrete actions of the environment (from the data; None where the actions are continuous)."""
+    action_dim: int | None = field(default=None, metadata={"added": "issue 19"})
+    """Components of a continuous (box) action (from the data): the policy is then a tanh-squashed Gaussian."""
+    action_low: list[float] | None = field(default=None, metadata={"added": "issue 19"})
+    """Lower bound of each action component (from the data)."""
+    action_high: list[float] | None = field(default=None, metadata={"added": "issue 19"})
+    """Upper bound of each action component (from the data)."""
+    state_dim: int | None = field(default=None, metadata={"added": "issue 19"})
+    """Components of the proprioceptive state read beside the observation (from the data; None: none)."""
+    state_low: list[float] | None = field(default=None, metadata={"added": "issue 19"})
+    """Range of each state component, to scale it to [-1, 1] (from the data, as the world model's)."""
+    state_high: list[float] | None = field(default=None, metadata={"added": "issue 19"})
     observation: Literal["frames", "tokens"] = "frames"
     """Read reconstructed frames (IRIS) or the observation tokens (no decoding in imagination)."""
     frame_size: int = 64
@@ -61,10 +73,20 @@ class ActorCriticConfig:
                 "max-pool per convolution): change frame_size or channels."
             )
 
+    @property
+    def continuous(self) -> bool:
+        return self.action_dim is not None
+
     def check_sizes(self) -> None:
         """Raise where a size this observation mode needs from the data is still unset."""
-        needed = ("num_actions", "vocab_size", "tokens_per_frame") if self.observation == "tokens" else ("num_actions",)
+        needed = ("vocab_size", "tokens_per_frame") if self.observation == "tokens" else ()
         unset = [name for name in needed if getattr(self, name) is None]
+        if (self.num_actions is None) == (self.action_dim is None):
+            unset.append("num_actions or action_dim (exactly one)")
+        if self.continuous and (self.action_low is None or self.action_high is None):
+            unset.append("action_low and action_high")
+        if self.state_dim is not None and (self.state_low is None or self.state_high is None):
+            unset.append("state_low and state_high")
         if unset:
             raise ConfigError(
                 f"ActorCriticConfig.{', '.join(unset)} unset: these sizes come from the data (the token store's "
@@ -78,7 +100,7 @@ torch.serialization.add_safe_globals([ActorCriticConfig])
 
 @dataclass
 class ActorCriticOutput:
-    logits: torch.Tensor  # (B, A) policy logits
+    logits: torch.Tensor  # (B, A) policy logits, or (B, 2 D) means and raw log stds for box actions
     value: torch.Tensor  # (B,) state value
     state: State
 
@@ -134,13 +156,21 @@ class ActorCritic(nn.Module):
         config.check_sizes()
         self.config = cfg = config
         self.encoder = FrameEncoder(cfg) if cfg.observation == "frames" else TokenEncoder(cfg)
-        self.lstm = nn.LSTMCell(self.encoder.out_dim, cfg.lstm_dim)
-        self.actor = nn.Linear(cfg.lstm_dim, cfg.num_actions)
+        self.lstm = nn.LSTMCell(self.encoder.out_dim + (cfg.state_dim or 0), cfg.lstm_dim)
+        self.actor = nn.Linear(cfg.lstm_dim, 2 * cfg.action_dim if cfg.continuous else cfg.num_actions)
+        if cfg.continuous:
+            self.register_buffer("action_low", torch.tensor(cfg.action_low, dtype=torch.float32), persistent=False)
+            self.register_buffer("action_high", torch.tensor(cfg.action_high, dtype=torch.float32), persistent=False)
+        if cfg.state_dim:
+            self.register_buffer("state_low", torch.tensor(cfg.state_low, dtype=torch.float32), persistent=False)
+            self.register_buffer("state_high", torch.tensor(cfg.state_high, dtype=torch.float32), persistent=False)
         self.critic = nn.Linear(cfg.lstm_dim, 1)
         # A near-uniform first policy and a value near zero (small final layers).
         for head in (self.actor, self.critic):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
+        if cfg.continuous:  # a first Gaussian of std about 0.6 before the tanh: broad, but not pinned to the bounds
+            nn.init.constant_(self.actor.bias[cfg.action_dim :], 0.55)
 
     @property
     def reads_tokens(self) -> bool:
@@ -156,6 +186,30 @@ class ActorCritic(nn.Module):
         keep = keep.to(state[0].dtype)[:, None]
         return state[0] * keep, state[1] * keep
 
-    def forward(self, observation: torch.Tensor, state: State) -> ActorCriticOutput:
-        h, c = self.lstm(self.encoder(observation), state)
+    @property
+    def reads_state(self) -> bool:
+        return self.config.state_dim is not None
+
+    def policy(self, logits: torch.Tensor) -> DiscretePolicy | BoxPolicy:
+        """The action distribution of the policy head's output."""
+        if self.config.continuous:
+            return BoxPolicy(logits, self.action_low, self.action_high)
+        return DiscretePolicy(logits)
+
+    def forward(
+        self, observation: torch.Tensor, state: State, proprio: torch.Tensor | None = None
+    ) -> ActorCriticOutput:
+        """One step: ``observation`` (frames or tokens), the recurrent ``state``, and for a network that reads
+        proprioception its values ``proprio (B, state_dim)`` (scaled to [-1, 1] over the data's range here)."""
+        features = self.encoder(observation)
+        if self.reads_state:
+            if proprio is None or proprio.shape != (features.shape[0], self.config.state_dim):
+                got = None if proprio is None else tuple(proprio.shape)
+                raise ValueError(
+                    f"This actor-critic reads a state of {self.config.state_dim} components beside the observation: "
+                    f"pass proprio of shape {(features.shape[0], self.config.state_dim)}; got {got}."
+                )
+            scaled = (proprio.float() - self.state_low) / (self.state_high - self.state_low) * 2 - 1
+            features = torch.cat([features, scaled.to(features.dtype)], dim=-1)
+        h, c = self.lstm(features, state)
         return ActorCriticOutput(self.actor(h), self.critic(h).squeeze(-1), (h, c))

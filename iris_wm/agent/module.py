@@ -88,11 +88,11 @@ class ActorCriticModule(LightningModule):
         """Imagine with ``world_model``, reading frames through ``tokenizer``. Frozen models (the agent stage) are
         kept in eval mode without gradients and recorded in the hyperparameters, so a checkpoint holds the whole
         agent; live ones (the online loop trains them) are read, never updated, here."""
-        if world_model.config.continuous or world_model.config.state_dim:
+        wants, has = self.actor_critic.config.state_dim, world_model.config.state_dim
+        if wants is not None and wants != has:
             raise ConfigError(
-                "This world model takes continuous actions or models a state (a robot task); the actor-critic has "
-                "only a discrete policy head and reads no state yet. Train it on a world model of discrete actions "
-                "(Atari); the continuous policy head is not built yet."
+                f"The actor-critic reads a state of {wants} components, but the world model imagines "
+                f"{'none' if has is None else f'one of {has}'}: train both on the same store."
             )
         check_sizes(actor_critic=self.actor_critic, world_model=world_model, tokenizer=tokenizer)
         if self.actor_critic.config.observation == "frames" and tokenizer is None:
@@ -130,9 +130,10 @@ class ActorCriticModule(LightningModule):
             self._imagination = ImaginationEnv(self.world_model, self.tokenizer, self.objective.imagination)
         return self._imagination
 
-    def burn_in_state(self, network: ActorCritic, tokens: torch.Tensor) -> State:
-        """The recurrent state after reading real observations ``(B, C, K)`` (no gradient). A frame-reading network
-        reads them decoded all at once by the imagination's decoder (in its precision)."""
+    def burn_in_state(self, network: ActorCritic, tokens: torch.Tensor, states: torch.Tensor | None = None) -> State:
+        """The recurrent state after reading real observations ``(B, C, K)`` (and their proprioception ``(B, C, S)``
+        where the network reads it; no gradient). A frame-reading network reads them decoded all at once by the
+        imagination's decoder (in its precision)."""
         state = network.initial_state(tokens.shape[0], tokens.device)
         with torch.no_grad():
             seen = (
@@ -141,7 +142,8 @@ class ActorCriticModule(LightningModule):
                 else self._env().frames(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])
             )
             for t in range(tokens.shape[1]):
-                state = network(seen[:, t], state).state
+                proprio = states[:, t] if network.reads_state else None
+                state = network(seen[:, t], state, proprio).state
         return state
 
     def imagine(self, batch) -> Rollout:
@@ -156,8 +158,10 @@ class ActorCriticModule(LightningModule):
         C = tokens.shape[1]
         env = self._env()
         prime = min(self.hparams.prime_steps or C, C, env.context_steps - 1)
-        current = env.reset(tokens[:, C - prime :], actions[:, C - prime : C - 1])
-        state = self.burn_in_state(self.actor_critic, tokens[:, :-1])
+        states = batch.states if self.world_model.config.state_dim else None
+        primed = None if states is None else states[:, C - prime :]
+        current = env.reset(tokens[:, C - prime :], actions[:, C - prime : C - 1], primed)
+        state = self.burn_in_state(self.actor_critic, tokens[:, :-1], None if states is None else states[:, :-1])
         return rollout(self.actor_critic, env, current, state, self.objective.horizon)
 
     def _target_values(self, batch, imagined: Rollout) -> torch.Tensor:
@@ -166,10 +170,11 @@ class ActorCriticModule(LightningModule):
         if self.target_critic is None:
             return imagined.values.detach()
         with torch.no_grad():
-            state = self.burn_in_state(self.target_critic, batch.observations[:, :-1])
+            states = batch.states[:, :-1] if self.target_critic.reads_state else None
+            state = self.burn_in_state(self.target_critic, batch.observations[:, :-1], states)
             values = []
-            for observation in imagined.observations:
-                out = self.target_critic(observation, state)
+            for t, observation in enumerate(imagined.observations):
+                out = self.target_critic(observation, state, imagined.states[t] if imagined.states else None)
                 values.append(out.value)
                 state = out.state
         return torch.stack(values, 1)

@@ -71,12 +71,11 @@ def agent_losses(rollout: Rollout, target_values: torch.Tensor, objective: Agent
     returns = lambda_returns(rollout.rewards, target_values.float(), rollout.ends, objective.gamma, objective.lambda_)
     alive = alive_mask(rollout.ends).float()
     count = alive.sum().clamp_min(1.0)
-    log_probs = rollout.logits.float().log_softmax(-1)
-    chosen = log_probs.gather(-1, rollout.actions[..., None]).squeeze(-1)
+    chosen, entropies = rollout.log_probs.float(), rollout.entropies.float()  # the policy head's own distribution
     values = rollout.values[:, :-1].float()
     advantage = (returns - values).detach()
     policy = -(chosen * advantage * alive).sum() / count
-    entropy = (-(log_probs.exp() * log_probs).sum(-1) * alive).sum() / count
+    entropy = (entropies * alive).sum() / count
     value = ((values - returns.detach()).pow(2) * alive).sum() / count
     total = policy - objective.entropy_weight * entropy + objective.value_weight * value
     return AgentLosses(

@@ -27,11 +27,14 @@ class Rollout:
 
     tokens: list[torch.Tensor]  # H + 1 frames as tokens (B, K): the starting frame, then each imagined one
     observations: list[torch.Tensor]  # H + 1 of what the actor-critic read (tokens or decoded frames)
-    logits: torch.Tensor  # (B, H, A) policy logits at each imagined step
+    logits: torch.Tensor  # (B, H, A) policy logits at each imagined step (box: means and raw log stds)
     values: torch.Tensor  # (B, H + 1) critic values of the observations; the last bootstraps the horizon
-    actions: torch.Tensor  # (B, H)
+    actions: torch.Tensor  # (B, H) ids, or (B, H, D) pre-squash Gaussian draws for box actions
     rewards: torch.Tensor  # (B, H)
     ends: torch.Tensor  # (B, H) bool: the world model ended the episode after this step's action
+    log_probs: torch.Tensor | None = None  # (B, H) of the actions taken, with gradient to the policy
+    entropies: torch.Tensor | None = None  # (B, H) of the policy at each step, with gradient
+    states: list[torch.Tensor] | None = None  # H + 1 proprioceptive states read (B, S), where the network reads them
 
 
 def rollout(
@@ -44,23 +47,33 @@ def rollout(
 ) -> Rollout:
     """Act for ``horizon`` steps in ``env`` (already reset; ``current`` are its frames' tokens ``(B, K)``) from the
     actor-critic's recurrent ``state``. Gradients flow through the actor-critic's outputs (the training step);
-    actions are sampled from the detached policy, with ``generator`` where given."""
+    actions are sampled from the detached policy, with ``generator`` where given. A network that reads
+    proprioception reads the imagined state (the world model's, decoded), starting from the primed one."""
     tokens, observations, logits, values, actions, rewards, ends = [current], [], [], [], [], [], []
+    log_probs, entropies = [], []
+    proprio = env.current_state() if actor_critic.reads_state else None
+    states = [proprio] if proprio is not None else None
     for t in range(horizon + 1):
         observation = current if actor_critic.reads_tokens else env.frames(current)
-        out = actor_critic(observation, state)
+        out = actor_critic(observation, state, proprio)
         observations.append(observation)
         values.append(out.value)
         if t == horizon:
             break
-        probs = out.logits.detach().float().softmax(-1)
-        action = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        step = env.step(action)
+        policy = actor_critic.policy(out.logits)
+        with torch.no_grad():
+            action = actor_critic.policy(out.logits.detach()).sample(generator)
+        step = env.step(policy.to_env(action))
         logits.append(out.logits)
         actions.append(action)
+        log_probs.append(policy.log_prob(action))
+        entropies.append(policy.entropy())
         rewards.append(step.reward)
         ends.append(step.terminated)
         state, current = out.state, step.tokens
+        if states is not None:
+            proprio = step.state
+            states.append(proprio)
         tokens.append(current)
     return Rollout(
         tokens,
@@ -70,4 +83,7 @@ def rollout(
         torch.stack(actions, 1),
         torch.stack(rewards, 1),
         torch.stack(ends, 1),
+        torch.stack(log_probs, 1),
+        torch.stack(entropies, 1),
+        states,
     )

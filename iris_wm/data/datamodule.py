@@ -122,6 +122,19 @@ class StoreDataModule(L.LightningDataModule):
         return None if space.is_discrete else space.size
 
     @property
+    def action_low(self) -> list[float] | None:
+        """Lower bounds of the store's continuous actions (None where they are discrete)."""
+        self.setup()
+        space = self.store.action_space
+        return None if space.is_discrete else list(space.low)
+
+    @property
+    def action_high(self) -> list[float] | None:
+        self.setup()
+        space = self.store.action_space
+        return None if space.is_discrete else list(space.high)
+
+    @property
     def state_dim(self) -> int | None:
         """Components of the store's state column (None: the store has none)."""
         self.setup()

@@ -281,6 +281,13 @@ class ImaginationEnv:
         self._prime()
         self.done = self.done & ~rows
 
+    def current_state(self) -> torch.Tensor | None:
+        """The proprioceptive state of the current step ``(B, S)`` as the world model holds it (bin centres), or
+        None for a world model of frames only."""
+        if self.per_step == self.K:
+            return None
+        return self.model.state_values(self.observations[:, -1, self.K :]).float()
+
     @torch.no_grad()
     def frames(self, tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the current frames (or ``tokens``) to ``uint8 (B, 3, H, W)`` through the tokenizer (in the precision

@@ -260,7 +260,17 @@ class AgentCLI(StageCLI):
     verbs = ("fit",)
     stage = "agent"
     kind = "actor_critic"
-    data_linked = ("vocab_size", "tokens_per_frame", "num_actions")
+    data_linked = (
+        "vocab_size",
+        "tokens_per_frame",
+        "num_actions",
+        "action_dim",
+        "action_low",
+        "action_high",
+        "state_dim",
+        "state_low",
+        "state_high",
+    )
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
@@ -291,12 +301,15 @@ class AgentCLI(StageCLI):
         if module.world_model is not None:  # rebuilt from a --ckpt_path's record of its models
             return
         world_model, tokenizer = module.hparams.world_model, module.hparams.tokenizer
-        if world_model is None or tokenizer is None:
+        reads_frames = module.actor_critic.config.observation == "frames"
+        if world_model is None or (tokenizer is None and reads_frames):
             raise ConfigError(
                 "agent fit imagines with a trained world model and reads frames through its tokenizer: give both "
-                "--model.world_model and --model.tokenizer (checkpoints, pretrained folders or Hub ids)."
+                "--model.world_model and --model.tokenizer (checkpoints, pretrained folders or Hub ids). A "
+                "token-reading actor-critic may go without the tokenizer (then the store's encoding is not checked)."
             )
-        module.attach(load_model(world_model, "world_model"), load_model(tokenizer, "tokenizer"), frozen=True)
+        tokenizer = load_model(tokenizer, "tokenizer") if tokenizer is not None else None
+        module.attach(load_model(world_model, "world_model"), tokenizer, frozen=True)
 
 
 def _run(cli_class: type[StageCLI], model_class, prog: str, argv: list[str]) -> StageCLI:

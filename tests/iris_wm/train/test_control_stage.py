@@ -9,7 +9,7 @@ from iris_wm.data.datamodule import state_range
 from iris_wm.data.windows import split_episodes
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.hub import load_model
-from iris_wm.train.stages import run_world_model_cli, stage_args
+from iris_wm.train.stages import run_agent_cli, run_world_model_cli, stage_args
 
 
 def test_the_world_model_stage_fits_continuous_actions_and_a_state(tmp_path):
@@ -36,3 +36,19 @@ def test_the_world_model_stage_fits_continuous_actions_and_a_state(tmp_path):
     )
     step = env.step(torch.zeros(1, 2))
     assert step.tokens.shape == (1, 4) and step.state.shape == (1, 4)
+
+
+def test_the_agent_stage_trains_a_box_policy_that_reads_the_state_in_imagination(tmp_path):
+    point_mass_tokens(tmp_path, episodes=30, length=12)
+    tokens, wm = tmp_path / "tokens", tmp_path / "wm"
+    run_world_model_cli(stage_args("fit", "world_model", "debug", tokens, wm))
+    checkpoint = wm / "checkpoints" / "last.ckpt"
+    extra = ("--model.world_model", str(checkpoint), "--model.tokenizer", "null")
+    run_agent_cli(stage_args("fit", "agent", "debug", tokens, tmp_path / "agent", *extra))
+    network = load_model(tmp_path / "agent" / "checkpoints" / "last.ckpt", "actor_critic")
+    config = network.config
+    assert config.num_actions is None and config.action_dim == 2 and config.state_dim == 4
+    assert (config.action_low, config.action_high) == ([-1.0, -1.0], [1.0, 1.0])
+    out = network(torch.zeros(3, 4, dtype=torch.long), network.initial_state(3), torch.zeros(3, 4))
+    action = network.policy(out.logits).to_env(network.policy(out.logits).sample())
+    assert action.shape == (3, 2) and (action.abs() <= 1).all()

@@ -1,0 +1,85 @@
+"""The policy's distribution over actions, one interface for both kinds of action space.
+
+- :class:`DiscretePolicy`: a categorical over ``n`` actions (IRIS).
+- :class:`BoxPolicy`: a tanh-squashed Gaussian over a box ``[low, high]``: a Gaussian draw ``u`` per component,
+  ``a = low + (tanh(u) + 1) / 2 * (high - low)``. Its log-probability is the Gaussian's with the change of
+  variables, ``- sum log(1 - tanh(u)^2) - sum log((high - low) / 2)``, computed from ``u`` (kept as the sampled
+  action), never from ``a``, so it stays finite at the bounds. The squashed distribution has no closed-form
+  entropy; the entropy bonus is the Gaussian's (Haarnoja et al. 2018 regularise the same pre-squash spread).
+
+Sampling takes a ``torch.Generator``, as the categorical draw does, so a run is reproducible from its seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOG_STD_RANGE = (-5.0, 1.0)
+"""The Gaussian's log standard deviation is squashed into this range (std 0.007 to 2.7 before the tanh)."""
+
+
+class DiscretePolicy:
+    """A categorical over actions from ``logits (B, n)``; sampled actions are ids ``(B,)``."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits.float()
+
+    def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        if temperature == 0:
+            return self.mode()
+        probs = (self.logits / temperature).softmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    def to_env(self, sampled: torch.Tensor) -> torch.Tensor:
+        return sampled
+
+    def mode(self) -> torch.Tensor:
+        return self.logits.argmax(-1)
+
+    def log_prob(self, sampled: torch.Tensor) -> torch.Tensor:
+        return self.logits.log_softmax(-1).gather(-1, sampled[..., None].long()).squeeze(-1)
+
+    def entropy(self) -> torch.Tensor:
+        log_probs = self.logits.log_softmax(-1)
+        return -(log_probs.exp() * log_probs).sum(-1)
+
+
+class BoxPolicy:
+    """A tanh-squashed Gaussian over ``[low, high]`` from ``params (B, 2 D)``: the means, then the raw log standard
+    deviations. Sampled actions are the pre-squash draws ``u (B, D)``; :meth:`to_env` maps them into the box."""
+
+    def __init__(self, params: torch.Tensor, low: torch.Tensor, high: torch.Tensor):
+        mean, raw = params.float().chunk(2, dim=-1)
+        lo, hi = LOG_STD_RANGE
+        self.mean = mean
+        self.log_std = lo + (hi - lo) * (torch.tanh(raw) + 1) / 2
+        self.low, self.high = low.to(mean), high.to(mean)
+
+    def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        if temperature == 0:
+            return self.mean
+        noise = torch.randn(self.mean.shape, device=self.mean.device, generator=generator)
+        return self.mean + temperature * self.log_std.exp() * noise
+
+    def to_env(self, sampled: torch.Tensor) -> torch.Tensor:
+        """Pre-squash draws ``u`` -> actions in the box."""
+        return self.low + (torch.tanh(sampled) + 1) / 2 * (self.high - self.low)
+
+    def mode(self) -> torch.Tensor:
+        """The squashed mean's pre-squash value (``to_env`` of it is the action taken at temperature 0)."""
+        return self.mean
+
+    def log_prob(self, sampled: torch.Tensor) -> torch.Tensor:
+        """Log density of the box action ``to_env(sampled)``, summed over components."""
+        u = sampled.float()
+        gaussian = -0.5 * ((u - self.mean) / self.log_std.exp()).pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)
+        # log(1 - tanh(u)^2), written stably: 2 (log 2 - u - softplus(-2u))
+        squash = 2 * (math.log(2) - u - torch.nn.functional.softplus(-2 * u))
+        scale = torch.log((self.high - self.low) / 2)
+        return (gaussian - squash - scale).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        """The pre-squash Gaussian's entropy, summed over components."""
+        return (self.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)

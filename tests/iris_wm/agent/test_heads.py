@@ -1,0 +1,117 @@
+"""The policy distributions: the squashed Gaussian's density against torch.distributions, actions inside the box,
+seeded draws, and REINFORCE through the rollout moving a continuous policy the way the reward points."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
+
+from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
+from iris_wm.agent.heads import BoxPolicy, DiscretePolicy
+from iris_wm.agent.objective import AgentObjective, agent_losses
+from iris_wm.agent.rollout import rollout
+
+LOW, HIGH = torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 4.0])
+
+
+def test_the_squashed_gaussian_density_is_the_change_of_variables():
+    torch.manual_seed(0)
+    params = torch.randn(5, 4)
+    policy = BoxPolicy(params, LOW, HIGH)
+    u = policy.sample(torch.Generator().manual_seed(1))
+    reference = TransformedDistribution(
+        Normal(policy.mean, policy.log_std.exp()),
+        [TanhTransform(), AffineTransform((LOW + HIGH) / 2, (HIGH - LOW) / 2)],
+    )
+    action = policy.to_env(u)
+    torch.testing.assert_close(policy.log_prob(u), reference.log_prob(action).sum(-1), rtol=1e-4, atol=1e-4)
+    assert ((action >= LOW) & (action <= HIGH)).all()
+    torch.testing.assert_close(policy.entropy(), Normal(policy.mean, policy.log_std.exp()).entropy().sum(-1))
+    # Far in the tail the action sits on the bound, and the density is still finite (computed from u, not from a).
+    assert torch.isfinite(policy.log_prob(torch.full((5, 2), 30.0))).all()
+    assert torch.equal(policy.to_env(policy.sample(temperature=0)), policy.to_env(policy.mean))
+    again = BoxPolicy(params, LOW, HIGH).sample(torch.Generator().manual_seed(1))
+    assert torch.equal(u, again)
+
+
+def test_the_categorical_keeps_the_discrete_policy_as_it_was():
+    logits = torch.randn(4, 3)
+    policy = DiscretePolicy(logits)
+    actions = torch.tensor([0, 2, 1, 1])
+    torch.testing.assert_close(
+        policy.log_prob(actions), torch.distributions.Categorical(logits=logits).log_prob(actions)
+    )
+    torch.testing.assert_close(policy.entropy(), torch.distributions.Categorical(logits=logits).entropy())
+    assert torch.equal(policy.sample(temperature=0), logits.argmax(-1))
+
+
+class PushRight:
+    """A stand-in imagination: reward is the first action component, nothing ends, the tokens never change."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+
+    def step(self, actions):
+        assert actions.shape == (self.batch, 2)
+        return SimpleNamespace(
+            tokens=torch.zeros(self.batch, 4, dtype=torch.long),
+            reward=actions[:, 0].detach(),
+            terminated=torch.zeros(self.batch, dtype=torch.bool),
+            state=None,
+        )
+
+    def current_state(self):
+        return None
+
+
+def box_actor_critic(**extra) -> ActorCritic:
+    torch.manual_seed(0)
+    config = ActorCriticConfig(
+        observation="tokens",
+        vocab_size=5,
+        tokens_per_frame=4,
+        action_dim=2,
+        action_low=[-1.0, -1.0],
+        action_high=[1.0, 1.0],
+        token_embed_dim=4,
+        encoder_dim=16,
+        lstm_dim=16,
+        **extra,
+    )
+    return ActorCritic(config)
+
+
+def test_reinforce_through_the_rollout_moves_a_box_policy_towards_reward():
+    network = box_actor_critic()
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    objective = AgentObjective(horizon=5, entropy_weight=0.0)
+    generator = torch.Generator().manual_seed(0)
+
+    def mean_first_action():
+        out = network(torch.zeros(64, 4, dtype=torch.long), network.initial_state(64))
+        policy = network.policy(out.logits)
+        return float(policy.to_env(policy.mode())[:, 0].mean())
+
+    before = mean_first_action()
+    for _ in range(60):
+        imagined = rollout(
+            network, PushRight(64), torch.zeros(64, 4, dtype=torch.long), network.initial_state(64), 5, generator
+        )
+        assert imagined.actions.shape == (64, 5, 2) and imagined.log_probs.requires_grad
+        loss = agent_losses(imagined, imagined.values.detach(), objective).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert before == pytest.approx(0, abs=0.05) and mean_first_action() > 0.5
+
+
+def test_a_network_that_reads_proprioception_scales_it_and_refuses_to_go_without():
+    network = box_actor_critic(state_dim=3, state_low=[0.0, 0.0, -2.0], state_high=[1.0, 10.0, 2.0])
+    tokens = torch.zeros(2, 4, dtype=torch.long)
+    out = network(tokens, network.initial_state(2), torch.tensor([[0.5, 5.0, 0.0], [1.0, 10.0, 2.0]]))
+    assert out.logits.shape == (2, 4) and out.value.shape == (2,)
+    with pytest.raises(ValueError, match=r"pass proprio of shape \(2, 3\)"):
+        network(tokens, network.initial_state(2))
+    with pytest.raises(Exception, match="num_actions or action_dim"):
+        ActorCritic(ActorCriticConfig(observation="tokens", vocab_size=5, tokens_per_frame=4))
