@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
 from iris_wm.data.episode import Episode, EpisodeBuffer
+from iris_wm.data.spaces import ActionSpace, StateSpec
 from iris_wm.data.store import EpisodeStore, StoreError
 from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
 from iris_wm.runtime.checks import at_least, output_folder
@@ -37,14 +39,13 @@ class CollectSummary:
     returns: list[float]  # undiscounted return of every episode added
 
 
-def _reseed(env, seed: int, stored_episodes: int) -> np.ndarray:
+def _reseed(env, seed: int, stored_episodes: int) -> tuple[np.ndarray, dict]:
     """Start a new game seeded by ``(seed, episodes stored)``. Collection does this after every append, so a
     run killed at any point and rerun continues exactly as the uninterrupted run did (the episodes that were
     only in memory are collected again, identically)."""
     rng = np.random.default_rng([seed, stored_episodes])
     env.action_space.seed(int(rng.integers(2**31)))
-    obs, _ = env.reset(seed=int(rng.integers(2**31)))
-    return obs
+    return env.reset(seed=int(rng.integers(2**31)))
 
 
 def collect(
@@ -92,6 +93,16 @@ MAX_FLUSH_STEPS = 100_000
 """Steps held in memory before an append: 100,000 64x64 frames are 1.2 GB, and a crash loses what is held."""
 
 
+def store_layout(env) -> tuple[ActionSpace, StateSpec | None, float | None]:
+    """What an environment's episodes are in a store: its action space, its state (``state_names`` on the env, the
+    values in ``info["state"]``) and its control frequency (``metadata["render_fps"]``) where it has them."""
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        return ActionSpace.discrete(int(env.action_space.n)), None, None
+    space = ActionSpace.box(env.action_space.low, env.action_space.high)
+    names = getattr(env.unwrapped, "state_names", None)
+    return space, StateSpec.named(names) if names else None, env.metadata.get("render_fps")
+
+
 def _check_arguments(steps: int, seed: int, flush_steps: int, workers: int) -> None:
     at_least(1, "collect", steps=steps, flush_steps=flush_steps, workers=workers)
     at_least(0, "collect", seed=seed)
@@ -113,10 +124,16 @@ def _make_folder(out: Path) -> None:
 
 
 def _collect(out, steps, env_config, seed, policy, flush_steps, progress, progress_position) -> CollectSummary:
-    env_config = dataclasses.replace(env_config or EnvConfig(), game=resolve_game_id((env_config or EnvConfig()).game))
+    env_config = env_config or EnvConfig()
+    if env_config.suite == "atari":
+        env_config = dataclasses.replace(env_config, game=resolve_game_id(env_config.game))
     env = make_env(env_config)
-    settings = {"env": env_config.to_dict(), "action_meanings": env.unwrapped.get_action_meanings()}
-    store = EpisodeStore.open_or_create(out, EpisodeStore.frame_spec(env_config.size), env.action_space.n, settings)
+    space, state, fps = store_layout(env)
+    settings = {"env": env_config.to_dict()}
+    if env_config.suite == "atari":
+        settings["action_meanings"] = env.unwrapped.get_action_meanings()
+    frames = EpisodeStore.frame_spec(env_config.size)
+    store = EpisodeStore.open_or_create(out, frames, space, settings, state, fps)
     start_steps, start_episodes = store.num_steps, store.num_episodes
     todo = steps - start_steps
     returns: list[float] = []
@@ -124,7 +141,7 @@ def _collect(out, steps, env_config, seed, policy, flush_steps, progress, progre
         env.close()
         return CollectSummary(Path(out), 0, 0, store.num_steps, store.num_episodes, returns)
 
-    obs = _reseed(env, seed, start_episodes)
+    obs, info = _reseed(env, seed, start_episodes)
     pending: list[Episode] = []
     buffer = EpisodeBuffer()
     bar = tqdm(
@@ -132,11 +149,13 @@ def _collect(out, steps, env_config, seed, policy, flush_steps, progress, progre
     )
     for i in range(todo):
         maybe_fault(f"collect:{i}")
-        action = int(policy(obs)) if policy else int(env.action_space.sample())
-        next_obs, reward, terminated, truncated, _ = env.step(action)
+        action = policy(obs) if policy else env.action_space.sample()
+        action = int(action) if space.is_discrete else np.asarray(action, np.float32)
+        next_obs, reward, terminated, truncated, next_info = env.step(action)
         last = i == todo - 1
-        buffer.add(obs, action, float(reward), bool(terminated), bool(truncated or (last and not terminated)))
-        obs = next_obs
+        ended = bool(truncated or (last and not terminated))
+        buffer.add(obs, action, float(reward), bool(terminated), ended, info.get("state") if state else None)
+        obs, info = next_obs, next_info
         bar.update(1)
         if terminated or truncated or last:
             returns.append(float(np.sum(buffer.rewards)))
@@ -147,9 +166,9 @@ def _collect(out, steps, env_config, seed, policy, flush_steps, progress, progre
                 pending = []
                 bar.set_postfix(episodes=store.num_episodes)
                 if not last:
-                    obs = _reseed(env, seed, store.num_episodes)
+                    obs, info = _reseed(env, seed, store.num_episodes)
             elif not last:
-                obs, _ = env.reset()
+                obs, info = env.reset()
     bar.close()
     env.close()
     return CollectSummary(

@@ -87,22 +87,27 @@ class EpisodeBuffer:
 
     def __init__(self):
         self.obs, self.actions, self.rewards, self.terminated, self.truncated = [], [], [], [], []
+        self.states = []
 
-    def add(self, obs, action, reward, terminated, truncated):
+    def add(self, obs, action, reward, terminated, truncated, state=None):
         self.obs.append(obs)
         self.actions.append(action)
         self.rewards.append(reward)
         self.terminated.append(terminated)
         self.truncated.append(truncated)
+        if state is not None:
+            self.states.append(state)
 
     def __len__(self):
         return len(self.actions)
 
     def to_episode(self) -> Episode:
+        continuous = len(self.actions) and np.ndim(self.actions[0]) > 0
         return Episode(
             np.stack(self.obs),
-            np.array(self.actions, np.int64),
+            np.stack(self.actions).astype(np.float32) if continuous else np.array(self.actions, np.int64),
             np.array(self.rewards, np.float32),
             np.array(self.terminated, bool),
             np.array(self.truncated, bool),
+            np.stack(self.states).astype(np.float32) if self.states else None,
         )

@@ -17,7 +17,8 @@ on its own):
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import cv2
 import gymnasium as gym
@@ -25,6 +26,10 @@ import numpy as np
 
 from iris_wm.runtime.checks import at_least, within
 from iris_wm.runtime.errors import ConfigError
+
+ATARI_MAX_STEPS = 27_000
+POINT_MASS_STEPS = 50
+"""Steps of a point-mass episode unless ``max_episode_steps`` says otherwise."""
 
 __all__ = ["EnvConfig", "make_env", "known_games", "EpisodicLife", "MaxAndSkip", "NoopReset", "ResizeCHW"]
 
@@ -45,18 +50,28 @@ class EnvConfig:
     """At reset, take a random number in ``[1, noop_max]`` of no-ops; 0 disables."""
     life_loss_terminates: bool = True
     """End the episode (``terminated=True``) when a life is lost; the game continues at the next reset."""
-    max_episode_steps: int | None = 27_000
+    max_episode_steps: int | None = 27_000  # ATARI_MAX_STEPS
     """Cap on agent steps per episode (27,000 x 4 = 108,000 frames, 30 minutes of play); ``None``: no cap."""
     sticky_action_prob: float = 0.0
     """Probability of repeating the previous action (ALE v5 uses 0.25; IRIS used 0)."""
     full_action_space: bool = False
     """Use all 18 Atari actions instead of the game's minimal set."""
+    suite: Literal["atari", "point-mass"] = field(default="atari", metadata={"added": "issue 19"})
+    """Which environments: Atari games (ale-py, the wrapper stack above), or ``point-mass``, the built-in
+    continuous-control task (:mod:`iris_wm.envs.point_mass`: a 2-D force, proprioception; of the options above it
+    reads ``size`` and ``max_episode_steps``, which becomes 50 when left at Atari's 27,000)."""
 
     def __post_init__(self):
         at_least(8, "env", size=self.size)
         at_least(1, "env", frame_skip=self.frame_skip, max_episode_steps=self.max_episode_steps)
         at_least(0, "env", noop_max=self.noop_max)
         within(0, 1, "env", sticky_action_prob=self.sticky_action_prob)
+        if self.suite not in ("atari", "point-mass"):
+            raise ConfigError(f"env.suite must be 'atari' or 'point-mass'; got {self.suite!r}.")
+        if self.suite != "atari":
+            self.game = self.suite  # the game names the task in the store's settings
+            if self.max_episode_steps in (None, ATARI_MAX_STEPS):  # Atari's cap is 30 minutes of play: use the task's
+                self.max_episode_steps = POINT_MASS_STEPS
 
     @classmethod
     def evaluation(cls, **overrides) -> EnvConfig:
@@ -66,7 +81,10 @@ class EnvConfig:
         return cls(**settings)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        settings = asdict(self)
+        if self.suite == "atari":  # as before the suites: stores collected then still accept appends
+            del settings["suite"]
+        return settings
 
 
 def known_games() -> list[str]:
@@ -201,6 +219,14 @@ def make_raw_env(config: EnvConfig) -> gym.Env:
 def make_env(config: EnvConfig | None = None, seed: int | None = None) -> gym.Env:
     """Build the wrapped environment. ``reset(seed=...)`` still seeds it; ``seed`` is a convenience."""
     config = config or EnvConfig()
+    if config.suite == "point-mass":
+        from iris_wm.envs.point_mass import PointMass
+
+        env = PointMass(size=config.size, max_steps=config.max_episode_steps)
+        if seed is not None:
+            env.reset(seed=seed)
+            env.action_space.seed(seed)
+        return env
     if not 0.0 <= config.sticky_action_prob < 1.0:
         raise ValueError(f"sticky_action_prob must be in [0, 1), got {config.sticky_action_prob}.")
     if config.size < 8:
