@@ -7,7 +7,7 @@ SOURCES := iris_wm tokenizer sequence_model scaling tests benchmarks
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv browser test test-slow lint format demo demo-seeds bench bench-memory synthetic-utility compare-prediction scaling clean
+.PHONY: venv browser mujoco-gl test test-slow lint format demo demo-seeds bench bench-memory synthetic-utility compare-prediction scaling clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,14 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 		echo "Chromium is not installed (not root, or no package source): the browser test will skip."; }
 
-test: $(STAMP) browser  ## the test suite, one worker per core (pytest-xdist); about 6.5 minutes on 2 cores
+# MuJoCo (the dmc suite) renders headless through EGL: Mesa's, installed once where this runs as root (the dmc tests
+# skip, saying why, where it cannot be).
+mujoco-gl:
+	@ldconfig -p 2>/dev/null | grep -q libEGL_mesa || { [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1) >/dev/null 2>&1 || \
+		echo "Mesa's EGL is not installed (not root, or no package source): the dmc suite's tests will skip."; }
+
+test: $(STAMP) browser mujoco-gl  ## the test suite, one worker per core (pytest-xdist); about 6.5 minutes on 2 cores
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 test-slow: $(STAMP)  ## the slow checks (planted law with many replicates); minutes

@@ -28,6 +28,9 @@ from iris_wm.runtime.checks import at_least, within
 from iris_wm.runtime.errors import ConfigError
 
 ATARI_MAX_STEPS = 27_000
+ATARI_FRAME_SKIP = 4
+DMC_ACTION_REPEAT = 2
+"""The dmc suite's action repeat unless ``frame_skip`` says otherwise (DreamerV3, TD-MPC2)."""
 POINT_MASS_STEPS = 50
 """Steps of a point-mass episode unless ``max_episode_steps`` says otherwise."""
 
@@ -56,22 +59,37 @@ class EnvConfig:
     """Probability of repeating the previous action (ALE v5 uses 0.25; IRIS used 0)."""
     full_action_space: bool = False
     """Use all 18 Atari actions instead of the game's minimal set."""
-    suite: Literal["atari", "point-mass"] = field(default="atari", metadata={"added": "issue 19"})
-    """Which environments: Atari games (ale-py, the wrapper stack above), or ``point-mass``, the built-in
-    continuous-control task (:mod:`iris_wm.envs.point_mass`: a 2-D force, proprioception; of the options above it
-    reads ``size`` and ``max_episode_steps``, which becomes 50 when left at Atari's 27,000)."""
+    suite: Literal["atari", "point-mass", "dmc"] = field(default="atari", metadata={"added": "issue 19"})
+    """Which environments: Atari games (ale-py, the wrapper stack above); ``point-mass``, the built-in
+    continuous-control task (:mod:`iris_wm.envs.point_mass`; of the options above it reads ``size`` and
+    ``max_episode_steps``, which becomes 50 when left at Atari's 27,000); or ``dmc``, a DeepMind Control Suite task
+    (``task``; MuJoCo rendered headless, :mod:`iris_wm.envs.dmc`; it reads ``size``, ``frame_skip`` as the action
+    repeat (2 when left at Atari's 4), and ``max_episode_steps`` only when set apart from Atari's 27,000: the suite's
+    own limit ends episodes)."""
+    task: str | None = field(default=None, metadata={"added": "issue 19"})
+    """The dm_control task of the ``dmc`` suite, ``domain-task``: reacher-easy, cartpole-swingup, ..."""
 
     def __post_init__(self):
         at_least(8, "env", size=self.size)
         at_least(1, "env", frame_skip=self.frame_skip, max_episode_steps=self.max_episode_steps)
         at_least(0, "env", noop_max=self.noop_max)
         within(0, 1, "env", sticky_action_prob=self.sticky_action_prob)
-        if self.suite not in ("atari", "point-mass"):
-            raise ConfigError(f"env.suite must be 'atari' or 'point-mass'; got {self.suite!r}.")
-        if self.suite != "atari":
+        if self.suite not in ("atari", "point-mass", "dmc"):
+            raise ConfigError(f"env.suite must be 'atari', 'point-mass' or 'dmc'; got {self.suite!r}.")
+        if self.suite == "dmc" and not self.task:
+            raise ConfigError("The dmc suite needs a task: --env.task reacher-easy (domain-task).")
+        if self.suite != "dmc" and self.task:
+            raise ConfigError(f"env.task names a dm_control task; it needs --env.suite dmc (got {self.suite!r}).")
+        if self.suite == "point-mass":
             self.game = self.suite  # the game names the task in the store's settings
             if self.max_episode_steps in (None, ATARI_MAX_STEPS):  # Atari's cap is 30 minutes of play: use the task's
                 self.max_episode_steps = POINT_MASS_STEPS
+        if self.suite == "dmc":
+            self.game = self.task
+            if self.max_episode_steps == ATARI_MAX_STEPS:
+                self.max_episode_steps = None  # the suite's own time limit
+            if self.frame_skip == ATARI_FRAME_SKIP:
+                self.frame_skip = DMC_ACTION_REPEAT
 
     @classmethod
     def evaluation(cls, **overrides) -> EnvConfig:
@@ -83,7 +101,7 @@ class EnvConfig:
     def to_dict(self) -> dict:
         settings = asdict(self)
         if self.suite == "atari":  # as before the suites: stores collected then still accept appends
-            del settings["suite"]
+            del settings["suite"], settings["task"]
         return settings
 
 
@@ -223,6 +241,13 @@ def make_env(config: EnvConfig | None = None, seed: int | None = None) -> gym.En
         from iris_wm.envs.point_mass import PointMass
 
         env = PointMass(size=config.size, max_steps=config.max_episode_steps)
+    if config.suite == "dmc":
+        from iris_wm.envs.dmc import DMCEnv
+
+        env = DMCEnv(config.task, size=config.size, action_repeat=config.frame_skip)
+        if config.max_episode_steps is not None:
+            env = gym.wrappers.TimeLimit(env, config.max_episode_steps)
+    if config.suite != "atari":
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)

@@ -31,3 +31,44 @@ def test_the_point_mass_suite_fills_a_store_with_box_actions_states_and_fps(tmp_
 def test_atari_settings_do_not_name_the_suite():
     assert "suite" not in EnvConfig().to_dict() and EnvConfig().max_episode_steps == 27_000
     assert EnvConfig(suite="point-mass").max_episode_steps == 50
+
+
+def _dmc_or_skip():
+    """Skip, saying why, where dm_control or headless MuJoCo rendering (EGL) is missing."""
+    import pytest
+
+    try:
+        from iris_wm.envs.dmc import DMCEnv
+
+        DMCEnv("reacher-easy", size=16).reset(seed=0)
+    except Exception as err:  # noqa: BLE001  (any failure to render is a reason to skip, named)
+        pytest.skip(f"dm_control cannot render headless here ({type(err).__name__}: {err}); make installs Mesa's EGL")
+
+
+def test_the_dmc_suite_collects_a_mujoco_task_with_frames_states_and_box_actions(tmp_path):
+    _dmc_or_skip()
+    env = EnvConfig(suite="dmc", task="reacher-easy", size=32, max_episode_steps=40)
+    summary = collect(tmp_path / "dmc", 60, env, seed=1, flush_steps=40, progress=False)
+    store = EpisodeStore.open(tmp_path / "dmc")
+    assert summary.total_steps == 60 and store.episode_lengths.tolist() == [40, 20]
+    assert store.action_space == ActionSpace.box([-1, -1], [1, 1]) and store.fps == 25.0  # 0.02 s x action repeat 2
+    assert store.state.names[:2] == ("position.0", "position.1") and store.state.size == 6
+    frames = store.observations(np.arange(60))
+    assert frames.shape == (60, 3, 32, 32) and np.abs(np.diff(frames.astype(int), axis=0)).mean() > 0.1  # it moves
+    assert store.manifest["settings"]["env"]["task"] == "reacher-easy"
+
+
+def test_bad_dmc_settings_are_refused_with_the_fix():
+    import pytest
+
+    from iris_wm.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a task"):
+        EnvConfig(suite="dmc")
+    with pytest.raises(ConfigError, match="needs --env.suite dmc"):
+        EnvConfig(task="reacher-easy")
+    _dmc_or_skip()
+    from iris_wm.envs.dmc import split_task
+
+    with pytest.raises(ConfigError, match="reacher-easy"):
+        split_task("reacher-eazy")
