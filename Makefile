@@ -7,7 +7,7 @@ SOURCES := iris_wm tokenizer sequence_model scaling tests benchmarks
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv browser mujoco-gl test test-slow lint format demo demo-seeds bench bench-memory synthetic-utility compare-prediction scaling clean
+.PHONY: venv browser mujoco-gl demo-control test test-slow lint format demo demo-seeds bench bench-memory synthetic-utility compare-prediction scaling clean
 
 venv: $(STAMP)
 
@@ -49,6 +49,9 @@ DEMO_OUT := $(if $(filter 0,$(SEED)),runs/demo,runs/demo-seed$(SEED))
 
 demo: $(STAMP)  ## the pipeline end to end on Breakout -> runs/demo/report.md (make demo SEED=n: runs/demo-seed<n>)
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo --out $(DEMO_OUT) --seed $(SEED)
+
+demo-control: $(STAMP) mujoco-gl  ## the pipeline on dm_control reacher-easy (MuJoCo) -> runs/demo-control/report.md
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo_control --out runs/demo-control
 
 demo-seeds: $(STAMP)  ## after make demo: the agent stage over 3 seeds against random -> runs/demo/seeds.json
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.seeds --out $(DEMO_OUT) --seeds 0 1 2

@@ -18,12 +18,19 @@ from iris_wm.data.windows import WindowDataset
 
 @torch.no_grad()
 def window_cross_entropy(world_model, batch) -> np.ndarray:
-    """Observation cross-entropy (nats per token) of every window of ``batch`` on its own, as the loss computes it."""
+    """Observation cross-entropy (nats per token; the state's tokens included for a world model of proprioception)
+    of every window of ``batch`` on its own, as the loss computes it."""
     values = []
     for i in range(len(batch)):
         one = slice(i, i + 1)
+        states = batch.states[one] if world_model.config.state_dim else None
         losses = world_model.loss(
-            batch.observations[one], batch.actions[one], batch.rewards[one], batch.terminated[one], batch.mask[one]
+            batch.observations[one],
+            batch.actions[one],
+            batch.rewards[one],
+            batch.terminated[one],
+            batch.mask[one],
+            states,
         )
         values.append(float(losses.observation))
     return np.array(values)

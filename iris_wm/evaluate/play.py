@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from iris_wm.data.collect import store_layout
 from iris_wm.data.sizes import check_sizes
+from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
 from iris_wm.evaluate.scores import summarize
 from iris_wm.hub.checkpoints import load_agent
@@ -26,14 +28,17 @@ from iris_wm.runtime.provenance import provenance
 
 
 class RandomPolicy:
-    """Uniformly random actions, drawn from a seeded generator."""
+    """Uniformly random actions, drawn from a seeded generator: ids in ``[0, n)``, or vectors uniform in a box."""
 
-    def __init__(self, num_actions: int, seed: int):
-        self.num_actions = num_actions
+    def __init__(self, actions: int | ActionSpace, seed: int):
+        self.space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
         self.rng = np.random.default_rng(seed)
 
-    def act(self, frames, new_episode) -> np.ndarray:
-        return self.rng.integers(0, self.num_actions, len(frames))
+    def act(self, frames, new_episode, states=None) -> np.ndarray:
+        if self.space.is_discrete:
+            return self.rng.integers(0, self.space.n, len(frames))
+        low, high = np.asarray(self.space.low), np.asarray(self.space.high)
+        return (low + self.rng.random((len(frames), len(low))) * (high - low)).astype(np.float32)
 
 
 def play(
@@ -42,7 +47,9 @@ def play(
     """Returns and lengths of ``episodes`` episodes, in episode order."""
     num_envs = max(1, min(num_envs, episodes))
     envs = [make_env(env_config) for _ in range(num_envs)]
+    space, state_spec, _ = store_layout(envs[0])
     frames = np.zeros((num_envs, 3, env_config.size, env_config.size), np.uint8)
+    states = np.zeros((num_envs, state_spec.size), np.float32) if state_spec else None
     playing = np.full(num_envs, -1)  # the episode each environment plays, -1 when idle
     new = np.ones(num_envs, bool)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
@@ -51,13 +58,19 @@ def play(
     while finished < episodes:
         for slot in np.flatnonzero(playing < 0):
             if started < episodes:
-                frames[slot], _ = envs[slot].reset(seed=seed + started)
+                frames[slot], info = envs[slot].reset(seed=seed + started)
+                if states is not None:
+                    states[slot] = info["state"]
                 playing[slot], new[slot] = started, True
                 started += 1
-        actions = np.asarray(torch.as_tensor(policy.act(frames, new)).cpu())
+        chosen = policy.act(frames, new, states) if states is not None else policy.act(frames, new)
+        actions = np.asarray(torch.as_tensor(chosen).cpu())
         new[:] = False
         for slot in np.flatnonzero(playing >= 0):
-            frames[slot], reward, terminated, truncated, _ = envs[slot].step(int(actions[slot]))
+            action = int(actions[slot]) if space.is_discrete else actions[slot].astype(np.float32)
+            frames[slot], reward, terminated, truncated, info = envs[slot].step(action)
+            if states is not None:
+                states[slot] = info["state"]
             episode = playing[slot]
             returns[episode] += reward
             lengths[episode] += 1
@@ -97,18 +110,24 @@ def evaluate(
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
     output_file(out, "result file")
-    env = dataclasses.replace(env, game=resolve_game_id(env.game))
+    if env.suite == "atari":
+        env = dataclasses.replace(env, game=resolve_game_id(env.game))
     probe = make_env(env)
-    num_actions = int(probe.action_space.n)
+    space, _, _ = store_layout(probe)
     probe.close()
     if agent is None:
-        policy, name = RandomPolicy(num_actions, seed), "random"
+        policy, name = RandomPolicy(space, seed), "random"
     else:
         loaded = load_agent(agent, map_location=device)
+        game = (
+            {"num_actions": space.n, "action_dim": 0}
+            if space.is_discrete
+            else {"num_actions": 0, "action_dim": space.size}
+        )
         check_sizes(
             fix=f"Evaluate it on the game it was trained on, not {env.game}.",
             actor_critic=loaded.actor_critic,
-            game={"num_actions": num_actions},
+            game=game,
         )
         generator = torch.Generator(device).manual_seed(seed)
         policy, name = loaded.policy(temperature, 0.0, generator), agent

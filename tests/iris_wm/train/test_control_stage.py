@@ -8,6 +8,7 @@ from helpers.control import point_mass_tokens
 from iris_wm.data.datamodule import state_range
 from iris_wm.data.windows import split_episodes
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from iris_wm.evaluate.conditioning import action_conditioning
 from iris_wm.hub import load_model
 from iris_wm.train.stages import run_agent_cli, run_world_model_cli, stage_args
 
@@ -36,6 +37,9 @@ def test_the_world_model_stage_fits_continuous_actions_and_a_state(tmp_path):
     )
     step = env.step(torch.zeros(1, 2))
     assert step.tokens.shape == (1, 4) and step.state.shape == (1, 4)
+    _, held_out = split_episodes(tokens, 0.2, 0)
+    figures = action_conditioning(model, tokens, held_out, windows=8)  # the state's tokens are scored too
+    assert figures["windows"] == 8 and np.isfinite(figures["ce_true_actions"])
 
 
 def test_the_agent_stage_trains_a_box_policy_that_reads_the_state_in_imagination(tmp_path):
