@@ -51,7 +51,7 @@ demo: $(STAMP)  ## the pipeline end to end on Breakout -> runs/demo/report.md (m
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo --out $(DEMO_OUT) --seed $(SEED)
 
 demo-control: $(STAMP) mujoco-gl  ## the pipeline on dm_control reacher-easy (MuJoCo) -> runs/demo-control/report.md
-	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo_control --out runs/demo-control
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.control_demo --out runs/demo-control
 
 demo-seeds: $(STAMP)  ## after make demo: the agent stage over 3 seeds against random -> runs/demo/seeds.json
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.seeds --out $(DEMO_OUT) --seeds 0 1 2

@@ -9,7 +9,7 @@ The pipeline, and where each step lives (imports flow down this list; nothing im
     hub/        pretrained folders and cards, stage checkpoints -> models, stores as Hub datasets
     agent/      the actor-critic, its objective and rollouts, the policy, the Agent bundle, its Lightning system
     data/       episodes and stores, windows, collection, token stores, the size check, the data module
-    envs/       Atari behind the IRIS wrappers, and the imagination environment beside it
+    envs/       Atari behind the IRIS wrappers, the point mass, DeepMind Control tasks, the imagination environment
     runtime/    provenance and digests, durable files, random state, the non-finite-loss rule, hardware
 
 Every layer may use the two model packages beside this one: ``tokenizer`` (frames <-> tokens) and
@@ -31,6 +31,9 @@ _PUBLIC = {
     "ImaginationConfig": "iris_wm.envs.imagination",
     "ImaginationEnv": "iris_wm.envs.imagination",
     "Episode": "iris_wm.data.episode",
+    "ActionSpace": "iris_wm.data.spaces",
+    "StateSpec": "iris_wm.data.spaces",
+    "PointMass": "iris_wm.envs.point_mass",
     "EpisodeStore": "iris_wm.data.store",
     "TokenStore": "iris_wm.data.store",
     "open_store": "iris_wm.data.store",
