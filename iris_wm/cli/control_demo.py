@@ -17,7 +17,6 @@ Then ``<out>/report.md`` and ``<out>/states.png`` (real against imagined state c
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iris_wm.cli.arguments import demo_parser
 from iris_wm.data.collect import collect_parallel
 from iris_wm.data.store import TokenStore
 from iris_wm.data.windows import split_episodes
@@ -191,15 +191,7 @@ def write_report(out: Path, summary: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="iris-wm-demo-control", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo-control"), help="Folder for everything written.")
-    parser.add_argument("--steps", type=int, default=20_000, help="Random-policy steps to collect.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of collection and evaluation.")
-    parser.add_argument("--eval_episodes", type=int, default=32, help="Real episodes for the agent and for random.")
-    parser.add_argument("--eval_max_steps", type=int, default=250, help="Cap on the steps of an evaluation episode.")
-    args = parser.parse_args(argv)
+    args = demo_parser("iris-wm-demo-control", __doc__, "runs/demo-control", 20_000, 250).parse_args(argv)
     run(args.out, args.steps, args.seed, args.eval_episodes, args.eval_max_steps)
     print((args.out / "report.md").read_text())
 

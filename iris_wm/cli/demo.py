@@ -20,7 +20,6 @@ learning curves (``<out>/curves.png``).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from iris_wm.agent.bundle import Agent
+from iris_wm.cli.arguments import demo_parser
 from iris_wm.cli.report import plot_curves, write_report
 from iris_wm.data.collect import collect
 from iris_wm.data.store import EpisodeStore, TokenStore
@@ -296,15 +296,7 @@ def check_round_trip(out: Path, folder: Path, agent_checkpoint: Path, observatio
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="iris-wm-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="Folder for everything the demo writes.")
-    parser.add_argument("--steps", type=int, default=50_000, help="Random-policy environment steps to collect.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of collection and training.")
-    parser.add_argument("--eval_episodes", type=int, default=32, help="Real-game episodes for the agent and random.")
-    parser.add_argument("--eval_max_steps", type=int, default=2_000, help="Cap on the steps of an evaluation episode.")
-    args = parser.parse_args(argv)
+    args = demo_parser("iris-wm-demo", __doc__, "runs/demo", 50_000, 2_000).parse_args(argv)
     summary = run(args.out, args.steps, args.seed, args.eval_episodes, args.eval_max_steps)
     print((args.out / "report.md").read_text())
     print(json.dumps(summary["timings_s"]))
