@@ -1,9 +1,16 @@
-"""The options the demo commands share (`make demo`, `make demo-control`)."""
+"""What the demo commands share (`make demo`, `make demo-control`): their options, and the record of the settings a
+demo folder was made with, which a resumed run must match."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
+
+from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.files import write_json_atomic
+from iris_wm.train.stages import CONFIGS
 
 
 def demo_parser(prog: str, description: str, out: str, steps: int, eval_max_steps: int) -> argparse.ArgumentParser:
@@ -19,3 +26,29 @@ def demo_parser(prog: str, description: str, out: str, steps: int, eval_max_step
         "--eval_max_steps", type=int, default=eval_max_steps, help="Cap on the steps of an evaluation episode."
     )
     return parser
+
+
+def settings(config: str, stages, **arguments) -> dict:
+    """What decides a demo's figures: its ``arguments`` and the content of ``configs/<stage>/<config>.yaml`` of every
+    stage."""
+    configs = {
+        stage: hashlib.sha256((CONFIGS / stage / f"{config}.yaml").read_bytes()).hexdigest()[:16] for stage in stages
+    }
+    return {**arguments, "configs": configs}
+
+
+def claim(out: Path, wanted: dict) -> None:
+    """Record the demo's settings in ``out/settings.json``, or refuse a folder whose settings differ: a resumed demo
+    would otherwise mix stages trained under different seeds or configs."""
+    path = out / "settings.json"
+    if path.exists():
+        found = json.loads(path.read_text())
+        changed = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k))
+        if changed:
+            differences = "; ".join(f"{k}: {found.get(k)} there, {wanted.get(k)} now" for k in changed)
+            raise ConfigError(
+                f"{out} holds a demo run with other settings ({differences}): resuming would mix the two. Pass another "
+                f"--out (make demo SEED=n uses runs/demo-seed<n>), or delete {out} to start again."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, wanted)

@@ -12,7 +12,8 @@ function its command calls; every stage is skipped when its output exists, so an
 5. ``iris-wm agent fit`` (configs/agent/control.yaml): a squashed-Gaussian policy reading tokens and state, trained
    in imagination.
 6. ``iris-wm evaluate``: the agent and the random policy on the same seeded episodes of the real task.
-Then ``<out>/report.md`` and ``<out>/states.png`` (real against imagined state components of a held-out window).
+Then ``<out>/report.md`` with ``frames.png`` and ``states.png``: a held-out window's real against imagined frames
+and state components. ``<out>/settings.json`` records the arguments and configs; a resumed run must match them.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iris_wm.cli.arguments import demo_parser
+from iris_wm.cli.arguments import claim, demo_parser, settings
 from iris_wm.data.collect import collect_parallel
-from iris_wm.data.store import TokenStore
+from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.data.windows import split_episodes
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.conditioning import action_conditioning
@@ -40,8 +41,12 @@ from iris_wm.train.stages import run_agent_cli, run_tokenizer_cli, run_world_mod
 TASK = "reacher-easy"
 
 
+STAGES = ("tokenizer", "world_model", "agent")
+
+
 def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: int) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+    arguments = dict(steps=steps, seed=seed, eval_episodes=eval_episodes, eval_max_steps=eval_max_steps)
+    claim(out, settings("control", STAGES, **arguments))
     previous = out / "summary.json"
     timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
 
@@ -73,7 +78,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: in
         _, held_out = split_episodes(store, 0.1, 0)
         conditioning = action_conditioning(model, store, held_out, windows=256, seed=seed)
         states = state_rollouts(model, store, burn_in=4, horizon=20, windows=256, seed=seed)
-        plot_states(model, store, out / "states.png", seed)
+        plot_window(model, load_model(tokenizer, "tokenizer"), store, out, seed)
     agent = out / "agent" / "checkpoints" / "last.ckpt"
     if not agent.exists():
         with timer("agent fit"):
@@ -103,8 +108,10 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: in
 
 
 @torch.no_grad()
-def plot_states(model, store: TokenStore, path: Path, seed: int, burn_in: int = 4, horizon: int = 20) -> None:
-    """Real against imagined (argmax) state components over one held-out window."""
+def plot_window(model, tokenizer, store: TokenStore, out: Path, seed: int, burn_in: int = 4, horizon: int = 20) -> None:
+    """One held-out window, imagined (argmax) from ``burn_in`` real steps with the real actions: ``frames.png``, the
+    real frames (top) over the imagined ones decoded by the tokenizer (bottom), and ``states.png``, real against
+    imagined state components."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,10 +129,15 @@ def plot_states(model, store: TokenStore, path: Path, seed: int, burn_in: int = 
         torch.from_numpy(columns.action[rows[: burn_in - 1]])[None],
         torch.from_numpy(columns.state[rows[:burn_in]])[None],
     )
-    imagined = torch.stack(
-        [env.step(torch.from_numpy(columns.action[rows[burn_in - 1 + h]])[None]).state[0] for h in range(horizon)]
-    ).numpy()
+    steps = [env.step(torch.from_numpy(columns.action[rows[burn_in - 1 + h]])[None]) for h in range(horizon)]
+    imagined = torch.stack([step.state[0] for step in steps]).numpy()
     real = columns.state[rows]
+    real_frames = EpisodeStore.open(out / "episodes").observations(rows[burn_in:])  # row-aligned with the tokens
+    decoded = tokenizer.decode(torch.cat([step.tokens for step in steps])).numpy()
+    strip = np.concatenate([np.concatenate(list(real_frames), 2), np.concatenate(list(decoded), 2)], 1)
+    from PIL import Image
+
+    Image.fromarray(strip.transpose(1, 2, 0)).save(out / "frames.png")
     names = store.state.names
     figure, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.4), squeeze=False)
     for i, ax in enumerate(axes[0]):
@@ -135,7 +147,7 @@ def plot_states(model, store: TokenStore, path: Path, seed: int, burn_in: int = 
         ax.set_title(names[i], fontsize=8)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(out / "states.png", dpi=90)
     plt.close(figure)
 
 
@@ -169,6 +181,10 @@ def write_report(out: Path, summary: dict) -> Path:
     lines += [
         "",
         "![real and imagined state](states.png)",
+        "",
+        "The same window's frames, real (top) and imagined then decoded (bottom), one column per imagined step:",
+        "",
+        "![real and imagined frames](frames.png)",
         "",
         f"## The real task: {e['agent']['episodes']} seeded episodes each",
         "",

@@ -20,14 +20,13 @@ learning curves (``<out>/curves.png``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from iris_wm.agent.bundle import Agent
-from iris_wm.cli.arguments import demo_parser
+from iris_wm.cli.arguments import claim, demo_parser, settings
 from iris_wm.cli.report import plot_curves, write_report
 from iris_wm.data.collect import collect
 from iris_wm.data.store import EpisodeStore, TokenStore
@@ -39,11 +38,9 @@ from iris_wm.evaluate.play import evaluate
 from iris_wm.evaluate.scores import read_figures, result_figures
 from iris_wm.evaluate.showcase import showcase
 from iris_wm.hub import CardInfo, export_checkpoint, load_model, read_checkpoint
-from iris_wm.runtime.errors import ConfigError
-from iris_wm.runtime.files import write_json_atomic
 from iris_wm.runtime.hardware import cpu_has_native_bf16
 from iris_wm.runtime.provenance import weights_digest
-from iris_wm.train.stages import CONFIGS, run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
+from iris_wm.train.stages import run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
 
 RUNNERS = {"tokenizer": run_tokenizer_cli, "world_model": run_world_model_cli, "agent": run_agent_cli}
 DATA = {"tokenizer": "episodes", "world_model": "tokens", "agent": "tokens"}
@@ -84,39 +81,11 @@ def tokenizer_figures(checkpoint: Path, datamodule) -> dict[str, float]:
     return {f"reconstruction/{k}": v for k, v in figures.items()}
 
 
-def settings(steps: int, seed: int, eval_episodes: int, eval_max_steps: int) -> dict:
-    """What decides a demo's figures: its arguments and the content of every stage's config."""
-    configs = {
-        stage: hashlib.sha256((CONFIGS / stage / f"{CONFIG}.yaml").read_bytes()).hexdigest()[:16] for stage in RUNNERS
-    }
-    return {
-        "steps": steps,
-        "seed": seed,
-        "eval_episodes": eval_episodes,
-        "eval_max_steps": eval_max_steps,
-        "configs": configs,
-    }
-
-
-def claim(out: Path, wanted: dict) -> None:
-    """Record the demo's settings in ``out/settings.json``, or refuse a folder whose settings differ: a resumed demo
-    would otherwise mix stages trained under different seeds or configs."""
-    path = out / "settings.json"
-    if path.exists():
-        found = json.loads(path.read_text())
-        changed = sorted(k for k in wanted.keys() | found.keys() if wanted.get(k) != found.get(k))
-        if changed:
-            differences = "; ".join(f"{k}: {found.get(k)} there, {wanted.get(k)} now" for k in changed)
-            raise ConfigError(
-                f"{out} holds a demo run with other settings ({differences}): resuming would mix the two. Pass another "
-                f"--out (make demo SEED=n uses runs/demo-seed<n>), or delete {out} to start again."
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, wanted)
-
-
 def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_steps: int = 2_000) -> dict:
-    claim(out, settings(steps, seed, eval_episodes, eval_max_steps))
+    claim(
+        out,
+        settings(CONFIG, RUNNERS, steps=steps, seed=seed, eval_episodes=eval_episodes, eval_max_steps=eval_max_steps),
+    )
     previous = out / "summary.json"
     # Stages skipped on a resumed demo keep the timings of the run that did them.
     timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
