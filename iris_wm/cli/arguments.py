@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from iris_wm.runtime.errors import ConfigError
@@ -52,3 +55,17 @@ def claim(out: Path, wanted: dict) -> None:
             )
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, wanted)
+
+
+class StageTimings(dict):
+    """Seconds per stage of a demo, starting from those of ``summary`` (a previous run's ``summary.json``): stages a
+    resumed demo skips keep the timings of the run that did them."""
+
+    def __init__(self, summary: Path):
+        super().__init__(json.loads(summary.read_text())["timings_s"] if summary.exists() else {})
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self[name] = time.perf_counter() - start

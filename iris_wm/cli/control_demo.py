@@ -19,14 +19,12 @@ and state components. ``<out>/settings.json`` records the arguments and configs;
 from __future__ import annotations
 
 import json
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from iris_wm.cli.arguments import claim, demo_parser, settings
+from iris_wm.cli.arguments import StageTimings, claim, demo_parser, settings
 from iris_wm.data.collect import collect_parallel
 from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.data.windows import split_episodes
@@ -48,13 +46,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: in
     arguments = dict(steps=steps, seed=seed, eval_episodes=eval_episodes, eval_max_steps=eval_max_steps)
     claim(out, settings("control", STAGES, **arguments))
     previous = out / "summary.json"
-    timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
-
-    @contextmanager
-    def timer(name: str):
-        start = time.perf_counter()
-        yield
-        timings[name] = time.perf_counter() - start
+    timer = timings = StageTimings(previous)
 
     env = EnvConfig(suite="dmc", task=TASK)
     episodes, tokens = out / "episodes", out / "tokens"

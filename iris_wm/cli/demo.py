@@ -21,12 +21,10 @@ learning curves (``<out>/curves.png``).
 from __future__ import annotations
 
 import json
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from iris_wm.agent.bundle import Agent
-from iris_wm.cli.arguments import claim, demo_parser, settings
+from iris_wm.cli.arguments import StageTimings, claim, demo_parser, settings
 from iris_wm.cli.report import plot_curves, write_report
 from iris_wm.data.collect import collect
 from iris_wm.data.store import EpisodeStore, TokenStore
@@ -87,14 +85,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_step
         settings(CONFIG, RUNNERS, steps=steps, seed=seed, eval_episodes=eval_episodes, eval_max_steps=eval_max_steps),
     )
     previous = out / "summary.json"
-    # Stages skipped on a resumed demo keep the timings of the run that did them.
-    timings: dict[str, float] = json.loads(previous.read_text())["timings_s"] if previous.exists() else {}
-
-    @contextmanager
-    def timer(name: str):
-        start = time.perf_counter()
-        yield
-        timings[name] = time.perf_counter() - start
+    timer = timings = StageTimings(previous)
 
     with timer("collect"):
         collect(out / "episodes", steps, EnvConfig(), seed=seed)
