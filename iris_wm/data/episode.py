@@ -64,7 +64,7 @@ class Episode:
                 f"Observations must be {spec.dtype} of shape (T, {', '.join(map(str, spec.shape))}); "
                 f"got {obs.dtype} {tuple(obs.shape)}. Convert them before appending (frames: uint8 CHW)."
             )
-        space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
+        space = ActionSpace.of(actions)
         space.check(self.actions)
         if state is not None:
             state.check(self.states, n)

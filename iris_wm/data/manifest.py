@@ -43,6 +43,14 @@ def new_manifest(
     }
 
 
+def layout(manifest: dict) -> tuple[ActionSpace, StateSpec | None, float | None]:
+    """The action space, state and fps a manifest (of either version) names: version 1 has ``num_actions`` only."""
+    space = manifest.get("action_space")
+    actions = ActionSpace.from_dict(space) if space else ActionSpace.discrete(manifest["num_actions"])
+    state = StateSpec.from_dict(manifest["state"]) if manifest.get("state") else None
+    return actions, state, manifest.get("fps")
+
+
 def read_manifest(root: Path, kind: str) -> dict:
     """The manifest of the store at ``root``, checked: present, readable, a version this code reads, of ``kind``,
     with every field it needs."""

@@ -24,6 +24,14 @@ class SizeMismatch(IrisError, ValueError):
     """Parts that cannot work together: a model and data, or two models, of different sizes."""
 
 
+def action_sizes(space) -> dict[str, int]:
+    """The action sizes of an :class:`~iris_wm.data.spaces.ActionSpace`, 0 for the kind of action it does not hold,
+    so that a discrete model and continuous data (or the other way round) disagree."""
+    if space.is_discrete:
+        return {"num_actions": space.n, "action_dim": 0}
+    return {"num_actions": 0, "action_dim": space.size}
+
+
 def sizes_of(part) -> dict[str, int]:
     """The data-linked sizes ``part`` has: a tokenizer (codes, tokens per frame), a world model (all three), an
     actor-critic (actions, and codes and tokens per frame when it reads tokens), a store (actions; a token store
@@ -31,13 +39,7 @@ def sizes_of(part) -> dict[str, int]:
     if isinstance(part, dict):
         return {k: int(v) for k, v in part.items() if k in SIZES and v is not None}
     if hasattr(part, "manifest"):  # a store
-        space = part.action_space
-        # 0 for the kind of action the store does not hold, so a discrete model and continuous data disagree.
-        found = (
-            {"num_actions": space.n, "action_dim": 0}
-            if space.is_discrete
-            else {"num_actions": 0, "action_dim": space.size}
-        )
+        found = action_sizes(part.action_space)
         settings = part.manifest["settings"]
         if part.kind == "tokens":
             found.update(vocab_size=settings["vocab_size"], tokens_per_frame=settings["tokens_per_frame"])

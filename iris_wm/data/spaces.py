@@ -51,6 +51,11 @@ class ActionSpace:
         return cls("discrete", n=int(n))
 
     @classmethod
+    def of(cls, actions: int | ActionSpace) -> ActionSpace:
+        """``actions`` as an action space: a space as it is, a number as that many discrete actions."""
+        return actions if isinstance(actions, ActionSpace) else cls.discrete(actions)
+
+    @classmethod
     def box(cls, low, high) -> ActionSpace:
         """A box of the shape of ``low`` (and ``high``; a number is broadcast to the other's shape)."""
         low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)

@@ -39,6 +39,7 @@ from iris_wm.data.manifest import (  # noqa: F401  (FORMAT_VERSION, READABLE_VER
     MANIFEST,
     READABLE_VERSIONS,
     WrongStoreKind,
+    layout,
     layout_differences,
     new_manifest,
     read_manifest,
@@ -92,10 +93,7 @@ class StepStore:
         self.root = Path(root)
         self.manifest = manifest
         self.spec = ObsSpec.from_dict(manifest["observation"])
-        space = manifest.get("action_space")
-        self.action_space = ActionSpace.from_dict(space) if space else ActionSpace.discrete(manifest["num_actions"])
-        self.state = StateSpec.from_dict(manifest["state"]) if manifest.get("state") else None
-        self.fps = manifest.get("fps")
+        self.action_space, self.state, self.fps = layout(manifest)
         self.verify = verify
         self._obs: list[np.ndarray] = []  # one memory-mapped view per shard
         self._tables: list[pa.Table] = []
@@ -137,7 +135,7 @@ class StepStore:
         the proprioception column (None: none), ``fps`` the control frequency where it is fixed, ``settings`` where
         the data comes from (env, tokenizer...)."""
         root = Path(root)
-        space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
+        space = ActionSpace.of(actions)
         if fps is not None and not (np.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number of steps per second; got {fps}.")
         if (root / MANIFEST).exists():
@@ -185,7 +183,7 @@ class StepStore:
         fps: float | None = None,
     ) -> None:
         """Raise StoreError if appending data made with these settings would mix incompatible episodes."""
-        space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
+        space = ActionSpace.of(actions)
         found = {"observation": self.spec, "actions": self.action_space, "state": self.state, "fps": self.fps}
         problems = layout_differences(found, {"observation": spec, "actions": space, "state": state, "fps": fps})
         for key, value in settings.items():

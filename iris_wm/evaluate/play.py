@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from iris_wm.data.collect import store_layout
-from iris_wm.data.sizes import check_sizes
+from iris_wm.data.sizes import action_sizes, check_sizes
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
 from iris_wm.evaluate.scores import summarize
@@ -31,7 +31,7 @@ class RandomPolicy:
     """Uniformly random actions, drawn from a seeded generator: ids in ``[0, n)``, or vectors uniform in a box."""
 
     def __init__(self, actions: int | ActionSpace, seed: int):
-        self.space = actions if isinstance(actions, ActionSpace) else ActionSpace.discrete(actions)
+        self.space = ActionSpace.of(actions)
         self.rng = np.random.default_rng(seed)
 
     def act(self, frames, new_episode, states=None) -> np.ndarray:
@@ -119,15 +119,10 @@ def evaluate(
         policy, name = RandomPolicy(space, seed), "random"
     else:
         loaded = load_agent(agent, map_location=device)
-        game = (
-            {"num_actions": space.n, "action_dim": 0}
-            if space.is_discrete
-            else {"num_actions": 0, "action_dim": space.size}
-        )
         check_sizes(
             fix=f"Evaluate it on the game it was trained on, not {env.game}.",
             actor_critic=loaded.actor_critic,
-            game=game,
+            game=action_sizes(space),
         )
         generator = torch.Generator(device).manual_seed(seed)
         policy, name = loaded.policy(temperature, 0.0, generator), agent

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from iris_wm.data.episode import Episode, ObsSpec
+from iris_wm.data.manifest import layout
 from iris_wm.data.shards import Manifest
-from iris_wm.data.spaces import ActionSpace, StateSpec
 from iris_wm.data.store import EpisodeStore, TokenStore, open_store
 from iris_wm.hub.pretrained import PretrainedError, check_push, push_to_hub, resolve
 from iris_wm.runtime.files import complete_or_absent
@@ -108,10 +108,8 @@ def load_store(source: str | Path, out: str | Path, revision: str | None = None,
         raise PretrainedError(f"{folder} has {len(rows)} rows but its manifest says {manifest.num_steps}.")
     # Complete or absent: an interrupted download leaves no store that could be trained on.
     with complete_or_absent(out, "store") as partial:
-        space = manifest.action_space
-        actions = ActionSpace.from_dict(space.model_dump()) if space else ActionSpace.discrete(manifest.num_actions)
-        state = StateSpec.from_dict(manifest.state.model_dump()) if manifest.state else None
-        store = store_class.create(partial, spec, actions, manifest.settings, state, manifest.fps)
+        actions, state, fps = layout(manifest.model_dump())
+        store = store_class.create(partial, spec, actions, manifest.settings, state, fps)
         _append_rows(store, rows, spec, chunk)
     return store_class.open(out)
 
