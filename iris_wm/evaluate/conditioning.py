@@ -14,6 +14,7 @@ import torch
 
 from iris_wm.data.store import TokenStore
 from iris_wm.data.windows import WindowDataset
+from iris_wm.evaluate.rollouts import interval
 
 
 @torch.no_grad()
@@ -67,5 +68,5 @@ def action_conditioning(
         "ce_permuted_actions": float(permuted.mean()),
         "reduction": float(1 - true.mean() / permuted.mean()),
         "difference": float(difference.mean()),
-        "difference_ci": [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))],
+        "difference_ci": interval(resampled),
     }

@@ -27,6 +27,7 @@ import torch
 
 from iris_wm.data.store import TokenStore
 from iris_wm.data.windows import WindowDataset
+from iris_wm.evaluate.rollouts import episode_resamples, interval
 from sequence_model.rewards import symexp
 
 THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -140,10 +141,8 @@ def event_figures(events: StepEvents, seed: int = 0, draws: int = 1000) -> dict[
     """Per rare class (``reward/positive``, ``reward/negative``, ``end``): precision, recall and F1 of the argmax and
     of the cross-fitted threshold, with bootstrap intervals for F1, the threshold chosen on all steps, the class's
     steps (``support``) and the majority-class F1 (0: the class is rare). Classes with no step are left out."""
-    clusters = np.unique(events.episodes, return_inverse=True)[1]
-    n = clusters.max() + 1
-    rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(r, minlength=n) for r in rng.integers(0, n, (draws, n))])  # (draws, episodes)
+    weights, clusters = episode_resamples(events.episodes, draws, np.random.default_rng(seed))  # (draws, episodes)
+    n = weights.shape[1]
     argmax_reward = events.reward_probabilities.argmax(-1)
     classes = {
         "reward/positive": (events.reward_probabilities[:, 2], events.reward_class == 2, argmax_reward == 2),
@@ -160,13 +159,13 @@ def event_figures(events: StepEvents, seed: int = 0, draws: int = 1000) -> dict[
         figures[f"{name}/threshold"] = best_threshold(probability, truth)
         figures[f"{name}/fold_thresholds"] = fold_thresholds
         for rule, decided in (("argmax", by_argmax), ("threshold", by_threshold)):
-            counts = _counts(decided, truth)
-            by_episode = np.zeros((n, 3))
+            by_episode = np.zeros((n, 3))  # true positives, false positives, false negatives of each episode
             np.add.at(by_episode, clusters, np.stack([decided & truth, decided & ~truth, ~decided & truth], -1))
+            counts = by_episode.sum(0)
             tp, fp, fn = counts
             figures[f"{name}/{rule}/precision"] = float(tp / (tp + fp)) if tp + fp > 0 else 0.0
             figures[f"{name}/{rule}/recall"] = float(tp / (tp + fn)) if tp + fn > 0 else 0.0
             figures[f"{name}/{rule}/f1"] = float(f1_score(counts))
             boot = f1_score(weights @ by_episode)
-            figures[f"{name}/{rule}/f1_ci"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+            figures[f"{name}/{rule}/f1_ci"] = interval(boot)
     return figures

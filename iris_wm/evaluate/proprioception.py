@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from iris_wm.data.store import TokenStore
-from iris_wm.evaluate.rollouts import pick_windows
+from iris_wm.evaluate.rollouts import episode_resamples, interval, pick_windows
 
 
 @torch.no_grad()
@@ -57,9 +57,9 @@ def state_rollouts(
     extrapolated = last[:, None] + steps * (last - before)[:, None]
     model_se = (imagined - real).pow(2).mean(-1).double().numpy()  # (N, H) mean over components
     baseline_se = (extrapolated - real).pow(2).mean(-1).double().numpy()
-    clusters = np.unique(episodes, return_inverse=True)[1]
-    n = clusters.max() + 1
-    weights = np.stack([np.bincount(r, minlength=n) for r in rng.integers(0, n, (draws, n))])[:, clusters]
+    counts, clusters = episode_resamples(episodes, draws, rng)
+    n = counts.shape[1]
+    weights = counts[:, clusters]
     rows_out = []
     for h in horizons:
         if h > horizon:
@@ -68,7 +68,7 @@ def state_rollouts(
         for name, se in (("rmse", model_se[:, h - 1]), ("constant_velocity_rmse", baseline_se[:, h - 1])):
             boot = np.sqrt(weights @ se / weights.sum(1))
             row[name] = float(np.sqrt(se.mean()))
-            row[f"{name}_ci"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+            row[f"{name}_ci"] = interval(boot)
         row["reduction"] = 1 - row["rmse"] / row["constant_velocity_rmse"]
         rows_out.append(row)
     return {

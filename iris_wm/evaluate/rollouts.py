@@ -169,16 +169,28 @@ GAINS = {
 episodes, so the interval of the difference is narrower than the two intervals side by side suggest."""
 
 
+def episode_resamples(episodes: np.ndarray, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A cluster bootstrap over episodes: ``(draws, E)`` how often each of the ``E`` distinct episodes is drawn in each
+    resample, and the index in ``0 .. E - 1`` of each item's episode (so ``counts[:, index]`` weighs the items)."""
+    index = np.unique(episodes, return_inverse=True)[1]
+    n = index.max() + 1
+    counts = np.stack([np.bincount(r, minlength=n) for r in rng.integers(0, n, (draws, n))])
+    return counts, index
+
+
+def interval(resampled: np.ndarray) -> list[float]:
+    """The 95% percentile interval of bootstrap values."""
+    return [float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))]
+
+
 def summarize(
     errors: RolloutErrors, episodes: np.ndarray, horizons: list[int], draws: int = 1000, seed: int = 0
 ) -> list[dict]:
     """Per horizon (1-based), every figure of :data:`FIGURES` pooled over the windows and every gain of :data:`GAINS`,
     each with a 95% cluster-bootstrap interval over episodes."""
-    rng = np.random.default_rng(seed)
-    clusters = np.unique(episodes, return_inverse=True)[1]
-    n_clusters = clusters.max() + 1
-    resamples = rng.integers(0, n_clusters, (draws, n_clusters))
-    weights = np.stack([np.bincount(r, minlength=n_clusters) for r in resamples])[:, clusters]  # (draws, N)
+    counts, clusters = episode_resamples(episodes, draws, np.random.default_rng(seed))
+    n_clusters = counts.shape[1]
+    weights = counts[:, clusters]  # (draws, N)
     rows = []
     for h in horizons:
         row = {"horizon": h, "windows": len(episodes), "episodes": int(n_clusters)}
@@ -191,12 +203,12 @@ def summarize(
             boot_top, boot_bottom = weights @ top, weights @ bottom
             boot = boot_top / np.maximum(boot_bottom, 1) if transform is None else transform(boot_top, boot_bottom)
             row[name] = float(point)
-            row[f"{name}_ci"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+            row[f"{name}_ci"] = interval(boot)
             resampled[name] = boot
         for name, (figure, baseline) in GAINS.items():
             difference = resampled[figure] - resampled[baseline]
             row[name] = row[figure] - row[baseline]
-            row[f"{name}_ci"] = [float(np.percentile(difference, 2.5)), float(np.percentile(difference, 97.5))]
+            row[f"{name}_ci"] = interval(difference)
         row["dynamic_fraction"] = float(errors.dynamic_values[:, h - 1].sum() / (errors.values_per_frame * len(top)))
         rows.append(row)
     return rows
