@@ -61,8 +61,8 @@ def rollout(
         if t == horizon:
             break
         policy = actor_critic.policy(out.logits)
-        with torch.no_grad():
-            action = actor_critic.policy(out.logits.detach()).sample(generator)
+        with torch.no_grad():  # the draw carries no gradient; log_prob and entropy below do
+            action = policy.sample(generator)
         step = env.step(policy.to_env(action))
         logits.append(out.logits)
         actions.append(action)

@@ -27,7 +27,7 @@ from iris_wm.agent.bundle import Agent
 from iris_wm.cli.arguments import StageTimings, claim, demo_parser, settings
 from iris_wm.cli.report import plot_curves, write_report
 from iris_wm.data.collect import collect
-from iris_wm.data.store import EpisodeStore, TokenStore
+from iris_wm.data.store import EpisodeStore
 from iris_wm.data.windows import split_episodes
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.events import event_figures, step_events
@@ -142,8 +142,8 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int = 32, eval_max_step
     imagination = imaginations["sampled"]
 
     with timer("showcase"):
-        models = Agent(load_model(str(checkpoint), "tokenizer"), load_model(str(wm_checkpoint), "world_model"))
-        stores = TokenStore.open(tokens), EpisodeStore.open(out / "episodes")
+        models = Agent(load_model(str(checkpoint), "tokenizer"), world_model)
+        stores = token_store, EpisodeStore.open(out / "episodes")
         burn_in, horizon = IMAGINATION[CONFIG]["burn_in"], IMAGINATION[CONFIG]["horizon"]
         window = showcase(models, *stores, out / "showcase.png", burn_in=burn_in, horizon=horizon, seed=seed)
 

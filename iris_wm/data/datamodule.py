@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import lightning as L
 import numpy as np
 import torch
@@ -143,13 +145,16 @@ class StoreDataModule(L.LightningDataModule):
     @property
     def state_low(self) -> list[float] | None:
         """Lower end of each state component over the training episodes, with a margin (see :func:`state_range`)."""
-        self.setup()
-        return None if self.store.state is None else state_range(self.store, self.train_episodes)[0]
+        return None if self._state_range is None else self._state_range[0]
 
     @property
     def state_high(self) -> list[float] | None:
+        return None if self._state_range is None else self._state_range[1]
+
+    @functools.cached_property
+    def _state_range(self) -> tuple[list[float], list[float]] | None:
         self.setup()
-        return None if self.store.state is None else state_range(self.store, self.train_episodes)[1]
+        return None if self.store.state is None else state_range(self.store, self.train_episodes)
 
     def _token_store(self) -> TokenStore:
         self.setup()

@@ -117,9 +117,8 @@ class ImaginationEnv:
         self.generator = generator
         cfg = world_model.config
         self.K, self.context_steps = cfg.tokens_per_frame, cfg.context_steps
-        self.per_step = (
-            cfg.tokens_per_observation
-        )  # the frame's K tokens and, with proprioception, one per state component
+        # Observation tokens a step: the frame's K and, with proprioception, one per state component.
+        self.per_step = cfg.tokens_per_observation
         keep = self.config.reprime_steps or self.context_steps - 1
         if not 1 <= keep < self.context_steps:
             raise ValueError(f"reprime_steps must be in [1, {self.context_steps - 1}], got {keep}.")
