@@ -26,13 +26,12 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from sequence_model.gpt import GPT, GPTConfig, KVCache, attention_flops_per_token, matmul_params
 from sequence_model.outputs import WorldModelLosses, WorldModelOutput
-from sequence_model.rewards import event_losses, expected_reward, twohot
+from sequence_model.rewards import event_losses, expected_reward
 from sequence_model.state import StateCodec
 
 
@@ -51,11 +50,12 @@ class WorldModelConfig:
     """Components of a continuous (box) action, which enters through a linear embedding in place of the action
     token's (from the data; None where the actions are discrete)."""
     state_dim: int | None = field(default=None, metadata={"added": "issue 19"})
-    """Components of the proprioceptive state (from the data; None: frames only). Each component is discretised into
-    ``state_bins`` bins over ``[state_low, state_high]`` and enters as one more observation token of its step, after
-    the frame's K: one cross-entropy loss, and every layout and cache rule of the frame tokens holds for them."""
+    """Components of the proprioceptive state (from the data; None: frames only). Each component is a point among
+    ``state_bins`` bins over ``[state_low, state_high]`` (two-hot, :mod:`sequence_model.state`) and one more
+    observation token of its step, after the frame's K: one cross-entropy loss, and every layout and cache rule of
+    the frame tokens holds for them."""
     state_bins: int = field(default=64, metadata={"added": "issue 19"})
-    """Bins per state component (uniform over its range; a value decodes to its bin's centre)."""
+    """Bins per state component (uniform over its range, at least 2; a bin's id decodes to its centre)."""
     state_low: list[float] | None = field(default=None, metadata={"added": "issue 19"})
     """Lower end of each state component's range (from the data: the training episodes, with a margin)."""
     state_high: list[float] | None = field(default=None, metadata={"added": "issue 19"})
@@ -101,6 +101,10 @@ class WorldModelConfig:
                     f"WorldModelConfig: state_low and state_high need {self.state_dim} values each with low < high; "
                     f"got {low} and {high}. They come from the data (the training episodes' range)."
                 )
+        if self.state_dim is not None and self.state_bins < 2:
+            raise ValueError(
+                f"WorldModelConfig: state_bins must be at least 2 (a value lies between two); got {self.state_bins}."
+            )
         if self.tokens_per_frame is not None:
             block = self.tokens_per_block if self.parallel else 1
             gpt = replace(gpt, max_tokens=self.context_steps * self.tokens_per_block, block_size=block)
@@ -183,8 +187,7 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ proprioception
     def observation_ids(self, tokens: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
-        """A step's observation tokens: the frame's ``(..., K)`` and, for a world model of proprioception, the state's
-        ``(..., S)`` tokens after them (:class:`~sequence_model.state.StateCodec`)."""
+        """A step's observation tokens: the frame's ``(..., K)``, then those of the state ``(..., S)``, if modelled."""
         if self.state_codec is None:
             if states is not None:
                 raise ValueError(
@@ -193,12 +196,6 @@ class WorldModel(nn.Module):
                 )
             return tokens
         return self.state_codec.observation_ids(tokens, states)
-
-    def state_tokens(self, states: torch.Tensor) -> torch.Tensor:
-        return self.state_codec.encode(states)
-
-    def state_values(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.state_codec.decode(ids)
 
     def slot_mask(self, slots: torch.Tensor) -> torch.Tensor | None:
         """``(..., observation_vocab)`` True where an observation token of slot ``slots`` (0 .. K + S - 1 within its
@@ -228,7 +225,9 @@ class WorldModel(nn.Module):
         """Offset of the first action position among tokens that start at position ``start``."""
         return (self.config.tokens_per_observation - start) % self.config.tokens_per_block
 
-    def embed(self, ids: torch.Tensor, start: int, actions: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, ids: torch.Tensor, start: int, actions: torch.Tensor | None = None, values: torch.Tensor | None = None
+    ) -> torch.Tensor:
         cfg = self.config
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)
         is_action = self.is_action_position(positions)  # (N,)
@@ -254,15 +253,22 @@ class WorldModel(nn.Module):
             tokens = torch.where(
                 is_action[:, None], self.action_embedding(act_ids), self.observation_embedding(obs_ids)
             )
+        if values is not None and self.state_codec is not None:
+            tokens = self.state_codec.mix(tokens, self.observation_embedding, values, start)
         return tokens + self.position_embedding(positions)
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, ids: torch.Tensor, cache: KVCache | None = None, actions: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        cache: KVCache | None = None,
+        actions: torch.Tensor | None = None,
+        values: torch.Tensor | None = None,
     ) -> WorldModelOutput:
         """Run interleaved ids ``(B, P)`` that continue the cached sequence (or start it at position 0). A world
         model of continuous actions takes their vectors ``(B, A, action_dim)`` for the ``A`` action positions among
-        the ids."""
+        the ids; one of proprioception reads the state's exact values ``(B, P)`` (aligned with the ids, read at the
+        state slots: :meth:`StateCodec.position_values`), or, without them, the centres of the ids' bins."""
         start = cache.size if cache is not None else 0
         limit = self.config.gpt.max_tokens
         if start + ids.shape[1] > limit:
@@ -277,7 +283,7 @@ class WorldModel(nn.Module):
                 f"got {ids.shape[1]} tokens after {start} cached. Under the block-causal mask a partial step would "
                 "not see the rest of its own step."
             )
-        hidden = self.transformer(self.embed(ids, start, actions), cache)
+        hidden = self.transformer(self.embed(ids, start, actions, values), cache)
         # Action positions among these, computed on the host: boolean indexing would synchronise the device.
         first = self._first_action(start)
         action_hidden = hidden[:, first::k1]
@@ -321,7 +327,8 @@ class WorldModel(nn.Module):
         observations = self.observation_ids(observations, states)
         B, T, K = observations.shape  # K: every observation token of a step, the state's included
         ids = self.interleave(observations, actions)
-        out = self(ids, actions=actions if cfg.continuous else None)
+        values = None if states is None else self.state_codec.position_values(states.float())
+        out = self(ids, actions=actions if cfg.continuous else None, values=values)
         # Observation targets: the token `shift` positions on (the next token, or the next frame's same slot) at
         # every position that predicts an observation.
         shift = self.target_offset
@@ -329,14 +336,19 @@ class WorldModel(nn.Module):
         real = mask[:, positions // (K + 1)]  # (B, N) position belongs to a real step
         target_real = torch.cat([real[:, shift:], torch.zeros_like(real[:, :shift])], dim=1)
         reads = self.predicts_observation(positions)  # (N,)
+        reads = reads & self.state_codec.has_target(positions + shift) if values is not None else reads
         targets = torch.cat([ids[:, shift:], torch.zeros_like(ids[:, :shift])], dim=1)
         use = target_real & real & reads[None]
         logits = out.observation_logits.float()
         allowed = self.slot_mask((positions + shift) % (K + 1))  # what each target's slot may hold
         if allowed is not None:  # a large finite penalty, not -inf: unused targets must not make NaNs
             logits = logits.masked_fill(~allowed[None], -1e9)
-        ce = F.cross_entropy(rearrange(logits, "b n v -> (b n) v"), targets.reshape(-1), reduction="none")
-        ce, use = ce.view(B, -1), use.float()
+        log_p = logits.log_softmax(-1)
+        if values is None:
+            ce = -log_p.gather(-1, targets[..., None])[..., 0]
+        else:  # a state target is its value's two bins in proportion (sequence_model.state)
+            ce = -self.state_codec.log_likelihood(log_p, targets, values, positions, shift)
+        use = use.float()
         observation = (ce * use).sum() / use.sum().clamp_min(1)
         # The same over the targets that lie in frames 1.. (autoregressive also predicts frame 0's own tokens).
         later = use * (positions + shift >= K + 1).float()[None]
@@ -363,10 +375,6 @@ class WorldModel(nn.Module):
             steps=mask.sum(),
             state=state if cfg.state_dim else None,
         )
-
-    # ------------------------------------------------------------------ rewards
-    def _twohot(self, rewards: torch.Tensor) -> torch.Tensor:
-        return twohot(rewards, self.reward_bins)
 
     def expected_reward(self, reward_logits: torch.Tensor) -> torch.Tensor:
         """Reward from the head's logits: -1/0/+1 for ``sign``, symexp of the expected bin for ``twohot``."""

@@ -5,7 +5,10 @@
   ``a = low + (tanh(u) + 1) / 2 * (high - low)``. Its log-probability is the Gaussian's with the change of
   variables, ``- sum log(1 - tanh(u)^2) - sum log((high - low) / 2)``, computed from ``u`` (kept as the sampled
   action), never from ``a``, so it stays finite at the bounds. The squashed distribution has no closed-form
-  entropy; the entropy bonus is the Gaussian's (Haarnoja et al. 2018 regularise the same pre-squash spread).
+  entropy; the bonus is its one-draw estimate at the action taken, ``-log p(a)`` with the draw reparameterised
+  (``u = mean + std * eps``, ``eps`` fixed), as SAC's (Haarnoja et al. 2018). The Gaussian's own entropy would
+  reward a spread that the tanh folds onto the bounds: a policy pushed towards bang-bang noise, not towards
+  trying every action (docs/LOG.md, issue 19).
 
 Sampling takes a ``torch.Generator``, as the categorical draw does, so a run is reproducible from its seeds.
 """
@@ -41,7 +44,8 @@ class DiscretePolicy:
     def log_prob(self, sampled: torch.Tensor) -> torch.Tensor:
         return self.logits.log_softmax(-1).gather(-1, sampled[..., None].long()).squeeze(-1)
 
-    def entropy(self) -> torch.Tensor:
+    def entropy(self, sampled: torch.Tensor | None = None) -> torch.Tensor:
+        """The categorical's entropy (exact; ``sampled`` is not needed)."""
         log_probs = self.logits.log_softmax(-1)
         return -(log_probs.exp() * log_probs).sum(-1)
 
@@ -80,6 +84,16 @@ class BoxPolicy:
         scale = torch.log((self.high - self.low) / 2)
         return (gaussian - squash - scale).sum(-1)
 
-    def entropy(self) -> torch.Tensor:
+    def gaussian_entropy(self) -> torch.Tensor:
         """The pre-squash Gaussian's entropy, summed over components."""
         return (self.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+    def entropy(self, sampled: torch.Tensor) -> torch.Tensor:
+        """The squashed distribution's entropy estimated at the draw ``sampled`` (pre-squash ``u``), summed over
+        components: the Gaussian's entropy plus ``log |da/du|`` at ``u`` re-expressed as ``mean + std * eps``, so the
+        estimate's gradient reaches both (its mean over draws is the entropy of the actions in the box)."""
+        eps = ((sampled.float() - self.mean) / self.log_std.exp()).detach()
+        u = self.mean + self.log_std.exp() * eps
+        squash = 2 * (math.log(2) - u - torch.nn.functional.softplus(-2 * u))
+        scale = torch.log((self.high - self.low) / 2)
+        return self.gaussian_entropy() + (squash + scale).sum(-1)

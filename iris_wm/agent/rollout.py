@@ -33,7 +33,7 @@ class Rollout:
     rewards: torch.Tensor  # (B, H)
     ends: torch.Tensor  # (B, H) bool: the world model ended the episode after this step's action
     log_probs: torch.Tensor | None = None  # (B, H) of the actions taken, with gradient to the policy
-    entropies: torch.Tensor | None = None  # (B, H) of the policy at each step, with gradient
+    entropies: torch.Tensor | None = None  # (B, H) of the policy at each step (box: at the draw), with gradient
     states: list[torch.Tensor] | None = None  # H + 1 proprioceptive states read (B, S), where the network reads them
 
 
@@ -67,7 +67,7 @@ def rollout(
         logits.append(out.logits)
         actions.append(action)
         log_probs.append(policy.log_prob(action))
-        entropies.append(policy.entropy())
+        entropies.append(policy.entropy(action))
         rewards.append(step.reward)
         ends.append(step.terminated)
         state, current = out.state, step.tokens

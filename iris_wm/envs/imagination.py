@@ -70,7 +70,7 @@ class ImaginedStep:
     reward: torch.Tensor  # (B,) float
     terminated: torch.Tensor  # (B,) bool: the world model predicts the episode ended after this action
     done: torch.Tensor  # (B,) bool: terminated at this or an earlier imagined step
-    state: torch.Tensor | None = None  # (B, S) float: the predicted proprioception (bin centres), if modelled
+    state: torch.Tensor | None = None  # (B, S) float: the predicted proprioception (expected values), if modelled
 
 
 def _draw(logits: torch.Tensor, temperature: float, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -163,6 +163,7 @@ class ImaginationEnv:
         states = None if states is None else states.to(self.device)
         # (B, S, O) history kept for re-priming: the frame tokens, and the state's after them
         self.observations = self.world_model.observation_ids(observations.to(self.device).long(), states)
+        self.states = None if states is None else states.float()  # (B, S, state_dim) exact values, if modelled
         self.actions = self._as_actions(actions)  # (B, S - 1), or (B, S - 1, action_dim) for continuous actions
         if self.cache is None or self.cache.buffer.shape[2] != B:
             self.cache = self.model.transformer.new_cache(B, self.device, self._dtype())
@@ -197,12 +198,18 @@ class ImaginationEnv:
         self.cache.reset()
         if self.model.config.parallel:
             ids = self.model.interleave(self.observations[:, :-1], self.actions)
+            values = self._values(self.states[:, :-1]) if self.states is not None else None
         else:
             pad = self.actions.new_zeros(self.actions.shape[0], 1, *self.actions.shape[2:])
             padded = torch.cat([self.actions, pad], dim=1)
             ids = self.model.interleave(self.observations, padded)[:, :-2]
+            values = self._values(self.states)[:, :-2] if self.states is not None else None
         if ids.shape[1] > 0:
-            self.model(ids, self.cache, self._vectors(self.actions))
+            self.model(ids, self.cache, self._vectors(self.actions), values)
+
+    def _values(self, states: torch.Tensor) -> torch.Tensor:
+        """State values of whole steps ``(B, T, S)`` aligned with their interleaved ids, as ``forward`` reads them."""
+        return self.model.state_codec.position_values(states.float())  # fp32 even in bf16: the within-bin place
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor) -> ImaginedStep:
@@ -211,6 +218,7 @@ class ImaginationEnv:
         cfg, K, per_step = self.config, self.K, self.per_step
         if self.cache.size + per_step + 1 > self.cache.max_tokens:
             self.observations = self.observations[:, -self.keep :]
+            self.states = self.states[:, -self.keep :] if self.states is not None else None
             self.actions = self.actions[:, -(self.keep - 1) :] if self.keep > 1 else self.actions[:, :0]
             self._prime()
         actions = self._as_actions(actions)
@@ -222,29 +230,48 @@ class ImaginationEnv:
         parallel = self.model.config.parallel
         fed = self.observations[:, -1] if parallel else self.observations[:, -1, -1:]  # (B, per_step) or (B, 1)
         placeholder = fed.new_zeros(fed.shape[0], 1) if self.world_model.config.continuous else actions[:, None]
-        out = self.model(torch.cat([fed, placeholder], dim=1), self.cache, self._vectors(actions[:, None]))
+        values = None
+        if self.states is not None:  # the last step's state slots (and its action's), or its last slot and action
+            values = self._values(self.states[:, -1:])[:, -(fed.shape[1] + 1) :]
+        out = self.model(torch.cat([fed, placeholder], dim=1), self.cache, self._vectors(actions[:, None]), values)
         reward_logits, end_logits = out.reward_logits[:, -1], out.termination_logits[:, -1]
         if self.model.config.reward == "sign" and cfg.sample_rewards:
             reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
         else:
             reward = self.model.expected_reward(reward_logits.float()).float()
         terminated = _draw(end_logits, 1.0, cfg.sample_terminations, self.generator).bool()
-        restrict = self.model.restrict  # frame slots draw frame codes, state slots state bins
         if parallel:
-            logits = restrict(out.observation_logits[:, :per_step], 0)
-            frame = _draw(logits, cfg.temperature, True, self.generator)  # (B, per_step)
+            frame, state = self._observe(out.observation_logits[:, :per_step], 0)  # (B, per_step), (B, S) or None
         else:
-            tokens = [_draw(restrict(out.observation_logits[:, -1:], 0)[:, 0], cfg.temperature, True, self.generator)]
+            frame, state = self._observe(out.observation_logits[:, -1:], 0)
             for slot in range(1, per_step):
-                out = self.model(tokens[-1][:, None], self.cache)
-                logits = restrict(out.observation_logits[:, -1:], slot)[:, 0]
-                tokens.append(_draw(logits, cfg.temperature, True, self.generator))
-            frame = torch.stack(tokens, dim=1)  # (B, per_step)
+                value = state[:, -1:] if state is not None else None  # the value of the state slot just drawn
+                out = self.model(frame[:, -1:], self.cache, None, value)
+                token, value = self._observe(out.observation_logits[:, -1:], slot)
+                frame = torch.cat([frame, token], dim=1)
+                state = value if state is None else torch.cat([state, value], dim=1)
         self.observations = torch.cat([self.observations, frame[:, None]], dim=1)[:, -self.context_steps :]
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -(self.context_steps - 1) :]
+        if self.states is not None:
+            self.states = torch.cat([self.states, state[:, None]], dim=1)[:, -self.context_steps :]
         self.done = self.done | terminated
-        state = self.model.state_values(frame[:, K:]).float() if per_step > K else None
         return ImaginedStep(frame[:, :K], reward, terminated, self.done.clone(), state)
+
+    def _observe(self, logits: torch.Tensor, first_slot: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Observation ``logits (B, n, vocab)`` of ``n`` slots from ``first_slot`` -> their ids ``(B, n)``, and the
+        values of the state slots among them ``(B, n_state)`` (None where there are none). A frame slot draws a code
+        (at the imagination's temperature); a state slot is the last step's value plus the expected change (two-hot,
+        :mod:`sequence_model.state`, at any temperature), and its id the bin that value falls in."""
+        K = self.K
+        ids = _draw(self.model.restrict(logits, first_slot), self.config.temperature, True, self.generator)
+        state_from = max(K - first_slot, 0)  # the first state slot among these
+        if state_from >= logits.shape[1]:
+            return ids, None
+        components = torch.arange(first_slot + state_from - K, first_slot + logits.shape[1] - K, device=ids.device)
+        previous = self.states[:, -1, components]  # the last step's values of these components
+        values = self.model.state_codec.predict(logits[:, state_from:], previous, components)
+        ids = torch.cat([ids[:, :state_from], self.model.state_codec.encode(values, components)], dim=1)
+        return ids, values.float()
 
     @torch.no_grad()
     def restart(
@@ -276,16 +303,18 @@ class ImaginationEnv:
         )
         history[rows] = given[:, -steps:]
         between[rows] = self._as_actions(actions[:, actions.shape[1] - (steps - 1) :])
+        if self.states is not None:
+            exact = self.states[:, -steps:].clone()
+            exact[rows] = states.to(self.device).float()[:, -steps:]
+            self.states = exact
         self.observations, self.actions = history, between
         self._prime()
         self.done = self.done & ~rows
 
     def current_state(self) -> torch.Tensor | None:
-        """The proprioceptive state of the current step ``(B, S)`` as the world model holds it (bin centres), or
-        None for a world model of frames only."""
-        if self.per_step == self.K:
-            return None
-        return self.model.state_values(self.observations[:, -1, self.K :]).float()
+        """The proprioceptive state of the current step ``(B, S)`` as the world model reads it (the real one after a
+        reset, the expected values after an imagined step), or None for a world model of frames only."""
+        return None if self.states is None else self.states[:, -1].clone()
 
     @torch.no_grad()
     def frames(self, tokens: torch.Tensor | None = None) -> torch.Tensor:

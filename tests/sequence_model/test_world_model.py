@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sequence_model.gpt import GPTConfig
 from sequence_model.metrics import bits_per_frame
+from sequence_model.rewards import twohot
 from sequence_model.world_model import WorldModel, WorldModelConfig
 
 K, V, A, T = 4, 11, 3, 5
@@ -212,7 +213,7 @@ def test_reward_and_termination_targets_are_read_at_action_positions():
 def test_twohot_reward_round_trips_through_the_expected_value():
     model = small(reward="twohot", reward_bins=41)
     rewards = torch.tensor([[-30.0, -1.5, 0.0, 0.25, 4.0]])
-    target = model._twohot(rewards)
+    target = twohot(rewards, model.reward_bins)
     torch.testing.assert_close(target.sum(-1), torch.ones(1, 5))
     logits = target.clamp_min(1e-12).log()  # softmax(log p) = p
     torch.testing.assert_close(
@@ -398,11 +399,11 @@ def test_state_tokens_follow_the_frame_and_decode_to_their_bin_centres():
     model = with_state("parallel")
     assert model.config.tokens_per_observation == K + SD and model.config.tokens_per_block == K + SD + 1
     values = torch.tensor([[-1.0, 0.0], [0.99, 3.99], [-5.0, 9.0], [0.1, 1.1]])
-    ids = model.state_tokens(values)
+    ids = model.state_codec.encode(values)
     assert ids.tolist() == [[V, V], [V + 7, V + 7], [V, V + 7], [V + 4, V + 2]]  # out of range: the end bins
-    centres = model.state_values(ids)
+    centres = model.state_codec.decode(ids)
     torch.testing.assert_close(centres[0], torch.tensor([-0.875, 0.25]))
-    assert torch.equal(model.state_tokens(centres), ids)  # a bin's centre is in its bin
+    assert torch.equal(model.state_codec.encode(centres), ids)  # a bin's centre is in its bin
     obs, _ = sequence()
     both = model.observation_ids(obs, states())
     assert both.shape == (2, T, K + SD) and torch.equal(both[..., :K], obs) and (both[..., K:] >= V).all()
@@ -424,25 +425,75 @@ def test_with_a_state_kv_cache_decoding_equals_the_full_pass(chunks, prediction)
     obs, _ = sequence()
     act = vectors()
     ids = model.interleave(model.observation_ids(obs, states()), act)
+    values = model.state_codec.position_values(states())
     assert sum(chunks) == ids.shape[1]
-    full = model(ids, actions=act)
+    full = model(ids, actions=act, values=values)
     cache = model.transformer.new_cache(batch=2)
     block = K + SD + 1
     pieces, at = [], 0
     for n in chunks:
         steps = [p // block for p in range(at, at + n) if p % block == K + SD]
-        pieces.append(model(ids[:, at : at + n], cache, act[:, steps]).observation_logits)
+        pieces.append(model(ids[:, at : at + n], cache, act[:, steps], values[:, at : at + n]).observation_logits)
         at += n
     torch.testing.assert_close(torch.cat(pieces, 1), full.observation_logits, atol=1e-5, rtol=1e-5)
+    # The exact values are read: the bins' centres alone give other predictions.
+    centres = model(ids, actions=act).observation_logits
+    assert not torch.allclose(centres, full.observation_logits, atol=1e-3)
+
+
+def test_a_state_value_is_two_bins_in_proportion_and_its_change_is_predicted_so():
+    model = with_state("parallel")
+    codec, table = model.state_codec, model.observation_embedding
+    # Component 0 spans [-1, 1] in 8 bins of 0.25: centre k at -0.875 + 0.25 k. -0.3125 lies 1/4 from centre 2 to 3.
+    lower, upper, weight = codec.twohot(torch.tensor([-0.3125, -0.875, 5.0]), torch.tensor([0, 0, 0]))
+    assert lower.tolist() == [V + 2, V, V + 6] and upper.tolist() == [V + 3, V + 1, V + 7]
+    torch.testing.assert_close(weight, torch.tensor([0.25, 0.0, 1.0]))  # out of range: the end bin's centre
+    # Read as an input: the two bins' embeddings mixed 3:1 at a state slot; a bin's centre reads as its own id.
+    ids = torch.zeros(1, K + SD + 1, dtype=torch.long)
+    ids[0, K], ids[0, K + 1] = V + 2, V + 5
+    values = torch.zeros(1, K + SD + 1)
+    values[0, K], values[0, K + 1] = -0.3125, float(codec.decode(torch.tensor([V, V + 5]))[1])
+    embedded = model.embed(ids, 0, values=values) - model.position_embedding.weight[: K + SD + 1]
+    torch.testing.assert_close(embedded[0, K], 0.75 * table.weight[V + 2] + 0.25 * table.weight[V + 3])
+    torch.testing.assert_close(embedded[0, K + 1], table.weight[V + 5])
+    torch.testing.assert_close(embedded[0, :K], table.weight[ids[0, :K]])
+    # A change is two bins of symlog(change / bin width); a distribution that is those two bins predicts the value
+    # before plus that change, exactly.
+    centres = codec.change_bins()
+    assert torch.allclose(centres, -centres.flip(0)) and math.isclose(float(centres[-1]), math.log1p(8), rel_tol=1e-6)
+    for change, component in ((0.03, 0), (-0.7, 1), (0.0, 1)):
+        lower, upper, weight = codec.twohot_change(torch.tensor([change]), torch.tensor([component]))
+        assert upper - lower == 1 and 0 <= float(weight) <= 1
+        logits = torch.full((1, V + 8), -1e9)
+        logits[0, lower], logits[0, upper] = torch.log(1 - weight).clamp_min(-1e9), torch.log(weight).clamp_min(-1e9)
+        predicted = codec.predict(logits, torch.tensor([0.5]), torch.tensor([component]))
+        torch.testing.assert_close(predicted, torch.tensor([0.5 + change]))
+    with pytest.raises(ValueError, match="state_bins must be at least 2"):
+        WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, state_dim=1, state_bins=1)
 
 
 def test_the_state_is_a_target_of_the_one_cross_entropy_and_frame_slots_never_predict_state_bins():
-    model = with_state("parallel").train()
+    model = with_state("parallel")
     obs, act = sequence()
     zeros = torch.zeros(2, T)
     mask = torch.ones(2, T, dtype=torch.bool)
     losses = model.loss(obs, act, zeros, zeros.bool(), mask, states())
-    assert losses.state is not None and losses.state > 0
+    # The state's loss, by hand: slot K + i of step t predicts, two-hot, the change of component i to step t + 1.
+    ids = model.interleave(model.observation_ids(obs, states()), act)
+    out = model(ids, values=model.state_codec.position_values(states()))
+    block, terms = K + SD + 1, []
+    for b in range(2):
+        for t in range(T - 1):
+            for i in range(SD):
+                log_p = model.restrict(out.observation_logits[b : b + 1, t * block + K + i][:, None], K + i)
+                log_p = log_p[0, 0].float().log_softmax(-1)
+                change = states()[b, t + 1, i] - states()[b, t, i]
+                lower, upper, weight = model.state_codec.twohot_change(change[None], torch.tensor([i]))
+                terms.append(-(log_p[lower] * (1 - weight) + log_p[upper] * weight))
+    torch.testing.assert_close(losses.state, torch.cat(terms).mean())
+    # An autoregressive model has no target for the first step's state (its change is not in the window).
+    autoregressive = with_state("autoregressive").loss(obs, act, zeros, zeros.bool(), mask, states())
+    assert autoregressive.observation_targets == 2 * (T * (K + SD) - 1 - SD)
     # K + SD targets a step for T - 1 steps (the last step's next frame is not in the window)
     assert losses.observation_targets == 2 * (T - 1) * (K + SD)
     restricted = model.restrict(torch.zeros(1, K + SD, V + 8), 0)

@@ -27,12 +27,31 @@ def test_the_squashed_gaussian_density_is_the_change_of_variables():
     action = policy.to_env(u)
     torch.testing.assert_close(policy.log_prob(u), reference.log_prob(action).sum(-1), rtol=1e-4, atol=1e-4)
     assert ((action >= LOW) & (action <= HIGH)).all()
-    torch.testing.assert_close(policy.entropy(), Normal(policy.mean, policy.log_std.exp()).entropy().sum(-1))
+    torch.testing.assert_close(policy.gaussian_entropy(), Normal(policy.mean, policy.log_std.exp()).entropy().sum(-1))
     # Far in the tail the action sits on the bound, and the density is still finite (computed from u, not from a).
     assert torch.isfinite(policy.log_prob(torch.full((5, 2), 30.0))).all()
     assert torch.equal(policy.to_env(policy.sample(temperature=0)), policy.to_env(policy.mean))
     again = BoxPolicy(params, LOW, HIGH).sample(torch.Generator().manual_seed(1))
     assert torch.equal(u, again)
+
+
+def test_the_entropy_bonus_is_the_squashed_distributions_and_does_not_reward_saturation():
+    # Its mean over draws is the entropy of the actions in the box: the mean of -log p(a) over the same draws.
+    params = torch.tensor([[0.3, -1.2, 0.0, 0.5]]).expand(200_000, 4)
+    policy = BoxPolicy(params, LOW, HIGH)
+    u = policy.sample(torch.Generator().manual_seed(0))
+    estimate, reference = policy.entropy(u).mean(), -policy.log_prob(u).mean()
+    assert abs(float(estimate - reference)) < 0.01
+    # The Gaussian's entropy grows with its spread; the squashed one falls once the tanh folds it onto the bounds.
+    # std 1 against std e (log_std 0 and 1):
+    spreads = [BoxPolicy(torch.tensor([[0.0, 0.0, raw, raw]]).expand(50_000, 4), LOW, HIGH) for raw in (0.805, 5.0)]
+    narrow, wide = (p.entropy(p.sample(torch.Generator().manual_seed(1))).mean() for p in spreads)
+    assert spreads[1].gaussian_entropy()[0] > spreads[0].gaussian_entropy()[0] and wide < narrow
+    # Its gradient reaches the mean and the spread (reparameterised at the draw).
+    params = torch.tensor([[0.3, -1.2, 0.0, 0.5]], requires_grad=True)
+    policy = BoxPolicy(params, LOW, HIGH)
+    policy.entropy(policy.sample(torch.Generator().manual_seed(2))).sum().backward()
+    assert (params.grad != 0).all()
 
 
 def test_the_categorical_keeps_the_discrete_policy_as_it_was():

@@ -28,13 +28,24 @@ def model(prediction="autoregressive", box=False, state=False):
     return WorldModel(cfg).eval()
 
 
-def naive_rollout(wm, obs, act, actions, keep):
-    """Greedy imagination recomputing the whole window for every token."""
+def naive_rollout(wm, obs, act, actions, keep, states=None):
+    """Greedy imagination recomputing the whole window for every token. A state slot is the step before's value plus
+    the expected change, read back exactly (two-hot) and as the id of its bin."""
     frames = [obs[:, i] for i in range(obs.shape[1])]
     acts = [act[:, i] for i in range(act.shape[1])]
+    exact = [states[:, i] for i in range(states.shape[1])] if states is not None else None
+    codec, K = wm.state_codec, wm.config.tokens_per_frame
     start = 0  # first step of the current window
     results = []
     O = wm.config.tokens_per_observation  # noqa: E741  (observation tokens a step: the frame's, the state's)
+
+    def slot_value(logits, slot):  # the id of slot `slot`, and its value (0 for a frame slot)
+        logits = wm.restrict(logits[:, None], slot)[:, 0]
+        if slot < K:
+            return logits.argmax(-1), torch.zeros(logits.shape[0])
+        value = codec.predict(logits[:, None], exact[-1][:, slot - K : slot - K + 1], torch.tensor([slot - K]))[:, 0]
+        return codec.encode(value[:, None], torch.tensor([slot - K]))[:, 0], value
+
     for a in actions:
         steps = len(frames) - start
         # Tokens the env's cache would hold after this step: a parallel step feeds whole steps; an autoregressive
@@ -45,23 +56,27 @@ def naive_rollout(wm, obs, act, actions, keep):
         window_obs = torch.stack(frames[start:], 1)
         window_act = torch.stack([*acts[start:], a], 1)
         ids = wm.interleave(window_obs, window_act)
+        values = codec.position_values(torch.stack(exact[start:], 1)) if exact is not None else None
         vectors = window_act if wm.config.continuous else None
         with torch.no_grad():
-            out = wm(ids, actions=vectors)
+            out = wm(ids, actions=vectors, values=values)
             reward = wm.expected_reward(out.reward_logits[:, -1])
             end = out.termination_logits[:, -1].argmax(-1).bool()
             if wm.config.parallel:  # the last step's O observation slots predict the next observation
-                frame = wm.restrict(out.observation_logits[:, -(O + 1) : -1], 0).argmax(-1)
+                new = [slot_value(out.observation_logits[:, -(O + 1) + slot], slot) for slot in range(O)]
             else:
-                new = [wm.restrict(out.observation_logits[:, -1:], 0)[:, 0].argmax(-1)]
+                new = [slot_value(out.observation_logits[:, -1], 0)]
                 for slot in range(1, O):
-                    longer = torch.cat([ids, torch.stack(new, 1)], 1)
-                    logits = wm(longer, actions=vectors).observation_logits[:, -1:]
-                    new.append(wm.restrict(logits, slot)[:, 0].argmax(-1))
-                frame = torch.stack(new, 1)
+                    longer = torch.cat([ids, torch.stack([i for i, _ in new], 1)], 1)
+                    read = None if values is None else torch.cat([values, torch.stack([v for _, v in new], 1)], 1)
+                    logits = wm(longer, actions=vectors, values=read).observation_logits[:, -1]
+                    new.append(slot_value(logits, slot))
+            frame = torch.stack([i for i, _ in new], 1)
         frames.append(frame)
         acts.append(a)
-        results.append((frame, reward, end))
+        if exact is not None:
+            exact.append(torch.stack([v for _, v in new[K:]], 1))
+        results.append((frame, reward, end, exact[-1] if exact is not None else None))
     return results
 
 
@@ -81,13 +96,14 @@ def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction,
         actions = [torch.randint(0, A, (2,), generator=g) for _ in range(9)]  # forces several re-primes
     env = ImaginationEnv(wm, config=ImaginationConfig(temperature=0.0, reprime_steps=keep, precision="fp32"))
     assert torch.equal(env.reset(obs, act, states), obs[:, -1])
-    expected = naive_rollout(wm, wm.observation_ids(obs, states), act, actions, keep or C - 1)
-    for a, (frame, reward, end) in zip(actions, expected, strict=True):
+    expected = naive_rollout(wm, wm.observation_ids(obs, states), act, actions, keep or C - 1, states)
+    for a, (frame, reward, end, value) in zip(actions, expected, strict=True):
         step = env.step(a)
         assert torch.equal(step.tokens, frame[:, :K])
         if state:
             assert (frame[:, K:] >= V).all()  # state slots drew state bins
-            torch.testing.assert_close(step.state, wm.state_values(frame[:, K:]))
+            torch.testing.assert_close(step.state, value)
+            assert torch.equal(env.observations[:, -1, K:], frame[:, K:])
         else:
             assert step.state is None
         torch.testing.assert_close(step.reward, reward)
