@@ -8,9 +8,10 @@ action, so a step costs ``K`` transformer passes (IRIS: ``K + 1``). With a paral
 and the action go in as one block and all ``K`` tokens of the next frame come out of that one pass. Nothing
 in ``step`` reads a value back to the host.
 
-When the next step would not fit in the context (``context_steps * (K + 1)`` tokens), the cache is
-re-primed: cleared and refilled in one pass with the last ``reprime_steps`` steps, positions starting at 0
-again, exactly like a training window that starts there. Frames are decoded only when asked (``frames()``):
+When the next step would not fit in the context (``context_steps * (K + 1)`` tokens; for a parallel world
+model, the step it predicts must fit too, as in a training window), the cache is re-primed: cleared and
+refilled in one pass with the last ``reprime_steps`` steps, positions starting at 0 again, exactly like a
+training window that starts there. Frames are decoded only when asked (``frames()``):
 a policy that reads tokens never pays for the decoder.
 """
 
@@ -216,7 +217,12 @@ class ImaginationEnv:
         """Imagine one step for every environment: ``actions (B,)`` (``(B, action_dim)`` continuous) -> the next frame's
         tokens, reward, end."""
         cfg, K, per_step = self.config, self.K, self.per_step
-        if self.cache.size + per_step + 1 > self.cache.max_tokens:
+        parallel = self.model.config.parallel
+        # Room for what this step feeds and predicts: autoregressive, the action and the new observation's tokens;
+        # parallel, the step fed and the step it predicts. A training window of context_steps steps has no target
+        # for its last step's observation slots, so those positions never learned to predict one.
+        room = (per_step + 1) * (2 if parallel else 1)
+        if self.cache.size + room > self.cache.max_tokens:
             self.observations = self.observations[:, -self.keep :]
             self.states = self.states[:, -self.keep :] if self.states is not None else None
             self.actions = self.actions[:, -(self.keep - 1) :] if self.keep > 1 else self.actions[:, :0]
@@ -227,7 +233,6 @@ class ImaginationEnv:
                 f"Expected one action of shape {self._action_shape} per environment ({self.observations.shape[0]}); "
                 f"got {tuple(actions.shape)}."
             )
-        parallel = self.model.config.parallel
         fed = self.observations[:, -1] if parallel else self.observations[:, -1, -1:]  # (B, per_step) or (B, 1)
         placeholder = fed.new_zeros(fed.shape[0], 1) if self.world_model.config.continuous else actions[:, None]
         values = None

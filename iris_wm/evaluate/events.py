@@ -82,7 +82,10 @@ def step_events(
         batch = windows.__getitems__(index[chunk])
         with autocast:
             vectors = batch.actions if world_model.config.continuous else None
-            out = world_model(world_model.interleave(batch.observations, batch.actions), actions=vectors)
+            states = batch.states if world_model.config.state_dim else None  # read exactly, beside their tokens
+            values = None if states is None else world_model.state_codec.position_values(states.float())
+            ids = world_model.interleave(world_model.observation_ids(batch.observations, states), batch.actions)
+            out = world_model(ids, actions=vectors, values=values)
         at = torch.arange(len(batch)), torch.from_numpy(read[chunk])
         reward_parts.append(reward_sign_probabilities(world_model, out.reward_logits[at]))
         end_parts.append(out.termination_logits[at].float().softmax(-1)[:, 1])

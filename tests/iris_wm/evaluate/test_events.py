@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.control import VOCAB, point_mass_tokens
 from helpers.tiny import world_model_config
 from helpers.tokens import synthetic_token_store
 from iris_wm.evaluate.events import (
@@ -51,6 +52,34 @@ def test_each_step_is_scored_as_a_naive_loop_over_its_own_context_would(tmp_path
     assert events.ended.tolist() == columns.terminated[rows].tolist()
     assert events.reward_class.tolist() == (np.sign(columns.reward[rows]) + 1).tolist()
     assert events.episodes.tolist() == [0] * 9 + [2] * 9
+
+
+def test_a_world_model_of_proprioception_scores_each_step_with_its_exact_state(tmp_path):
+    store = point_mass_tokens(tmp_path / "tokens", episodes=3, length=7)
+    torch.manual_seed(0)
+    config = dataclasses.replace(
+        world_model_config(VOCAB, 4, None, 4),
+        action_dim=2,
+        state_dim=4,
+        state_low=[-2.0] * 4,
+        state_high=[2.0] * 4,
+        prediction="parallel",
+    )
+    model = WorldModel(config).eval()
+    events = step_events(model, store, np.array([1]), batch_size=3)
+    assert store.state is not None and len(events.end_probability) == 7
+    columns, start = store.columns, int(store.episode_starts[1])
+    for t in (start, start + 5):  # from the episode's start, and a full context of 4 steps ending at t
+        rows = np.arange(max(start, t - 3), t + 1)
+        states = torch.from_numpy(columns.state[rows])[None]
+        actions = torch.from_numpy(columns.action[rows])[None]
+        ids = model.interleave(
+            model.observation_ids(torch.from_numpy(store.observations(rows)).long()[None], states), actions
+        )
+        with torch.no_grad():
+            out = model(ids, actions=actions, values=model.state_codec.position_values(states))
+        expected = float(out.termination_logits[0, -1].softmax(-1)[1])
+        assert abs(events.end_probability[t - start] - expected) < 1e-5
 
 
 def test_the_best_threshold_separates_what_can_be_separated_and_prefers_the_lowest_on_ties():
