@@ -21,6 +21,10 @@ import torch
 
 LOG_STD_RANGE = (-5.0, 1.0)
 """The Gaussian's log standard deviation is squashed into this range (std 0.007 to 2.7 before the tanh)."""
+INITIAL_LOG_STD = 0.0
+"""The log standard deviation of a raw output of 0, where a new network starts: std 1 before the tanh, close to
+the widest the box allows (std e folds onto the bounds), so a new policy explores like the random one."""
+_SHIFT = math.atanh(2 * (INITIAL_LOG_STD - LOG_STD_RANGE[0]) / (LOG_STD_RANGE[1] - LOG_STD_RANGE[0]) - 1)
 
 
 class DiscretePolicy:
@@ -58,7 +62,7 @@ class BoxPolicy:
         mean, raw = params.float().chunk(2, dim=-1)
         lo, hi = LOG_STD_RANGE
         self.mean = mean
-        self.log_std = lo + (hi - lo) * (torch.tanh(raw) + 1) / 2
+        self.log_std = lo + (hi - lo) * (torch.tanh(raw + _SHIFT) + 1) / 2
         self.low, self.high = low.to(mean), high.to(mean)
 
     def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:

@@ -44,7 +44,8 @@ def test_the_entropy_bonus_is_the_squashed_distributions_and_does_not_reward_sat
     assert abs(float(estimate - reference)) < 0.01
     # The Gaussian's entropy grows with its spread; the squashed one falls once the tanh folds it onto the bounds.
     # std 1 against std e (log_std 0 and 1):
-    spreads = [BoxPolicy(torch.tensor([[0.0, 0.0, raw, raw]]).expand(50_000, 4), LOW, HIGH) for raw in (0.805, 5.0)]
+    spreads = [BoxPolicy(torch.tensor([[0.0, 0.0, raw, raw]]).expand(50_000, 4), LOW, HIGH) for raw in (0.0, 5.0)]
+    assert torch.allclose(spreads[0].log_std, torch.zeros(1))  # a new network's raw 0: std 1 before the tanh
     narrow, wide = (p.entropy(p.sample(torch.Generator().manual_seed(1))).mean() for p in spreads)
     assert spreads[1].gaussian_entropy()[0] > spreads[0].gaussian_entropy()[0] and wide < narrow
     # Its gradient reaches the mean and the spread (reparameterised at the draw).
