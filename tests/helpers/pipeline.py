@@ -20,21 +20,12 @@ from iris_wm.train.stages import run_tokenizer_cli, run_world_model_cli, stage_a
 STEPS, EPISODE_CAP, FLUSH = 300, 40, 100
 
 
-def build_pipeline(root: Path) -> Path:
+def collect_and_train(root: Path, steps: int, flush: int, *env: str) -> tuple[Path, Path, Path]:
+    """Collect ``steps`` random-policy steps with the ``--env.*`` arguments ``env``, fit the debug tokenizer, encode
+    the episodes and fit the debug world model on them, under the layout above. Returns the tokenizer checkpoint,
+    the token store and the world-model checkpoint."""
     episodes, tokens = root / "episodes", root / "tokens"
-    iris_wm(
-        [
-            "collect",
-            "--out",
-            str(episodes),
-            "--steps",
-            str(STEPS),
-            "--flush_steps",
-            str(FLUSH),
-            "--env.max_episode_steps",
-            str(EPISODE_CAP),
-        ]
-    )
+    iris_wm(["collect", "--out", str(episodes), "--steps", str(steps), "--flush_steps", str(flush), *env])
     run_tokenizer_cli(stage_args("fit", "tokenizer", "debug", episodes, root / "tok"))
     tokenizer = root / "tok" / "checkpoints" / "last.ckpt"
     run_tokenizer_cli(
@@ -51,6 +42,11 @@ def build_pipeline(root: Path) -> Path:
         )
     )
     run_world_model_cli(stage_args("fit", "world_model", "debug", tokens, root / "wm"))
+    return tokenizer, tokens, root / "wm" / "checkpoints" / "last.ckpt"
+
+
+def build_pipeline(root: Path) -> Path:
+    collect_and_train(root, STEPS, FLUSH, "--env.max_episode_steps", str(EPISODE_CAP))
     for stage in ("tok", "wm"):
         iris_wm(
             [

@@ -6,49 +6,19 @@ import json
 
 import numpy as np
 
-from iris_wm.cli.main import main as iris_wm
+from helpers.pipeline import collect_and_train
 from iris_wm.data.store import TokenStore
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.play import evaluate
-from iris_wm.train.stages import run_agent_cli, run_tokenizer_cli, run_world_model_cli, stage_args
+from iris_wm.train.stages import run_agent_cli, stage_args
 
 
 def test_collect_train_and_evaluate_on_the_point_mass(tmp_path):
-    episodes, tokens = tmp_path / "episodes", tmp_path / "tokens"
-    iris_wm(
-        [
-            "collect",
-            "--out",
-            str(episodes),
-            "--steps",
-            "240",
-            "--flush_steps",
-            "120",
-            "--env.suite",
-            "point-mass",
-            "--env.max_episode_steps",
-            "20",
-        ]
-    )
-    run_tokenizer_cli(stage_args("fit", "tokenizer", "debug", episodes, tmp_path / "tok"))
-    tokenizer = tmp_path / "tok" / "checkpoints" / "last.ckpt"
-    run_tokenizer_cli(
-        stage_args(
-            "predict",
-            "tokenizer",
-            "debug",
-            episodes,
-            tmp_path / "tok",
-            "--ckpt_path",
-            str(tokenizer),
-            "--token_writer.output",
-            str(tokens),
-        )
+    tokenizer, tokens, world_model = collect_and_train(
+        tmp_path, 240, 120, "--env.suite", "point-mass", "--env.max_episode_steps", "20"
     )
     store = TokenStore.open(tokens)
     assert store.action_space.size == 2 and store.state.size == 4 and store.fps == 20
-    run_world_model_cli(stage_args("fit", "world_model", "debug", tokens, tmp_path / "wm"))
-    world_model = tmp_path / "wm" / "checkpoints" / "last.ckpt"
     run_agent_cli(
         stage_args(
             "fit",
