@@ -54,13 +54,18 @@ class StateCodec(nn.Module):
     def twohot(self, values: torch.Tensor, components: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Values of state ``components`` (both ``(..., n)``; a component index per value) -> the ids of the bins
         below and above each value's coordinate and the weight of the upper one."""
-        bins = self.config.state_bins
         low, width = self.low[components], self.width[components]
-        coordinate = ((values.float() - low) / width - 0.5).clamp(0, bins - 1)
-        lower = coordinate.floor().clamp(max=bins - 2).clamp(min=0)
+        return self._between((values.float() - low) / width - 0.5)
+
+    def _between(self, coordinate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A place on a line of bins (bin ``k``'s centre at ``k``, clamped to the line) -> the ids of the bins below
+        and above it and the weight of the upper one."""
+        bins = self.config.state_bins
+        coordinate = coordinate.clamp(0, bins - 1)
+        lower = coordinate.floor().clamp(0, bins - 2)
         weight = coordinate - lower
         lower = lower.long() + self.config.vocab_size
-        return lower, (lower + 1).clamp(max=self.config.vocab_size + bins - 1), weight
+        return lower, lower + 1, weight
 
     def change_bins(self) -> torch.Tensor:
         """Centres of the change bins in ``symlog(change / bin width)``: uniform over ``+-symlog(bins)``."""
@@ -71,13 +76,9 @@ class StateCodec(nn.Module):
         self, change: torch.Tensor, components: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Changes of state ``components`` (both ``(..., n)``) -> their two change bins' ids and the upper's weight."""
-        bins, centres = self.config.state_bins, self.change_bins()
+        centres = self.change_bins()
         y = symlog(change.float() / self.width[components])
-        coordinate = ((y - centres[0]) / (centres[1] - centres[0])).clamp(0, bins - 1)
-        lower = coordinate.floor().clamp(0, bins - 2)
-        weight = coordinate - lower
-        lower = lower.long() + self.config.vocab_size
-        return lower, lower + 1, weight
+        return self._between((y - centres[0]) / (centres[1] - centres[0]))
 
     def predict(self, logits: torch.Tensor, previous: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
         """Logits ``(..., n, observation_vocab)`` of state ``components (n,)`` and their values the step before

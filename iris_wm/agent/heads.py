@@ -22,8 +22,8 @@ import torch
 LOG_STD_RANGE = (-5.0, 1.0)
 """The Gaussian's log standard deviation is squashed into this range (std 0.007 to 2.7 before the tanh)."""
 INITIAL_LOG_STD = 0.0
-"""The log standard deviation of a raw output of 0, where a new network starts: std 1 before the tanh, close to
-the widest the box allows (std e folds onto the bounds), so a new policy explores like the random one."""
+"""The log standard deviation of a raw output of 0: std 1 before the tanh. (A new ActorCritic's head starts its raw
+outputs at 0.55, so at log std 0.63, std 1.9: docs/LOG.md, issue 19.)"""
 _SHIFT = math.atanh(2 * (INITIAL_LOG_STD - LOG_STD_RANGE[0]) / (LOG_STD_RANGE[1] - LOG_STD_RANGE[0]) - 1)
 
 
@@ -83,10 +83,13 @@ class BoxPolicy:
         """Log density of the box action ``to_env(sampled)``, summed over components."""
         u = sampled.float()
         gaussian = -0.5 * ((u - self.mean) / self.log_std.exp()).pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)
-        # log(1 - tanh(u)^2), written stably: 2 (log 2 - u - softplus(-2u))
+        return (gaussian - self._log_jacobian(u)).sum(-1)
+
+    def _log_jacobian(self, u: torch.Tensor) -> torch.Tensor:
+        """``log |da/du|`` per component: ``log(1 - tanh(u)^2)``, written stably as ``2 (log 2 - u - softplus(-2u))``,
+        plus ``log((high - low) / 2)``."""
         squash = 2 * (math.log(2) - u - torch.nn.functional.softplus(-2 * u))
-        scale = torch.log((self.high - self.low) / 2)
-        return (gaussian - squash - scale).sum(-1)
+        return squash + torch.log((self.high - self.low) / 2)
 
     def gaussian_entropy(self) -> torch.Tensor:
         """The pre-squash Gaussian's entropy, summed over components."""
@@ -97,7 +100,4 @@ class BoxPolicy:
         components: the Gaussian's entropy plus ``log |da/du|`` at ``u`` re-expressed as ``mean + std * eps``, so the
         estimate's gradient reaches both (its mean over draws is the entropy of the actions in the box)."""
         eps = ((sampled.float() - self.mean) / self.log_std.exp()).detach()
-        u = self.mean + self.log_std.exp() * eps
-        squash = 2 * (math.log(2) - u - torch.nn.functional.softplus(-2 * u))
-        scale = torch.log((self.high - self.low) / 2)
-        return self.gaussian_entropy() + (squash + scale).sum(-1)
+        return self.gaussian_entropy() + self._log_jacobian(self.mean + self.log_std.exp() * eps).sum(-1)
