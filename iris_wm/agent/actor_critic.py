@@ -169,7 +169,7 @@ class ActorCritic(nn.Module):
         for head in (self.actor, self.critic):
             nn.init.normal_(head.weight, std=0.01)
             nn.init.zeros_(head.bias)
-        if cfg.continuous:  # a first Gaussian of std about 0.6 before the tanh: broad, but not pinned to the bounds
+        if cfg.continuous:  # raw 0.55: a first Gaussian of std about 1.9 before the tanh (heads.INITIAL_LOG_STD at 0)
             nn.init.constant_(self.actor.bias[cfg.action_dim :], 0.55)
 
     @property
