@@ -25,6 +25,21 @@ from torch import nn
 from sequence_model.rewards import symexp, symlog
 
 
+def check_state_config(dim: int | None, bins: int, low: list[float] | None, high: list[float] | None) -> None:
+    """Raise where a world model's state settings cannot code a state (its range is checked once it is known)."""
+    if dim is None:
+        return
+    if low is not None and high is not None:
+        low, high = list(low), list(high)
+        if {len(low), len(high)} != {dim} or any(a >= b for a, b in zip(low, high, strict=True)):
+            raise ValueError(
+                f"WorldModelConfig: state_low and state_high need {dim} values each with low < high; "
+                f"got {low} and {high}. They come from the data (the training episodes' range)."
+            )
+    if bins < 2:
+        raise ValueError(f"WorldModelConfig: state_bins must be at least 2 (a value lies between two); got {bins}.")
+
+
 class StateCodec(nn.Module):
     """State values <-> state tokens for a :class:`~sequence_model.world_model.WorldModelConfig` with a state."""
 

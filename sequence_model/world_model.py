@@ -32,7 +32,7 @@ from torch import nn
 from sequence_model.gpt import GPT, GPTConfig, KVCache, attention_flops_per_token, matmul_params
 from sequence_model.outputs import WorldModelLosses, WorldModelOutput
 from sequence_model.rewards import event_losses, expected_reward
-from sequence_model.state import StateCodec
+from sequence_model.state import StateCodec, check_state_config
 
 
 @dataclass
@@ -72,6 +72,8 @@ class WorldModelConfig:
     """Bins of the two-hot reward head, evenly spaced in symlog space over [-20, 20]."""
     observation_weight: float = 1.0
     """Weight of the observation cross-entropy."""
+    state_weight: float = field(default=1.0, metadata={"added": "issue 19"})
+    """Weight of a state target against a frame token's within the observation cross-entropy."""
     reward_weight: float = 1.0
     """Weight of the reward loss."""
     termination_weight: float = 1.0
@@ -90,21 +92,10 @@ class WorldModelConfig:
             raise ValueError(
                 f"WorldModelConfig: prediction must be 'autoregressive' or 'parallel', got {self.prediction!r}."
             )
-        if self.state_dim is not None and self.state_low is not None and self.state_high is not None:
-            low, high = list(self.state_low), list(self.state_high)
-            if (
-                len(low) != self.state_dim
-                or len(high) != self.state_dim
-                or any(a >= b for a, b in zip(low, high, strict=True))
-            ):
-                raise ValueError(
-                    f"WorldModelConfig: state_low and state_high need {self.state_dim} values each with low < high; "
-                    f"got {low} and {high}. They come from the data (the training episodes' range)."
-                )
-        if self.state_dim is not None and self.state_bins < 2:
-            raise ValueError(
-                f"WorldModelConfig: state_bins must be at least 2 (a value lies between two); got {self.state_bins}."
-            )
+        check_state_config(self.state_dim, self.state_bins, self.state_low, self.state_high)
+        for name in ("observation_weight", "state_weight", "reward_weight", "termination_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"WorldModelConfig: {name} must be at least 0, got {getattr(self, name)!r}.")
         if self.tokens_per_frame is not None:
             block = self.tokens_per_block if self.parallel else 1
             gpt = replace(gpt, max_tokens=self.context_steps * self.tokens_per_block, block_size=block)
@@ -360,7 +351,9 @@ class WorldModel(nn.Module):
             cfg.reward, self.reward_bins if cfg.reward == "twohot" else None, out, rewards, terminated, mask
         )
         reward, reward_accuracy, reward_confusion, termination, termination_confusion = events
-        total = cfg.observation_weight * observation + cfg.reward_weight * reward + cfg.termination_weight * termination
+        weights = use + (cfg.state_weight - 1.0) * on_state
+        weighted = (ce * weights).sum() / weights.sum().clamp_min(1)
+        total = cfg.observation_weight * weighted + cfg.reward_weight * reward + cfg.termination_weight * termination
         return WorldModelLosses(
             total=total,
             observation=observation,

@@ -501,3 +501,22 @@ def test_the_state_is_a_target_of_the_one_cross_entropy_and_frame_slots_never_pr
     assert torch.isinf(restricted[0, K:, :V]).all() and torch.isfinite(restricted[0, K:, V:]).all()
     with pytest.raises(ValueError, match="state_low and state_high"):
         WorldModel(WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, state_dim=2))
+
+
+def test_state_weight_weighs_a_state_target_against_a_frame_token_in_the_total():
+    obs, act = sequence()
+    zeros = torch.zeros(2, T)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    plain = with_state("parallel").loss(obs, act, zeros, zeros.bool(), mask, states())
+    events = plain.reward + plain.termination
+    torch.testing.assert_close(plain.total, plain.observation + events)  # weight 1: one mean over every target
+    model = with_state("parallel")
+    model.config.state_weight = 4.0
+    weighted = model.loss(obs, act, zeros, zeros.bool(), mask, states())
+    n, n_state = plain.observation_targets, 2 * (T - 1) * SD
+    state_sum, frame_sum = plain.state * n_state, plain.observation * n - plain.state * n_state
+    by_hand = (frame_sum + 4.0 * state_sum) / (n - n_state + 4.0 * n_state)
+    torch.testing.assert_close(weighted.total, by_hand + events)
+    torch.testing.assert_close(weighted.observation, plain.observation)  # the reported metric stays unweighted
+    with pytest.raises(ValueError, match="state_weight must be at least 0"):
+        WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, state_weight=-1.0)
