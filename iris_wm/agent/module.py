@@ -75,6 +75,8 @@ class ActorCriticModule(LightningModule):
         self.target_critic = None
         if self.objective.target_critic_decay is not None:
             self.target_critic = copy.deepcopy(self.actor_critic).requires_grad_(False)
+        if self.objective.return_scale_decay is not None:  # saved with the weights, so a resumed fit goes on with it
+            self.register_buffer("return_scale", torch.tensor(-1.0))
         self.world_model: WorldModel | None = None
         self.tokenizer: Tokenizer | None = None
         self._frozen = True
@@ -182,7 +184,8 @@ class ActorCriticModule(LightningModule):
     # ------------------------------------------------------------------ the objective
     def compute_loss(self, batch) -> AgentLosses:
         imagined = self.imagine(batch)
-        return agent_losses(imagined, self._target_values(batch, imagined), self.objective)
+        scale = getattr(self, "return_scale", None)
+        return agent_losses(imagined, self._target_values(batch, imagined), self.objective, scale)
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One objective for the Trainer and the online loop: ``(loss, metrics)``."""

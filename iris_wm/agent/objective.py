@@ -33,6 +33,10 @@ class AgentObjective:
     """Weight of the value regression."""
     target_critic_decay: float | None = None
     """EMA decay of a target critic whose values give the returns (None: the critic itself, as IRIS)."""
+    return_scale_decay: float | None = field(default=None, metadata={"added": "issue 19"})
+    """DreamerV3's return normalisation: advantages are divided by ``max(1, S)``, ``S`` a moving average (this decay;
+    DreamerV3: 0.99) of the spread of the lambda-returns from their 5th to their 95th percentile, so the policy's
+    step does not grow with the reward's scale while small returns are left as they are. None: off (IRIS)."""
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig.iris)
     """How imagined steps are drawn (default: IRIS's, every outcome sampled)."""
 
@@ -41,6 +45,7 @@ class AgentObjective:
             self.imagination = ImaginationConfig(**self.imagination)
         at_least(1, "objective", horizon=self.horizon)
         within(0, 1, "objective", gamma=self.gamma, lambda_=self.lambda_, target_critic_decay=self.target_critic_decay)
+        within(0, 1, "objective", return_scale_decay=self.return_scale_decay)
         at_least(0, "objective", entropy_weight=self.entropy_weight, value_weight=self.value_weight)
 
 
@@ -65,15 +70,27 @@ def alive_mask(ends: torch.Tensor) -> torch.Tensor:
     return ended_before == 0
 
 
-def agent_losses(rollout: Rollout, target_values: torch.Tensor, objective: AgentObjective) -> AgentLosses:
+def update_return_scale(scale: torch.Tensor, returns: torch.Tensor, alive: torch.Tensor, decay: float) -> None:
+    """Move ``scale`` (a 0-d tensor; negative: not yet set) towards the 5th-to-95th percentile spread of the
+    ``returns`` of the steps that happened, in place."""
+    spread = torch.quantile(returns[alive.bool()].float(), torch.tensor([0.05, 0.95], device=returns.device)).diff()[0]
+    scale.copy_(torch.where(scale < 0, spread, decay * scale + (1 - decay) * spread))
+
+
+def agent_losses(
+    rollout: Rollout, target_values: torch.Tensor, objective: AgentObjective, return_scale: torch.Tensor | None = None
+) -> AgentLosses:
     """The losses of one rollout; ``target_values (B, H + 1)`` give the returns (the critic's own, detached, or a
-    target critic's)."""
+    target critic's). With return normalisation, ``return_scale`` is its running spread, updated here."""
     returns = lambda_returns(rollout.rewards, target_values.float(), rollout.ends, objective.gamma, objective.lambda_)
     alive = alive_mask(rollout.ends).float()
     count = alive.sum().clamp_min(1.0)
     chosen, entropies = rollout.log_probs.float(), rollout.entropies.float()  # the policy head's own distribution
     values = rollout.values[:, :-1].float()
     advantage = (returns - values).detach()
+    if objective.return_scale_decay is not None and return_scale is not None:
+        update_return_scale(return_scale, returns.detach(), alive, objective.return_scale_decay)
+        advantage = advantage / return_scale.clamp_min(1.0)
     policy = -(chosen * advantage * alive).sum() / count
     entropy = (entropies * alive).sum() / count
     value = ((values - returns.detach()).pow(2) * alive).sum() / count

@@ -60,3 +60,45 @@ def test_shapes_are_checked():
         lambda_returns(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), 0.99, 0.95)
     with pytest.raises(ValueError, match="gamma and lambda"):
         lambda_returns(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3), 1.5, 0.95)
+
+
+def test_return_normalisation_divides_advantages_by_the_running_percentile_spread():
+    from iris_wm.agent.objective import AgentObjective, agent_losses, alive_mask
+    from iris_wm.agent.rollout import Rollout
+
+    torch.manual_seed(0)
+    B, H = 64, 5
+    rewards = torch.randn(B, H) * 10
+    ends = torch.zeros(B, H, dtype=torch.bool)
+    ends[:8, 2] = True  # steps after an end do not count, in the spread either
+    values = torch.randn(B, H + 1)
+    log_probs = torch.randn(B, H, requires_grad=True)
+    imagined = Rollout(
+        [], [], torch.zeros(B, H, 2), values, torch.zeros(B, H), rewards, ends, log_probs, torch.zeros(B, H)
+    )
+    plain = AgentObjective(horizon=H, entropy_weight=0.0, value_weight=0.0)
+    normalised = AgentObjective(horizon=H, entropy_weight=0.0, value_weight=0.0, return_scale_decay=0.9)
+    returns = lambda_returns(rewards, values, ends, plain.gamma, plain.lambda_)
+    alive = alive_mask(ends)
+    low, high = torch.quantile(returns[alive], torch.tensor([0.05, 0.95]))
+    scale = torch.tensor(-1.0)  # unset: the first batch sets it
+    first = agent_losses(imagined, values, normalised, scale)
+    torch.testing.assert_close(scale, high - low)
+    assert float(scale) > 1
+    torch.testing.assert_close(first.policy, agent_losses(imagined, values, plain).policy / (high - low))
+    flat = Rollout(
+        [], [], torch.zeros(B, H, 2), values * 0, torch.zeros(B, H), rewards * 0, ends, log_probs, torch.zeros(B, H)
+    )
+    agent_losses(flat, values * 0, normalised, scale)  # returns with no spread: the average moves by (1 - decay)
+    torch.testing.assert_close(scale, 0.9 * (high - low))
+    # Returns that spread less than 1 are left as they are (max(1, S)).
+    quiet = Rollout(
+        [], [], torch.zeros(B, H, 2), values / 100, torch.zeros(B, H), rewards / 100, ends, log_probs, torch.zeros(B, H)
+    )
+    fresh = torch.tensor(-1.0)
+    torch.testing.assert_close(
+        agent_losses(quiet, values / 100, normalised, fresh).policy, agent_losses(quiet, values / 100, plain).policy
+    )
+    assert 0 < float(fresh) < 1
+    with pytest.raises(ValueError, match="return_scale_decay"):
+        AgentObjective(return_scale_decay=1.5)
