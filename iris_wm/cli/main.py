@@ -2,6 +2,7 @@
 library. Nothing imports this package.
 
 ``iris-wm collect ...``                           random-policy episodes into an episode store
+``iris-wm import FORMAT SRC --out STORE``          a dataset made elsewhere (DreamerV3) as an episode store
 ``iris-wm games``                                 the Atari game ids that can be used
 ``iris-wm tokenizer fit|validate|predict ...``    LightningCLI over TokenizerModule and StoreDataModule
 ``iris-wm world-model fit|validate ...``          LightningCLI over WorldModelModule and StoreDataModule
@@ -28,6 +29,7 @@ USAGE = """usage: iris-wm COMMAND [ARGS...]
 
 commands:
   collect      collect environment steps with a random policy into an episode store
+  import       a dataset made elsewhere as an episode store (iris-wm import dreamerv3 SRC --out STORE)
   games        list the Atari game ids (ALE v5) that --env.game accepts
   tokenizer    train / validate the VQ-VAE tokenizer, or encode a store into tokens
                (iris-wm tokenizer fit|validate|predict --config configs/tokenizer/demo.yaml ...)
@@ -257,6 +259,12 @@ def _run_loop(argv: list[str]) -> None:
     print(json.dumps(row))
 
 
+def _import(argv: list[str]) -> None:
+    from iris_wm.cli.importing import main as importing
+
+    importing(argv)
+
+
 def _scaling(argv: list[str]) -> None:
     from iris_wm.cli.scaling import main as scaling
 
@@ -265,6 +273,7 @@ def _scaling(argv: list[str]) -> None:
 
 COMMANDS = {
     "collect": _collect,
+    "import": _import,
     "games": _games,
     "tokenizer": _stage("tokenizer"),
     "world-model": _stage("world_model"),
@@ -282,6 +291,7 @@ COMMANDS = {
 CONTINUE = {
     "collect": "rerun the same command: the store keeps every flushed episode and collection continues from there",
     "run": "rerun the same command: the loop resumes from its last checkpoint",
+    "import": "rerun the same command: the store keeps every appended episode and the import goes on from there",
     "tokenizer": "rerun the same command with --ckpt_path last to resume training",
     "world-model": "rerun the same command with --ckpt_path last to resume training",
     "agent": "rerun the same command with --ckpt_path last to resume training",

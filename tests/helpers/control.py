@@ -2,12 +2,17 @@
 from it by a fixed stand-in tokenizer (no training)."""
 
 import numpy as np
+import torch
 
 from iris_wm.data.episode import Episode
 from iris_wm.data.spaces import ActionSpace, StateSpec
 from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.data.tokens import write_token_store
+from iris_wm.data.windows import WindowDataset, split_episodes
 from iris_wm.envs.point_mass import STATE_NAMES, PointMass
+from iris_wm.evaluate.conditioning import action_conditioning
+from sequence_model.gpt import GPTConfig
+from sequence_model.world_model import WorldModel, WorldModelConfig
 
 SIZE, HALF = 16, 8
 VOCAB = 1 + HALF * HALF
@@ -62,9 +67,41 @@ def point_mass_store(root, episodes: int, length: int, seed: int) -> EpisodeStor
     return store
 
 
+def tokens_of(store: EpisodeStore, out) -> TokenStore:
+    """The quadrant tokens of a store of point-mass frames, as a token store at ``out``."""
+    frames = store.observations(np.arange(store.num_steps))
+    config = type("Config", (), {"tokens_per_frame": 4, "vocab_size": VOCAB})()
+    return write_token_store(out, store, quadrant_tokens(frames), config, checkpoint=None)
+
+
 def point_mass_tokens(root, episodes: int, length: int, seed: int = 0) -> TokenStore:
     """``root/episodes`` (random forces) and ``root/tokens``, its quadrant tokens."""
     store = point_mass_store(root / "episodes", episodes=episodes, length=length, seed=seed)
-    frames = store.observations(np.arange(store.num_steps))
-    config = type("Config", (), {"tokens_per_frame": 4, "vocab_size": VOCAB})()
-    return write_token_store(root / "tokens", store, quadrant_tokens(frames), config, checkpoint=None)
+    return tokens_of(store, root / "tokens")
+
+
+def conditioning_after_training(tokens: TokenStore, steps: int = 400) -> dict:
+    """Train a small parallel world model of the point mass's continuous actions on 80% of the episodes (``steps``
+    batches of 32 four-step windows), then measure its action conditioning on the other 20%."""
+    torch.manual_seed(0)
+    model = WorldModel(
+        WorldModelConfig(
+            vocab_size=VOCAB,
+            tokens_per_frame=4,
+            action_dim=2,
+            context_steps=4,
+            prediction="parallel",
+            gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=32),
+        )
+    )
+    train, held_out = split_episodes(tokens, 0.2, 0)
+    windows = WindowDataset(tokens, train, 4, complete=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        batch = windows.__getitems__(rng.integers(0, len(windows), 32))
+        loss = model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return action_conditioning(model, tokens, held_out, windows=256, seed=0)

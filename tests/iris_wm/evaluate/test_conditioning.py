@@ -4,14 +4,9 @@ paired interval excludes 0 (issue 19's acceptance test)."""
 
 import numpy as np
 import pytest
-import torch
 
-from helpers.control import SIZE, VOCAB, point_mass_tokens
-from iris_wm.data.windows import WindowDataset, split_episodes
+from helpers.control import SIZE, conditioning_after_training, point_mass_tokens
 from iris_wm.envs.point_mass import PointMass
-from iris_wm.evaluate.conditioning import action_conditioning
-from sequence_model.gpt import GPTConfig
-from sequence_model.world_model import WorldModel, WorldModelConfig
 
 
 def test_the_point_mass_draws_its_position_and_reports_its_state():
@@ -26,29 +21,7 @@ def test_the_point_mass_draws_its_position_and_reports_its_state():
 
 
 def test_a_world_model_of_continuous_actions_learns_to_use_them(tmp_path):
-    tokens = point_mass_tokens(tmp_path, episodes=240, length=16)
-    torch.manual_seed(0)
-    model = WorldModel(
-        WorldModelConfig(
-            vocab_size=VOCAB,
-            tokens_per_frame=4,
-            action_dim=2,
-            context_steps=4,
-            prediction="parallel",
-            gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=32),
-        )
-    )
-    train, held_out = split_episodes(tokens, 0.2, 0)
-    windows = WindowDataset(tokens, train, 4, complete=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(400):
-        batch = windows.__getitems__(rng.integers(0, len(windows), 32))
-        loss = model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask).total
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    figures = action_conditioning(model, tokens, held_out, windows=256, seed=0)
+    figures = conditioning_after_training(point_mass_tokens(tmp_path, episodes=240, length=16))
     assert figures["windows"] >= 128
     assert figures["reduction"] >= 0.05, figures
     assert figures["difference_ci"][0] > 0, figures
