@@ -43,7 +43,7 @@ class WorldModelConfig:
     vocab_size: int | None = None
     """Observation codes (the tokenizer's codebook size; from the data)."""
     tokens_per_frame: int | None = None
-    """K, tokens per observation (from the data)."""
+    """K, tokens per frame (from the data; 0 with a state and no frames: the model of proprioception alone)."""
     num_actions: int | None = None
     """Discrete actions of the environment (from the data; None where the actions are continuous)."""
     action_dim: int | None = field(default=None, metadata={"added": "issue 19"})
@@ -85,8 +85,9 @@ class WorldModelConfig:
     def __post_init__(self):
         for name in ("vocab_size", "tokens_per_frame", "num_actions", "action_dim", "state_dim", "context_steps"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"WorldModelConfig: {name} must be a whole number of at least 1, got {value!r}.")
+            least = 0 if name in ("vocab_size", "tokens_per_frame") and self.state_dim else 1  # state only
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ValueError(f"WorldModelConfig: {name} must be a whole number of at least {least}, got {value!r}.")
         gpt = GPTConfig(**self.gpt) if isinstance(self.gpt, dict) else self.gpt
         if self.prediction not in ("autoregressive", "parallel"):
             raise ValueError(

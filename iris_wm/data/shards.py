@@ -27,7 +27,7 @@ class StoreError(IrisError, RuntimeError):
 class _ObsSpecEntry(Schema):
     name: str
     dtype: Literal["uint8", "int16", "int32", "int64", "float32"]
-    shape: list[Annotated[int, Field(ge=1)]]
+    shape: list[Annotated[int, Field(ge=0)]]  # (0,): no observation column, a store of proprioception alone
 
 
 class _ShardEntry(Schema):
@@ -89,7 +89,7 @@ def step_schema(spec: ObsSpec, actions: ActionSpace | None = None, state: StateS
     columns = {
         "episode": Value("int64"),
         "step": Value("int32"),
-        spec.name: List(Value(spec.dtype), length=spec.numel),
+        **({spec.name: List(Value(spec.dtype), length=spec.numel)} if spec.numel else {}),  # none: state only
         "action": List(Value("float32"), length=actions.size) if box else Value("int64"),
     }
     if state is not None:
@@ -111,13 +111,14 @@ def episodes_table(
 ) -> pa.Table:
     """Whole episodes as one table, their ids counting from ``first_id``."""
     lengths = [len(e) for e in episodes]
-    obs = np.concatenate([np.ascontiguousarray(e.observations).reshape(len(e), -1) for e in episodes])
-    values = pa.array(obs.reshape(-1), type=pa.from_numpy_dtype(np.dtype(spec.dtype)))
     columns = {
         "episode": np.repeat(np.arange(first_id, first_id + len(episodes), dtype=np.int64), lengths),
         "step": np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]),
-        spec.name: pa.FixedSizeListArray.from_arrays(values, spec.numel),
     }
+    if spec.numel:  # a zero-width observation (a store of proprioception alone) has no column: Arrow has none
+        obs = np.concatenate([np.ascontiguousarray(e.observations).reshape(len(e), -1) for e in episodes])
+        values = pa.array(obs.reshape(-1), type=pa.from_numpy_dtype(np.dtype(spec.dtype)))
+        columns[spec.name] = pa.FixedSizeListArray.from_arrays(values, spec.numel)
     if actions is None or actions.is_discrete:
         columns["action"] = np.concatenate([np.asarray(e.actions, np.int64) for e in episodes])
     else:
@@ -165,6 +166,8 @@ def read_shard(
     # A shard is one record batch: take its chunk as it is. combine_chunks() copies even a single chunk into
     # anonymous memory, which held every frame of the store in RAM (a 1M-frame store was OOM-killed at
     # 12 GB; benchmarks/store_memory.py).
+    if not spec.numel:
+        return table, np.zeros((table.num_rows, *spec.shape), np.dtype(spec.dtype))
     column = table.column(spec.name)
     array = column.chunk(0) if column.num_chunks == 1 and column.chunk(0).offset == 0 else column.combine_chunks()
     obs = array.values.to_numpy(zero_copy_only=True).reshape(table.num_rows, *spec.shape)

@@ -138,6 +138,8 @@ class StepStore:
         space = ActionSpace.of(actions)
         if fps is not None and not (np.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number of steps per second; got {fps}.")
+        if spec.numel == 0 and state is None:
+            raise ValueError("A store without observations (shape (0,)) needs a state column: it would hold nothing.")
         if (root / MANIFEST).exists():
             raise StoreError(f"{root} already holds a store; open it with {cls.__name__}.open(...) instead.")
         if root.exists() and any(p.name != FolderLock.FILE for p in root.iterdir()):

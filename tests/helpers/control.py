@@ -105,3 +105,21 @@ def conditioning_after_training(tokens: TokenStore, steps: int = 400) -> dict:
         loss.backward()
         optimizer.step()
     return action_conditioning(model, tokens, held_out, windows=256, seed=0)
+
+
+def state_only_tokens(store: EpisodeStore, out) -> TokenStore:
+    """The store's steps without their frames: a token store of 0 tokens a step (proprioception alone), as a
+    state-only import writes."""
+    tokens = TokenStore.create(
+        out,
+        TokenStore.token_spec(0),
+        store.action_space,
+        {"tokens_per_frame": 0, "vocab_size": 0},
+        store.state,
+        store.fps,
+    )
+    episodes = [store.episode(i) for i in range(store.num_episodes)]
+    for e in episodes:
+        e.observations = np.zeros((len(e), 0), np.int16)
+    tokens.append(episodes)
+    return TokenStore.open(out)

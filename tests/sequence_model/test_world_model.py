@@ -520,3 +520,37 @@ def test_state_weight_weighs_a_state_target_against_a_frame_token_in_the_total()
     torch.testing.assert_close(weighted.observation, plain.observation)  # the reported metric stays unweighted
     with pytest.raises(ValueError, match="state_weight must be at least 0"):
         WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=A, state_weight=-1.0)
+
+
+@pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
+def test_a_world_model_of_proprioception_alone_decodes_from_its_cache_exactly(prediction):
+    """No frames (tokens_per_frame 0, as for state-only datasets): a step is the state's tokens and the action."""
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(
+        vocab_size=0,
+        tokens_per_frame=0,
+        action_dim=D,
+        state_dim=SD,
+        state_bins=8,
+        state_low=[-1.0, 0.0],
+        state_high=[1.0, 4.0],
+        context_steps=T,
+        gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16),
+        prediction=prediction,
+    )
+    model = WorldModel(cfg).eval()
+    assert cfg.tokens_per_block == SD + 1 and cfg.observation_vocab == 8
+    obs, act = torch.zeros(2, T, 0, dtype=torch.long), vectors()
+    ids = model.interleave(model.observation_ids(obs, states()), act)
+    values = model.state_codec.position_values(states())
+    full = model(ids, actions=act, values=values)
+    cache, pieces = model.transformer.new_cache(batch=2), []
+    for t in range(T):  # a step at a time
+        block = slice(t * (SD + 1), (t + 1) * (SD + 1))
+        pieces.append(model(ids[:, block], cache, act[:, t : t + 1], values[:, block]).observation_logits)
+    torch.testing.assert_close(torch.cat(pieces, 1), full.observation_logits, atol=1e-5, rtol=1e-5)
+    zeros, mask = torch.zeros(2, T), torch.ones(2, T, dtype=torch.bool)
+    losses = model.loss(obs, act, zeros, zeros.bool(), mask, states())
+    assert losses.observation_targets == 2 * (T - 1) * SD and torch.equal(losses.state, losses.observation)
+    with pytest.raises(ValueError, match="tokens_per_frame must be a whole number of at least 1"):
+        WorldModelConfig(vocab_size=V, tokens_per_frame=0, num_actions=A)  # frames only: at least one token

@@ -150,3 +150,32 @@ def test_a_token_store_and_an_exported_dataset_keep_actions_states_and_fps(tmp_p
     for name in ("action", "state", "reward"):
         assert np.array_equal(getattr(back.columns, name), getattr(source.columns, name)), name
     assert np.array_equal(back.observations(np.arange(8)), source.observations(np.arange(8)))
+
+
+def test_a_store_of_proprioception_alone_has_no_observation_column(tmp_path):
+    from iris_wm.data.store import TokenStore
+
+    settings = {"tokens_per_frame": 0, "vocab_size": 0}
+    store = TokenStore.create(
+        tmp_path / "s", TokenStore.token_spec(0), ActionSpace.box([-1], [1]), settings, StateSpec(2)
+    )
+    ends = np.zeros(4, bool)
+    ends[-1] = True
+    states = np.arange(8, dtype=np.float32).reshape(4, 2)
+    store.append(
+        [
+            Episode(
+                np.zeros((4, 0), np.int16),
+                np.zeros((4, 1), np.float32),
+                np.ones(4, np.float32),
+                ends,
+                np.zeros(4, bool),
+                states,
+            )
+        ]
+    )
+    again = TokenStore.open(tmp_path / "s")
+    assert again.observations(np.arange(4)).shape == (4, 0) and np.array_equal(again.columns.state, states)
+    assert "tokens" not in again._tables[0].schema.names  # Arrow has no zero-width lists: no column at all
+    with pytest.raises(ValueError, match="needs a state column"):
+        TokenStore.create(tmp_path / "t", TokenStore.token_spec(0), ActionSpace.box([-1], [1]), settings)

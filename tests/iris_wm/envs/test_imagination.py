@@ -10,11 +10,11 @@ from sequence_model.world_model import WorldModel, WorldModelConfig
 K, V, A, C = 3, 13, 4, 4
 
 
-def model(prediction="autoregressive", box=False, state=False):
+def model(prediction="autoregressive", box=False, state=False, frames=True):
     torch.manual_seed(0)
     cfg = WorldModelConfig(
-        vocab_size=V,
-        tokens_per_frame=K,
+        vocab_size=V if frames else 0,
+        tokens_per_frame=K if frames else 0,  # 0: proprioception alone
         num_actions=None if box else A,
         action_dim=2 if box else None,
         state_dim=2 if state else None,
@@ -81,13 +81,18 @@ def naive_rollout(wm, obs, act, actions, keep, states=None):
     return results
 
 
-@pytest.mark.parametrize("box, state", [(False, False), (True, False), (True, True)], ids=["discrete", "box", "state"])
+@pytest.mark.parametrize(
+    "box, state, frames",
+    [(False, False, True), (True, False, True), (True, True, True), (True, True, False)],
+    ids=["discrete", "box", "state", "state-only"],
+)
 @pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
 @pytest.mark.parametrize("primed, keep", [(1, None), (2, None), (3, 1), (2, 2)])
-def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction, box, state):
-    wm = model(prediction, box, state)
+def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction, box, state, frames):
+    wm = model(prediction, box, state, frames)
+    K, V = wm.config.tokens_per_frame, wm.config.vocab_size  # noqa: N806
     g = torch.Generator().manual_seed(3)
-    obs = torch.randint(0, V, (2, primed, K), generator=g)
+    obs = torch.randint(0, max(V, 1), (2, primed, K), generator=g)
     states = torch.rand(2, primed, 2, generator=g) if state else None
     if box:  # continuous actions: float vectors of 2 components
         act = torch.randn(2, primed - 1, 2, generator=g)

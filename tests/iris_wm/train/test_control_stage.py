@@ -4,7 +4,7 @@ state's range come from the store, the checkpoint holds them, validation reports
 import numpy as np
 import torch
 
-from helpers.control import point_mass_tokens
+from helpers.control import point_mass_store, point_mass_tokens, state_only_tokens
 from iris_wm.data.datamodule import state_range
 from iris_wm.data.windows import split_episodes
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
@@ -40,6 +40,24 @@ def test_the_world_model_stage_fits_continuous_actions_and_a_state(tmp_path):
     _, held_out = split_episodes(tokens, 0.2, 0)
     figures = action_conditioning(model, tokens, held_out, windows=8)  # the state's tokens are scored too
     assert figures["windows"] == 8 and np.isfinite(figures["ce_true_actions"])
+
+
+def test_the_world_model_stage_fits_proprioception_alone(tmp_path):
+    """A store without frames (0 tokens a step) trains through the same stage: the world model models the state."""
+    store = point_mass_store(tmp_path / "episodes", episodes=30, length=12, seed=0)
+    tokens = state_only_tokens(store, tmp_path / "tokens")
+    run_world_model_cli(stage_args("fit", "world_model", "debug", tmp_path / "tokens", tmp_path / "wm"))
+    model = load_model(tmp_path / "wm" / "checkpoints" / "last.ckpt", "world_model")
+    assert model.config.tokens_per_frame == 0 and model.config.state_dim == 4
+    rows = np.arange(3)
+    env = ImaginationEnv(model, config=ImaginationConfig(precision="fp32"))
+    env.reset(
+        torch.from_numpy(tokens.observations(rows))[None],
+        torch.from_numpy(tokens.columns.action[rows[:-1]])[None],
+        torch.from_numpy(tokens.columns.state[rows])[None],
+    )
+    step = env.step(torch.zeros(1, 2))
+    assert step.tokens.shape == (1, 0) and step.state.shape == (1, 4) and torch.isfinite(step.state).all()
 
 
 def test_the_agent_stage_trains_a_box_policy_that_reads_the_state_in_imagination(tmp_path):
