@@ -1,7 +1,8 @@
 """``iris-wm import FORMAT SRC --out STORE``: a dataset made elsewhere as an episode store (iris_wm.data.importers).
 
 Formats: ``lerobot`` (a LeRobot dataset folder, or a Hub dataset repo id), ``dreamerv3`` (a folder of
-NM512/dreamerv3-torch episode files or danijar/dreamerv3 replay chunks).
+NM512/dreamerv3-torch episode files or danijar/dreamerv3 replay chunks), ``tdmpc2`` (TD-MPC2's offline dataset
+files: pickles, read only with ``--source.trust_pickle true``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-FORMATS = ("lerobot", "dreamerv3")
+FORMATS = ("lerobot", "dreamerv3", "tdmpc2")
 
 
 def _format(name: str):
@@ -18,6 +19,10 @@ def _format(name: str):
         from iris_wm.data.importers import lerobot
 
         return lerobot.LeRobotOptions, lerobot.plan_lerobot, lerobot
+    if name == "tdmpc2":
+        from iris_wm.data.importers import tdmpc2
+
+        return tdmpc2.TDMPC2Options, tdmpc2.plan_tdmpc2, tdmpc2
     from iris_wm.data.importers import dreamerv3
 
     return dreamerv3.DreamerOptions, dreamerv3.plan_dreamerv3, dreamerv3
@@ -37,7 +42,7 @@ def main(argv: list[str]) -> None:
     options_class, plan, module = _format(argv[0])
     parser = ArgumentParser(prog=f"iris-wm import {argv[0]}", description=module.__doc__.split("\n\n")[0])
     hub = argv[0] == "lerobot"
-    where = "The dataset's folder (the one holding meta/), or a Hub dataset repo id." if hub else "The folder."
+    where = "The dataset's folder (the one holding meta/), or a Hub dataset repo id." if hub else "The file or folder."
     parser.add_argument("src", type=str, help=where)
     parser.add_argument("--out", type=str, required=True, help="Folder of the episode store (created if needed).")
     parser.add_argument("--flush_steps", type=int, default=5_000, help="Append finished episodes every N steps.")
@@ -53,7 +58,8 @@ def main(argv: list[str]) -> None:
         origin = {} if Path(cfg.src).exists() else {"repo_id": cfg.src, "revision": root.name}  # the snapshot's commit
         found = plan(root, options, origin)
     else:
-        options.state_keys = tuple(options.state_keys)
+        if hasattr(options, "state_keys"):
+            options.state_keys = tuple(options.state_keys)
         found = plan(cfg.src, options)
     summary = write_import(cfg.out, found, flush_steps=cfg.flush_steps)
     for note in summary.skipped:

@@ -2,7 +2,7 @@
 library. Nothing imports this package.
 
 ``iris-wm collect ...``                           random-policy episodes into an episode store
-``iris-wm import FORMAT SRC --out STORE``          a dataset made elsewhere (LeRobot, DreamerV3) as a store
+``iris-wm import FORMAT SRC --out STORE``          a dataset made elsewhere (LeRobot, DreamerV3, TD-MPC2)
 ``iris-wm games``                                 the Atari game ids that can be used
 ``iris-wm tokenizer fit|validate|predict ...``    LightningCLI over TokenizerModule and StoreDataModule
 ``iris-wm world-model fit|validate ...``          LightningCLI over WorldModelModule and StoreDataModule
@@ -29,7 +29,7 @@ USAGE = """usage: iris-wm COMMAND [ARGS...]
 
 commands:
   collect      collect environment steps with a random policy into an episode store
-  import       a dataset made elsewhere as an episode store (iris-wm import lerobot|dreamerv3 SRC --out STORE)
+  import       a dataset made elsewhere as an episode store (iris-wm import lerobot|dreamerv3|tdmpc2 SRC --out STORE)
   games        list the Atari game ids (ALE v5) that --env.game accepts
   tokenizer    train / validate the VQ-VAE tokenizer, or encode a store into tokens
                (iris-wm tokenizer fit|validate|predict --config configs/tokenizer/demo.yaml ...)

@@ -60,7 +60,8 @@ class ActionSpace:
         """A box of the shape of ``low`` (and ``high``; a number is broadcast to the other's shape)."""
         low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
         low, high = np.broadcast_arrays(low, high)
-        return cls("box", shape=tuple(int(d) for d in low.shape), low=tuple(low.ravel()), high=tuple(high.ravel()))
+        shape = tuple(int(d) for d in low.shape)
+        return cls("box", shape=shape, low=tuple(map(float, low.ravel())), high=tuple(map(float, high.ravel())))
 
     @property
     def is_discrete(self) -> bool:

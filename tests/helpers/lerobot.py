@@ -113,7 +113,11 @@ def _features(episodes, camera_dtype, fps):
     h, w = episodes[0]["frames"].shape[1:3]
     return {
         CAMERA: {"dtype": camera_dtype, "shape": [h, w, 3], "names": ["height", "width", "channels"]},
-        "observation.state": {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"]},
+        "observation.state": {
+            "dtype": "float32",
+            "shape": [len(episodes[0]["state"][0])],
+            "names": ["x", "y", "z"][: len(episodes[0]["state"][0])],
+        },
         "action": {"dtype": "float32", "shape": [2], "names": ["a", "b"]},
         "next.reward": {"dtype": "float32", "shape": [1], "names": None},
         "next.done": {"dtype": "bool", "shape": [1], "names": None},
@@ -183,3 +187,23 @@ def write_lerobot(root: Path, episodes, version="v3.0", camera_dtype="video", co
         (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=1))
     return root
+
+
+def pushed_blob_episodes(count: int, length: int, size: int = 32, seed: int = 0):
+    """Episodes of a blob that the actions push: each action in [-1, 1]^2 moves it by a tenth of the frame."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    episodes = []
+    for _ in range(count):
+        position = rng.uniform(0.3, 0.7, 2)
+        actions = rng.uniform(-1, 1, (length, 2)).astype(np.float32)
+        frames, states = [], []
+        for action in actions:
+            blob = np.exp(-((yy - position[0]) ** 2 + (xx - position[1]) ** 2) / 0.01)
+            frames.append(np.stack([40 + 200 * blob] * 3, -1).astype(np.uint8))
+            states.append(position.astype(np.float32))
+            position = np.clip(position + 0.1 * action, 0.1, 0.9)
+        episodes.append(
+            dict(frames=np.stack(frames), state=np.stack(states), action=actions, reward=np.zeros(length, np.float32))
+        )
+    return episodes

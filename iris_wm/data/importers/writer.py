@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from iris_wm.data.episode import Episode, ObsSpec
 from iris_wm.data.spaces import ActionSpace, StateSpec
-from iris_wm.data.store import EpisodeStore, StoreError
+from iris_wm.data.store import EpisodeStore, StepStore, StoreError
 from iris_wm.runtime.checks import at_least, output_folder
 from iris_wm.runtime.faults import maybe_fault
 from iris_wm.runtime.files import FolderLock
@@ -43,6 +43,10 @@ class ImportPlan:
     """Steps the episodes hold together."""
     skipped: list[str] = field(default_factory=list)
     """What the source held that could not become an episode, and why (reported, never silently dropped)."""
+    store: type[StepStore] = EpisodeStore
+    """The kind of store written: episodes of frames, or a token store of 0 tokens a step for states alone."""
+    settings: dict = field(default_factory=dict)
+    """More of the manifest's settings (a state-only token store's sizes: 0 tokens of 0 codes)."""
 
 
 @dataclass
@@ -84,10 +88,11 @@ def write_import(out: str | Path, plan: ImportPlan, flush_steps: int = 5_000, pr
     """Append ``plan``'s episodes to the episode store at ``out`` (created if absent), ``flush_steps`` at a time."""
     at_least(1, "import", flush_steps=flush_steps)
     out = Path(out)
-    output_folder(out, "episode store")
+    output_folder(out, "store")
     out.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out, "episode store"):
-        store = EpisodeStore.open_or_create(out, plan.spec, plan.actions, {"source": plan.source}, plan.state, plan.fps)
+    with FolderLock(out, "store"):
+        settings = {"source": plan.source, **plan.settings}
+        store = plan.store.open_or_create(out, plan.spec, plan.actions, settings, plan.state, plan.fps)
         start_episodes, start_steps = store.num_episodes, store.num_steps
         if start_episodes > len(plan.episodes):
             raise StoreError(

@@ -205,7 +205,7 @@ def test_the_command_imports_a_folder_and_names_what_it_left(tmp_path, capsys):
     assert_stored(EpisodeStore.open(tmp_path / "s"), episodes)
     with pytest.raises(SystemExit):
         main(["import", "tdmpc", str(src), "--out", str(tmp_path / "t")])
-    assert "needs a format first, one of lerobot, dreamerv3" in capsys.readouterr().err
+    assert "needs a format first, one of lerobot, dreamerv3, tdmpc2" in capsys.readouterr().err
 
 
 def test_an_imported_dataset_trains_a_world_model_that_uses_its_actions(tmp_path):

@@ -12,7 +12,7 @@ from helpers.control import conditioning_after_training, point_mass_store, token
 from helpers.lerobot import CAMERA, encode_video, smooth_episodes, write_lerobot
 from iris_wm.data.importers.lerobot import LeRobotOptions, plan_lerobot
 from iris_wm.data.importers.writer import SourceError, write_import
-from iris_wm.data.store import EpisodeStore
+from iris_wm.data.store import EpisodeStore, TokenStore
 
 pytest.importorskip("av", reason="PyAV decodes LeRobot videos: pip install -e '.[lerobot]'")
 
@@ -114,3 +114,48 @@ def test_a_hub_repo_id_is_downloaded_and_recorded_with_its_revision(tmp_path, lo
     source = store.manifest["settings"]["source"]
     assert source["repo_id"] == "someone/moves" and source["revision"] and source["format"] == "lerobot"
     assert np.array_equal(store.columns.action, np.concatenate([e["action"] for e in episodes]))
+
+
+def test_an_imported_video_dataset_trains_through_the_stages_into_a_world_model_that_reads_its_actions(tmp_path):
+    """A blob pushed by the actions, saved as LeRobot v3.0 with H.264 video: import, tokenizer fit and predict,
+    world-model fit (the stages' debug configs, longer), then held-out CE with true actions < permuted."""
+    from helpers.lerobot import pushed_blob_episodes
+    from iris_wm.data.windows import split_episodes
+    from iris_wm.evaluate.conditioning import action_conditioning
+    from iris_wm.hub import load_model
+    from iris_wm.train.stages import run_tokenizer_cli, run_world_model_cli, stage_args
+
+    src = write_lerobot(tmp_path / "src", pushed_blob_episodes(60, 12), "v3.0", "video", "libx264", per_file=20)
+    write_import(tmp_path / "episodes", plan_lerobot(src), progress=False)
+    small = ("--model.config.resolution", "32", "--model.config.channel_mult", "[1, 1, 1, 1]")
+    run_tokenizer_cli(
+        stage_args(
+            "fit", "tokenizer", "debug", tmp_path / "episodes", tmp_path / "tok", *small, "--trainer.max_steps", "150"
+        )
+    )
+    checkpoint = str(tmp_path / "tok" / "checkpoints" / "last.ckpt")
+    run_tokenizer_cli(
+        stage_args(
+            "predict",
+            "tokenizer",
+            "debug",
+            tmp_path / "episodes",
+            tmp_path / "tok",
+            *small,
+            "--ckpt_path",
+            checkpoint,
+            "--token_writer.output",
+            str(tmp_path / "tokens"),
+        )
+    )
+    world_model = ("--trainer.max_steps", "600", "--data.batch_size", "16", "--model.config.gpt.embed_dim", "32")
+    parallel = ("--model.config.prediction", "parallel")
+    run_world_model_cli(
+        stage_args("fit", "world_model", "debug", tmp_path / "tokens", tmp_path / "wm", *world_model, *parallel)
+    )
+    model = load_model(tmp_path / "wm" / "checkpoints" / "last.ckpt", "world_model")
+    tokens = TokenStore.open(tmp_path / "tokens")
+    _, held_out = split_episodes(tokens, 0.2, 0)
+    figures = action_conditioning(model, tokens, held_out, windows=128, seed=0)
+    # Measured: CE 1.388 with the true actions, 1.445 permuted (3.9% lower, interval of the difference [0.042, 0.074]).
+    assert figures["reduction"] > 0.01 and figures["difference_ci"][0] > 0, figures
