@@ -372,11 +372,12 @@ def test_the_loss_of_continuous_actions_uses_them():
 SD = 2  # state components
 
 
-def with_state(prediction: str, box: bool = False) -> WorldModel:
+def with_state(prediction: str, box: bool = False, frames: bool = True) -> WorldModel:
+    """A small world model with a 2-component state (and no frames where ``frames`` is False: 0 tokens of 0 codes)."""
     torch.manual_seed(0)
     cfg = WorldModelConfig(
-        vocab_size=V,
-        tokens_per_frame=K,
+        vocab_size=V if frames else 0,
+        tokens_per_frame=K if frames else 0,
         num_actions=None if box else A,
         action_dim=D if box else None,
         state_dim=SD,
@@ -525,20 +526,8 @@ def test_state_weight_weighs_a_state_target_against_a_frame_token_in_the_total()
 @pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
 def test_a_world_model_of_proprioception_alone_decodes_from_its_cache_exactly(prediction):
     """No frames (tokens_per_frame 0, as for state-only datasets): a step is the state's tokens and the action."""
-    torch.manual_seed(0)
-    cfg = WorldModelConfig(
-        vocab_size=0,
-        tokens_per_frame=0,
-        action_dim=D,
-        state_dim=SD,
-        state_bins=8,
-        state_low=[-1.0, 0.0],
-        state_high=[1.0, 4.0],
-        context_steps=T,
-        gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16),
-        prediction=prediction,
-    )
-    model = WorldModel(cfg).eval()
+    model = with_state(prediction, box=True, frames=False)
+    cfg = model.config
     assert cfg.tokens_per_block == SD + 1 and cfg.observation_vocab == 8
     obs, act = torch.zeros(2, T, 0, dtype=torch.long), vectors()
     ids = model.interleave(model.observation_ids(obs, states()), act)

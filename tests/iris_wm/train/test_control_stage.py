@@ -13,6 +13,18 @@ from iris_wm.hub import load_model
 from iris_wm.train.stages import run_agent_cli, run_world_model_cli, stage_args
 
 
+def first_imagined_step(model, tokens):
+    """Imagine one step (action 0) after the store's first three steps."""
+    rows = np.arange(3)
+    env = ImaginationEnv(model, config=ImaginationConfig(precision="fp32"))
+    env.reset(
+        torch.from_numpy(tokens.observations(rows))[None],
+        torch.from_numpy(tokens.columns.action[rows[:-1]])[None],
+        torch.from_numpy(tokens.columns.state[rows])[None],
+    )
+    return env.step(torch.zeros(1, 2))
+
+
 def test_the_world_model_stage_fits_continuous_actions_and_a_state(tmp_path):
     tokens = point_mass_tokens(tmp_path, episodes=30, length=12)
     run_world_model_cli(stage_args("fit", "world_model", "debug", tmp_path / "tokens", tmp_path / "wm"))
@@ -28,14 +40,7 @@ def test_the_world_model_stage_fits_continuous_actions_and_a_state(tmp_path):
         )
     )
     assert cli.trainer.callback_metrics["val/state_ce"] > 0
-    rows = np.arange(3)
-    env = ImaginationEnv(model, config=ImaginationConfig(precision="fp32"))
-    env.reset(
-        torch.from_numpy(tokens.observations(rows))[None],
-        torch.from_numpy(tokens.columns.action[rows[:-1]])[None],
-        torch.from_numpy(tokens.columns.state[rows])[None],
-    )
-    step = env.step(torch.zeros(1, 2))
+    step = first_imagined_step(model, tokens)
     assert step.tokens.shape == (1, 4) and step.state.shape == (1, 4)
     _, held_out = split_episodes(tokens, 0.2, 0)
     figures = action_conditioning(model, tokens, held_out, windows=8)  # the state's tokens are scored too
@@ -49,14 +54,7 @@ def test_the_world_model_stage_fits_proprioception_alone(tmp_path):
     run_world_model_cli(stage_args("fit", "world_model", "debug", tmp_path / "tokens", tmp_path / "wm"))
     model = load_model(tmp_path / "wm" / "checkpoints" / "last.ckpt", "world_model")
     assert model.config.tokens_per_frame == 0 and model.config.state_dim == 4
-    rows = np.arange(3)
-    env = ImaginationEnv(model, config=ImaginationConfig(precision="fp32"))
-    env.reset(
-        torch.from_numpy(tokens.observations(rows))[None],
-        torch.from_numpy(tokens.columns.action[rows[:-1]])[None],
-        torch.from_numpy(tokens.columns.state[rows])[None],
-    )
-    step = env.step(torch.zeros(1, 2))
+    step = first_imagined_step(model, tokens)
     assert step.tokens.shape == (1, 0) and step.state.shape == (1, 4) and torch.isfinite(step.state).all()
 
 

@@ -1,4 +1,4 @@
-"""`iris-wm import lerobot`: datasets of codebase v3.0 and v2.1 written by the test (videos in AV1 and H.264, or
+"""`iris-wm import lerobot`: datasets of codebase v3.0, v2.1 and v2.0 written by the test (videos in AV1 and H.264, or
 PNG frames in the Parquet) import with their steps, actions, states and rewards bitwise and their frames at 40 dB
 or more; malformed datasets are refused with the fix and nothing written; an imported dataset of a moving point
 trains a world model that reads its actions."""
@@ -23,7 +23,13 @@ def psnr(a, b):
 
 
 @pytest.mark.parametrize(
-    "version,dtype,codec", [("v3.0", "video", "libsvtav1"), ("v2.1", "video", "libx264"), ("v3.0", "image", None)]
+    "version,dtype,codec",
+    [
+        ("v3.0", "video", "libsvtav1"),
+        ("v2.1", "video", "libx264"),
+        ("v2.0", "video", "libx264"),
+        ("v3.0", "image", None),
+    ],
 )
 def test_a_dataset_imports_bitwise_with_its_frames_at_40_db(tmp_path, version, dtype, codec):
     episodes = smooth_episodes([7, 5, 9], size=32)
