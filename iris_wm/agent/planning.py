@@ -34,7 +34,8 @@ class PlannerConfig:
     elites: int = 64
     """Best sequences the distributions move towards."""
     prior_samples: int = 24
-    """Sequences from the prior (the actor), drawn once per plan and scored in every iteration (0: none)."""
+    """Sequences from the prior (the actor), drawn once per plan and scored in every iteration (0: none). The
+    caller draws them (:meth:`Planner.plan`'s ``prior``); :class:`MPCPolicy` has no actor prior yet."""
     horizon: int = 3
     """Steps a sequence plans ahead."""
     iterations: int = 6
@@ -46,12 +47,14 @@ class PlannerConfig:
     """CEM: share of the previous distribution kept at each update (the rest is the elites' frequencies)."""
     warm_start: bool = True
     """Start from the last plan shifted by one step (uniform / mean 0 at the new last step)."""
+    gamma: float = 0.99
+    """Discount of the imagined rewards a sequence is scored by."""
 
     def __post_init__(self):
         at_least(1, "planner", samples=self.samples, elites=self.elites, horizon=self.horizon)
         at_least(1, "planner", iterations=self.iterations)
         at_least(0, "planner", prior_samples=self.prior_samples, temperature=self.temperature)
-        within(0, 1, "planner", smoothing=self.smoothing)
+        within(0, 1, "planner", smoothing=self.smoothing, gamma=self.gamma)
         if self.elites > self.samples + self.prior_samples:
             raise ValueError(
                 f"planner: elites ({self.elites}) must not exceed the sequences scored "
@@ -125,7 +128,7 @@ class Planner:
         return self._mppi(score, envs, prior, device, generator)
 
     def _elites(self, candidates: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        top = values.topk(self.config.elites, dim=1)
+        top = values.topk(min(self.config.elites, values.shape[1]), dim=1)
         index = top.indices.view(*top.indices.shape, *([1] * (candidates.dim() - 2)))
         return torch.take_along_dim(candidates, index, dim=1), top.values
 
@@ -198,3 +201,36 @@ class ImaginedReturns:
             total = total + self.gamma**t * alive * step.reward.float()
             alive = alive * (~step.terminated).float()
         return total.view(E, N)
+
+
+class MPCPolicy:
+    """Acting by planning: each real step, the frame is encoded and every environment's plan is made in the world
+    model's imagination, primed with that one real step (as IRIS's imagination is), with its state where the world
+    model models one. Same ``act`` as :class:`~iris_wm.agent.policy.AgentPolicy`."""
+
+    def __init__(self, tokenizer, world_model, config: PlannerConfig, generator: torch.Generator | None = None):
+        self.tokenizer, self.world_model, self.generator = tokenizer, world_model, generator
+        self.config = config
+        self.scorer = ImaginedReturns(world_model, config.gamma)
+        self.planner: Planner | None = None
+
+    def bind(self, num_actions: int | None = None, low=None, high=None) -> MPCPolicy:
+        """The real environment's action space: ``num_actions``, or a box's bounds."""
+        low, high = (None if x is None else torch.as_tensor(x, dtype=torch.float32) for x in (low, high))
+        self.planner = Planner(self.config, num_actions, low, high)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.scorer.env.device
+
+    @torch.no_grad()
+    def act(self, frames, new_episode, states=None) -> torch.Tensor:
+        if self.planner is None:
+            raise RuntimeError("MPCPolicy: bind(...) it to the environment's action space before acting.")
+        frames = torch.as_tensor(frames, device=self.device)
+        tokens = self.tokenizer.encode(frames)
+        self.planner.forget(torch.as_tensor(new_episode, device=self.device, dtype=torch.bool))
+        proprio = None if states is None else torch.as_tensor(states, device=self.device).float()[:, None]
+        self.scorer.set_context(tokens[:, None], None, proprio)
+        return self.planner.plan(self.scorer, len(frames), device=self.device, generator=self.generator)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from iris_wm.agent.planning import MPCPolicy, PlannerConfig
 from iris_wm.data.collect import store_layout
 from iris_wm.data.sizes import action_sizes, check_sizes
 from iris_wm.data.spaces import ActionSpace
@@ -24,6 +25,7 @@ from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
 from iris_wm.evaluate.scores import summarize
 from iris_wm.hub.checkpoints import load_agent
 from iris_wm.runtime.checks import at_least, output_file
+from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.provenance import provenance
 
 
@@ -93,6 +95,7 @@ def evaluate(
     temperature: float = 0.5,
     seed: int = 0,
     device: str = "cpu",
+    planner: PlannerConfig | None = None,
 ) -> dict:
     """Play episodes of the real game with an agent and write their returns to a JSON file.
 
@@ -106,6 +109,8 @@ def evaluate(
         temperature: sampling temperature of the policy (IRIS: 0.5; 0 takes the most likely action).
         seed: episode ``i`` is seeded with ``seed + i``; also seeds the policy's sampling.
         device: where the agent runs.
+        planner: plan with the agent's world model instead of acting with its actor-critic (model-predictive
+            control, :mod:`iris_wm.agent.planning`: CEM for discrete actions, MPPI for a box).
     """
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
@@ -125,7 +130,14 @@ def evaluate(
             game=action_sizes(space),
         )
         generator = torch.Generator(device).manual_seed(seed)
-        policy, name = loaded.policy(temperature, 0.0, generator), agent
+        if planner is None:
+            policy, name = loaded.policy(temperature, 0.0, generator), agent
+        else:
+            if loaded.world_model is None or loaded.tokenizer is None:
+                raise ConfigError(f"Planning needs the agent's world model and tokenizer; {agent} lacks one.")
+            policy = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator)
+            policy.bind(*((space.n,) if space.is_discrete else (None, space.low, space.high)))
+            name = f"mpc:{agent}"
     start = time.perf_counter()
     returns, lengths = play(policy, env, episodes, num_envs, seed)
     result = {
@@ -133,6 +145,7 @@ def evaluate(
         "policy": name,
         "episodes": episodes,
         "temperature": temperature,
+        "planner": None if planner is None else dataclasses.asdict(planner),
         "seed": seed,
         "returns": returns,
         "lengths": lengths,

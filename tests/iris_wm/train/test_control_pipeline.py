@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from helpers.pipeline import collect_and_train
+from iris_wm.agent.planning import PlannerConfig
 from iris_wm.data.store import TokenStore
 from iris_wm.envs.atari import EnvConfig
 from iris_wm.evaluate.play import evaluate
@@ -40,3 +41,8 @@ def test_collect_train_and_evaluate_on_the_point_mass(tmp_path):
         assert result["game"] == "point-mass" and result["lengths"] == [15, 15, 15]
         assert result["human_normalized"] is None and np.isfinite(result["mean"])
     assert json.loads((tmp_path / "agent.json").read_text())["policy"] == str(agent)
+    # Model-predictive control with the agent's world model, MPPI over the box (issue 18): actions in the box.
+    plan = PlannerConfig(samples=16, elites=4, horizon=2, iterations=2)
+    planned = evaluate(str(tmp_path / "mpc.json"), str(agent), env, episodes=2, num_envs=2, seed=5, planner=plan)
+    assert planned["policy"] == f"mpc:{agent}" and planned["planner"]["samples"] == 16
+    assert planned["lengths"] == [15, 15] and np.isfinite(planned["mean"])
