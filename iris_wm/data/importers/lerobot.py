@@ -93,7 +93,9 @@ class _Episode:
     times: np.ndarray | None  # where each row's frame lies in the video
 
 
-def _episodes(root: Path, info: dict, camera: str, is_video: bool) -> list[_Episode]:
+def _episodes(root: Path, info: dict, camera: str, is_video: bool, columns: list[str]) -> tuple[list[_Episode], dict]:
+    """The episodes the index lists, checked against their data files' rows, and each data file's table (its index
+    columns and ``columns``), every file read once."""
     version = info["codebase_version"]
     found = []
     if version == "v3.0":
@@ -130,7 +132,7 @@ def _episodes(root: Path, info: dict, camera: str, is_video: bool) -> list[_Epis
     episodes, tables = [], {}
     for i, length, data, video, start in found:
         if data not in tables:
-            tables[data] = pq.read_table(data, columns=["episode_index", "frame_index", "timestamp"])
+            tables[data] = pq.read_table(data, columns=["episode_index", "frame_index", "timestamp", *columns])
         table = tables[data]
         rows = np.flatnonzero(table.column("episode_index").to_numpy() == i)
         frame_index = table.column("frame_index").to_numpy()[rows]
@@ -141,7 +143,7 @@ def _episodes(root: Path, info: dict, camera: str, is_video: bool) -> list[_Epis
             )
         times = start + table.column("timestamp").to_numpy()[rows].astype(np.float64) if video else None
         episodes.append(_Episode(i, data, rows, video, times))
-    return episodes
+    return episodes, tables
 
 
 def _av():
@@ -183,11 +185,12 @@ def _decode(video: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray([t for t, _ in decoded]), np.stack([f for _, f in decoded])
 
 
-def _png_frames(table, camera: str, rows: np.ndarray) -> np.ndarray:
+def _png_frames(column, rows: np.ndarray) -> np.ndarray:
+    """The PNG frames of an ``image`` feature's column at ``rows``."""
     from PIL import Image
 
-    cells = table.column(camera).to_pylist()
-    return np.stack([np.asarray(Image.open(io.BytesIO(cells[r]["bytes"])).convert("RGB")) for r in rows])
+    cells = column.take(pa.array(rows)).to_pylist()
+    return np.stack([np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")) for cell in cells])
 
 
 def _camera(info: dict, options: LeRobotOptions) -> tuple[str, bool]:
@@ -197,7 +200,8 @@ def _camera(info: dict, options: LeRobotOptions) -> tuple[str, bool]:
             raise SourceError(
                 f"The dataset has {len(cameras)} cameras ({sorted(cameras)}): choose one with --source.camera."
             )
-        return next(iter(cameras.items()))[0], next(iter(cameras.values())) == "video"
+        ((name, dtype),) = cameras.items()
+        return name, dtype == "video"
     if options.camera not in cameras:
         raise SourceError(
             f"--source.camera {options.camera!r} is not an image or video feature: one of {sorted(cameras)}."
@@ -225,17 +229,17 @@ def plan_lerobot(src: str | Path, options: LeRobotOptions | None = None, origin:
     for key in (options.action_key, options.state_key):
         if key is not None and key not in features:
             raise SourceError(f"No feature {key!r} in this dataset: its features are {sorted(features)}.")
-    episodes = _episodes(root, info, camera, is_video)
+    wanted = [k for k in (options.action_key, options.state_key, "next.reward", "next.done") if k and k in features]
+    episodes, tables = _episodes(root, info, camera, is_video, wanted)
     if not episodes:
         raise SourceError(f"{root} lists no episodes.")
-    wanted = [k for k in (options.action_key, options.state_key, "next.reward", "next.done") if k and k in features]
-    tables = {e.data: pq.read_table(e.data, columns=wanted) for e in episodes}
+    columns = {data: {k: _vectors(table, k) for k in wanted} for data, table in tables.items()}  # once a file
     actions, states, rewards, sizes = [], [], [], set()
     for e in episodes:
-        table, where = tables[e.data], f"{e.data.relative_to(root)} (episode {e.index})"
-        action = _vectors(table, options.action_key)[e.rows]
-        state = _vectors(table, options.state_key)[e.rows].astype(np.float32) if options.state_key else None
-        reward = table.column("next.reward").to_numpy()[e.rows] if "next.reward" in wanted else np.zeros(len(e.rows))
+        column, where = columns[e.data], f"{e.data.relative_to(root)} (episode {e.index})"
+        action = column[options.action_key][e.rows]
+        state = column[options.state_key][e.rows].astype(np.float32) if options.state_key else None
+        reward = column["next.reward"][e.rows, 0] if "next.reward" in wanted else np.zeros(len(e.rows))
         for label, values in (("action", action), ("state", state), ("next.reward", reward)):
             bad = (
                 None if values is None else ~np.isfinite(np.asarray(values, np.float64).reshape(len(e.rows), -1)).all(1)
@@ -245,7 +249,7 @@ def plan_lerobot(src: str | Path, options: LeRobotOptions | None = None, origin:
                     f"{where}: the {label} of frame_index {int(np.argmax(bad))} is not finite. "
                     "Repair or drop that episode."
                 )
-        if "next.done" in wanted and np.asarray(table.column("next.done").to_numpy()[e.rows][:-1], bool).any():
+        if "next.done" in wanted and np.asarray(column["next.done"][e.rows[:-1]], bool).any():
             raise SourceError(f"{where}: next.done is set before the episode's last row: split it into episodes first.")
         sizes.add((action.shape[1], None if state is None else state.shape[1]))
         actions.append(action)
@@ -279,19 +283,23 @@ def plan_lerobot(src: str | Path, options: LeRobotOptions | None = None, origin:
                 "the robot accepts with --source.action_low and --source.action_high."
             )
         space = ActionSpace.box(low, high)
-    decoded: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+    decoded: dict[Path, tuple[np.ndarray, np.ndarray]] = {}  # one file at a time: a v3.0 file holds many episodes
+    pictures: dict[Path, object] = {}  # likewise, an image feature's column of the current data file
 
     def loader(i: int):
         def load() -> Episode:
             e = episodes[i]
             if is_video:
                 if e.video not in decoded:
-                    decoded.clear()  # one file at a time: a v3.0 file holds many consecutive episodes
+                    decoded.clear()
                     decoded[e.video] = _decode(e.video)
                 times, frames = decoded[e.video]
                 images = frames[_nearest(times, e.times)[0]]
             else:
-                images = _png_frames(pq.read_table(e.data, columns=[camera]), camera, e.rows)
+                if e.data not in pictures:
+                    pictures.clear()
+                    pictures[e.data] = pq.read_table(e.data, columns=[camera]).column(camera)
+                images = _png_frames(pictures[e.data], e.rows)
             n = len(e.rows)
             ended = np.zeros(n, bool)
             ended[-1] = True
