@@ -251,7 +251,7 @@ def plan_dreamerv3(src: str | Path, options: DreamerOptions | None = None) -> Im
         )
         raise SourceError(f"{src} mixes {what}: a store holds one layout; import the files apart.")
     offset = 1 if form == "episodes" else 0  # where a step's action lies (module docstring)
-    actions, names = [], sizes.pop()
+    actions, rewards, states, names = [], [], [], sizes.pop()
     for s in segments:
         n = len(s.rows)
         action = _gather(files, s, lambda f: f.columns[options.action_key].reshape(f.rows, -1))[offset : offset + n - 1]
@@ -261,39 +261,38 @@ def plan_dreamerv3(src: str | Path, options: DreamerOptions | None = None) -> Im
             if bad.any():
                 row = int(np.argmax(bad)) + (offset if label == "action" else 1)
                 raise SourceError(f"{_where(files, s, row)}: the {label} is not finite. Repair or drop that episode.")
+        state = None
         if options.state_keys:
-            state = _gather(files, s, lambda f: _state(f, options.state_keys))
+            state = _gather(files, s, lambda f: _state(f, options.state_keys))[: n - 1]
             if not np.isfinite(state).all():
                 raise SourceError(
                     f"{_where(files, s, int(np.argmax(~np.isfinite(state).all(1))))}: the state is not "
                     "finite. Repair or drop that episode."
                 )
         actions.append(action)
+        rewards.append(reward.astype(np.float32))
+        states.append(state)
     space = _action_space(actions, options)
     size = options.size or files[0].image_shape[1]
 
-    def loader(segment: _Segment, action: np.ndarray):
+    frames_of: dict[Path, np.ndarray] = {}  # the frames of the files the current episode lies in
+
+    def loader(segment: _Segment, action: np.ndarray, reward: np.ndarray, state: np.ndarray | None):
         def load() -> Episode:
             n = len(segment.rows)
-            cache: dict[int, np.ndarray] = {}
-
-            def images(f: _File) -> np.ndarray:
-                key = id(f)
-                if key not in cache:
-                    with np.load(f.path, allow_pickle=False) as archive:
-                        cache[key] = archive[options.image_key]
-                return cache[key]
-
-            frames = to_frames(
-                _gather(files, segment, images)[: n - 1], options.size, files[segment.files[0]].path.name
-            )
+            needed = {files[i].path for i in segment.files.tolist()}  # consecutive episodes share replay chunks
+            for path in set(frames_of) - needed:
+                del frames_of[path]
+            for path in needed - set(frames_of):
+                with np.load(path, allow_pickle=False) as archive:
+                    frames_of[path] = archive[options.image_key]
+            images = _gather(files, segment, lambda f: frames_of[f.path])[: n - 1]
+            frames = to_frames(images, options.size, files[segment.files[0]].path.name)
             ids = action.argmax(1) if space.is_discrete else action.astype(np.float32).reshape(n - 1, *space.shape)
-            state = _gather(files, segment, lambda f: _state(f, options.state_keys)) if options.state_keys else None
             ends = np.zeros(n - 1, bool)
             terminated, truncated = ends.copy(), ends.copy()
             (terminated if segment.ended else truncated)[-1] = True
-            reward = _gather(files, segment, lambda f: f.columns["reward"].reshape(f.rows))[1:].astype(np.float32)
-            return Episode(frames, ids, reward, terminated, truncated, None if state is None else state[: n - 1])
+            return Episode(frames, ids, reward, terminated, truncated, state)
 
         return load
 
@@ -314,7 +313,7 @@ def plan_dreamerv3(src: str | Path, options: DreamerOptions | None = None) -> Im
         actions=space,
         state=StateSpec.named(names) if options.state_keys else None,
         fps=options.fps,
-        episodes=[loader(s, a) for s, a in zip(segments, actions, strict=True)],
+        episodes=[loader(*parts) for parts in zip(segments, actions, rewards, states, strict=True)],
         steps=sum(len(s.rows) - 1 for s in segments),
         skipped=skipped,
     )
