@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.runtime.checks import at_least, within
 
@@ -137,10 +138,11 @@ class Planner:
         probabilities = self._start(envs, device)
         best_value = torch.full((envs,), -torch.inf, device=device)
         best = torch.zeros(envs, dtype=torch.long, device=device)
+        fixed = None if prior is None else prior.to(device).long()
         for _ in range(cfg.iterations):
             flat = probabilities.repeat_interleave(cfg.samples, 0).reshape(-1, n)
             drawn = torch.multinomial(flat, 1, generator=generator).view(envs, cfg.samples, cfg.horizon)
-            candidates = drawn if prior is None else torch.cat([prior.to(device).long(), drawn], 1)
+            candidates = drawn if fixed is None else torch.cat([fixed, drawn], 1)
             values = score(candidates)
             elites, elite_values = self._elites(candidates, values)
             counts = torch.nn.functional.one_hot(elites, n).float().mean(1)  # (E, H, n)
@@ -214,10 +216,13 @@ class MPCPolicy:
         self.scorer = ImaginedReturns(world_model, config.gamma)
         self.planner: Planner | None = None
 
-    def bind(self, num_actions: int | None = None, low=None, high=None) -> MPCPolicy:
-        """The real environment's action space: ``num_actions``, or a box's bounds."""
-        low, high = (None if x is None else torch.as_tensor(x, dtype=torch.float32) for x in (low, high))
-        self.planner = Planner(self.config, num_actions, low, high)
+    def bind(self, space: ActionSpace) -> MPCPolicy:
+        """The real environment's action space: discrete, or a box whose bounds the plans keep within."""
+        if space.is_discrete:
+            self.planner = Planner(self.config, num_actions=space.n)
+        else:
+            low, high = (torch.tensor(bound, dtype=torch.float32) for bound in (space.low, space.high))
+            self.planner = Planner(self.config, low=low, high=high)
         return self
 
     @property

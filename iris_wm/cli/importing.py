@@ -58,8 +58,6 @@ def main(argv: list[str]) -> None:
         origin = {} if Path(cfg.src).exists() else {"repo_id": cfg.src, "revision": root.name}  # the snapshot's commit
         found = plan(root, options, origin)
     else:
-        if hasattr(options, "state_keys"):
-            options.state_keys = tuple(options.state_keys)
         found = plan(cfg.src, options)
     summary = write_import(cfg.out, found, flush_steps=cfg.flush_steps)
     for note in summary.skipped:

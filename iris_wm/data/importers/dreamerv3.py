@@ -54,6 +54,9 @@ class DreamerOptions:
     fps: float | None = None
     """The control frequency, steps a second, where it is fixed (recorded in the store)."""
 
+    def __post_init__(self):
+        self.state_keys = tuple(self.state_keys)  # a list from a command line or YAML
+
 
 @dataclass
 class _File:
