@@ -11,7 +11,9 @@ imagination and the first action of the best is taken; the plan is made again at
 A plan needs only ``score(actions) -> (E, N)``: the value of ``N`` sequences ``(E, N, H, ...)`` for each of ``E``
 environments. :class:`ImaginedReturns` scores them with a world model, every sequence of every environment in one
 batched imagination from that environment's real context: ``sum_t gamma^t r_t`` over the steps before the first
-imagined end. Nothing in a plan reads a value back to the host.
+imagined end, plus ``gamma^H V(s_H)`` where an actor-critic's critic reads the imagined steps along (TD-MPC2's
+bootstrap); the same actor proposes the prior's sequences by acting in that imagination. The prior is scored once
+per plan. Nothing in a plan reads a value back to the host.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from iris_wm.agent.actor_critic import ActorCritic, State
+from iris_wm.agent.rollout import rollout
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.runtime.checks import at_least, within
@@ -35,8 +39,8 @@ class PlannerConfig:
     elites: int = 64
     """Best sequences the distributions move towards."""
     prior_samples: int = 24
-    """Sequences from the prior (the actor), drawn once per plan and scored in every iteration (0: none). The
-    caller draws them (:meth:`Planner.plan`'s ``prior``); :class:`MPCPolicy` has no actor prior yet."""
+    """Sequences from the prior (the actor acting in imagination), drawn and scored once per plan and kept among the
+    candidates of every iteration (0: none; :class:`MPCPolicy` draws them where it has an actor-critic)."""
     horizon: int = 3
     """Steps a sequence plans ahead."""
     iterations: int = 6
@@ -50,6 +54,11 @@ class PlannerConfig:
     """Start from the last plan shifted by one step (uniform / mean 0 at the new last step)."""
     gamma: float = 0.99
     """Discount of the imagined rewards a sequence is scored by."""
+    critic: bool = True
+    """Add ``gamma^H V(s_H)``, the critic's value after the last imagined step, where there is an actor-critic."""
+    choose: str = "best"
+    """The action taken: ``best``, the first action of the best sequence scored; ``sample``, the first action of an
+    elite drawn with probability proportional to ``exp(temperature * (score - best score))`` (TD-MPC2)."""
 
     def __post_init__(self):
         at_least(1, "planner", samples=self.samples, elites=self.elites, horizon=self.horizon)
@@ -61,6 +70,8 @@ class PlannerConfig:
                 f"planner: elites ({self.elites}) must not exceed the sequences scored "
                 f"({self.samples} + {self.prior_samples} from the prior)."
             )
+        if self.choose not in ("best", "sample"):
+            raise ValueError(f"planner: choose must be 'best' or 'sample'; got {self.choose!r}.")
         if not 0 < self.min_std <= self.max_std:
             raise ValueError(f"planner: need 0 < min_std <= max_std; got {self.min_std} and {self.max_std}.")
 
@@ -122,28 +133,54 @@ class Planner:
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The first action of the best plan for each of ``envs`` environments: ``(E,)`` ids or ``(E, A)``.
-        ``prior`` ``(E, P, H, ...)`` are sequences from a prior (in the environment's units)."""
+        """The first action of the plan for each of ``envs`` environments: ``(E,)`` ids or ``(E, A)``.
+        ``prior`` ``(E, P, H, ...)`` are sequences from a prior (in the environment's units), scored once here."""
+        fixed = None
+        if prior is not None:
+            if prior.dim() < 3 or prior.shape[0] != envs or prior.shape[2] != self.config.horizon:
+                raise ValueError(
+                    f"The prior's sequences must be (envs {envs}, P, horizon {self.config.horizon}, ...); got "
+                    f"{tuple(prior.shape)}: draw them with the planner's horizon."
+                )
+            prior = prior.to(device)
+            fixed = (prior.long() if self.num_actions is not None else self.to_unit(prior.float()), score(prior))
         if self.num_actions is not None:
-            return self._cem(score, envs, prior, device, generator)
-        return self._mppi(score, envs, prior, device, generator)
+            return self._cem(score, envs, fixed, device, generator)
+        return self._mppi(score, envs, fixed, device, generator)
+
+    def _candidates(self, score, drawn, fixed, to_env=None):
+        """The drawn sequences after the prior's, with their values (the prior's scored already)."""
+        values = score(drawn if to_env is None else to_env(drawn))
+        if fixed is None:
+            return drawn, values
+        return torch.cat([fixed[0], drawn], 1), torch.cat([fixed[1].to(values), values], 1)
 
     def _elites(self, candidates: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         top = values.topk(min(self.config.elites, values.shape[1]), dim=1)
         index = top.indices.view(*top.indices.shape, *([1] * (candidates.dim() - 2)))
         return torch.take_along_dim(candidates, index, dim=1), top.values
 
-    def _cem(self, score, envs, prior, device, generator):
+    def _weights(self, elite_values: torch.Tensor) -> torch.Tensor:
+        """``(E, k)`` normalised ``exp(temperature * (score - best))`` of the elites (best first)."""
+        weights = torch.exp(self.config.temperature * (elite_values - elite_values[:, :1]))
+        return weights / weights.sum(1, keepdim=True)
+
+    def _choose(self, elites: torch.Tensor, elite_values: torch.Tensor, generator) -> torch.Tensor:
+        """The first step of the elite taken: the best, or one drawn by its weight."""
+        if self.config.choose == "best":
+            return elites[:, 0, 0]
+        pick = torch.multinomial(self._weights(elite_values), 1, generator=generator)[:, 0]  # (E,)
+        return elites[torch.arange(len(pick), device=pick.device), pick, 0]
+
+    def _cem(self, score, envs, fixed, device, generator):
         cfg, n = self.config, self.num_actions
         probabilities = self._start(envs, device)
         best_value = torch.full((envs,), -torch.inf, device=device)
         best = torch.zeros(envs, dtype=torch.long, device=device)
-        fixed = None if prior is None else prior.to(device).long()
         for _ in range(cfg.iterations):
             flat = probabilities.repeat_interleave(cfg.samples, 0).reshape(-1, n)
             drawn = torch.multinomial(flat, 1, generator=generator).view(envs, cfg.samples, cfg.horizon)
-            candidates = drawn if fixed is None else torch.cat([fixed, drawn], 1)
-            values = score(candidates)
+            candidates, values = self._candidates(score, drawn, fixed)
             elites, elite_values = self._elites(candidates, values)
             counts = torch.nn.functional.one_hot(elites, n).float().mean(1)  # (E, H, n)
             probabilities = cfg.smoothing * probabilities + (1 - cfg.smoothing) * counts
@@ -151,70 +188,131 @@ class Planner:
             best = torch.where(better, elites[:, 0, 0], best)
             best_value = torch.where(better, elite_values[:, 0], best_value)
         self.previous = probabilities
-        return best
+        return best if cfg.choose == "best" else self._choose(elites, elite_values, generator)
 
-    def _mppi(self, score, envs, prior, device, generator):
+    def _mppi(self, score, envs, fixed, device, generator):
         cfg, A = self.config, len(self.low)
         mean = self._start(envs, device)
         std = torch.full_like(mean, cfg.max_std)
-        fixed = None if prior is None else self.to_unit(prior.to(device).float())
         for _ in range(cfg.iterations):
             noise = torch.randn(envs, cfg.samples, cfg.horizon, A, device=device, generator=generator)
             drawn = (mean[:, None] + std[:, None] * noise).clamp(-1, 1)
-            candidates = drawn if fixed is None else torch.cat([fixed, drawn], 1)
-            values = score(self.to_env(candidates))
+            candidates, values = self._candidates(score, drawn, fixed, self.to_env)
             elites, elite_values = self._elites(candidates, values)
-            weights = torch.exp(cfg.temperature * (elite_values - elite_values[:, :1]))
-            weights = (weights / weights.sum(1, keepdim=True))[..., None, None]  # (E, k, 1, 1)
+            weights = self._weights(elite_values)[..., None, None]  # (E, k, 1, 1)
             mean = (weights * elites).sum(1)
             std = (weights * (elites - mean[:, None]) ** 2).sum(1).sqrt().clamp(cfg.min_std, cfg.max_std)
         self.previous = mean
-        return self.to_env(elites[:, 0, 0])
+        return self.to_env(self._choose(elites, elite_values, generator))
 
 
 class ImaginedReturns:
     """``score`` for a :class:`Planner` from a world model: set each environment's real context, then every call
     rolls all sequences out in one batched imagination from it (greedy by default) and returns
-    ``sum_t gamma^t r_t`` over the steps up to the first imagined end."""
+    ``sum_t gamma^t r_t`` over the steps up to the first imagined end. With an ``actor_critic`` (the agent's), its
+    actor proposes the sequences of :meth:`prior`, and (``bootstrap``) its critic reads the imagined steps from its
+    recurrent state at the context's last frame and adds ``gamma^H V(s_H)``."""
 
-    def __init__(self, world_model, gamma: float = 0.99, config: ImaginationConfig | None = None):
+    def __init__(
+        self,
+        world_model,
+        gamma: float = 0.99,
+        config: ImaginationConfig | None = None,
+        actor_critic: ActorCritic | None = None,
+        tokenizer=None,
+        bootstrap: bool = True,
+    ):
         within(0, 1, "planner", gamma=gamma)
-        self.env = ImaginationEnv(world_model, config=config or ImaginationConfig(temperature=0.0))
-        self.gamma = gamma
-        self.context = None
+        if actor_critic is not None and not actor_critic.reads_tokens and tokenizer is None:
+            raise ValueError("An actor-critic that reads frames needs the tokenizer to decode the imagined ones.")
+        decodes = actor_critic is not None and not actor_critic.reads_tokens  # the frames it reads, decoded
+        config = config or ImaginationConfig(temperature=0.0)
+        self.env = ImaginationEnv(world_model, tokenizer if decodes else None, config=config)
+        self.gamma, self.actor_critic = gamma, actor_critic
+        self.critic = actor_critic if bootstrap else None
+        self.context, self.recurrent = None, None
 
     def set_context(
-        self, tokens: torch.Tensor, actions: torch.Tensor | None = None, states: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+        recurrent: State | None = None,
     ) -> None:
-        """The last ``C`` real steps of each of ``E`` environments, as :meth:`ImaginationEnv.reset` takes them."""
-        self.context = (tokens, actions, states)
+        """The last ``C`` real steps of each of ``E`` environments, as :meth:`ImaginationEnv.reset` takes them, and
+        the actor-critic's recurrent state before it reads the last of them (where there is one)."""
+        if self.actor_critic is not None and recurrent is None:
+            raise ValueError(
+                "ImaginedReturns with an actor-critic: pass its recurrent state before the context's last frame."
+            )
+        self.context, self.recurrent = (tokens, actions, states), recurrent
 
-    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
+    def _reset(self, copies: int) -> tuple[torch.Tensor, State | None]:
         if self.context is None:
             raise RuntimeError("ImaginedReturns: set_context(...) with the real steps before scoring sequences.")
+        tokens, past, states = (None if x is None else x.repeat_interleave(copies, 0) for x in self.context)
+        current = self.env.reset(tokens, past, states)
+        recurrent = None if self.recurrent is None else tuple(x.repeat_interleave(copies, 0) for x in self.recurrent)
+        return current, recurrent
+
+    def _read(self, current: torch.Tensor, recurrent: State, proprio: torch.Tensor | None):
+        observation = current if self.critic.reads_tokens else self.env.frames(current)
+        return self.critic(observation, recurrent, proprio if self.critic.reads_state else None)
+
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         E, N, H = actions.shape[:3]
-        tokens, past, states = (None if x is None else x.repeat_interleave(N, 0) for x in self.context)
-        self.env.reset(tokens, past, states)
+        current, recurrent = self._reset(N)
+        proprio = self.env.current_state() if self.critic is not None and self.critic.reads_state else None
         flat = actions.reshape(E * N, H, *actions.shape[3:])
         total = torch.zeros(E * N, device=self.env.device)
         alive = torch.ones_like(total)
         for t in range(H):
+            if self.critic is not None:
+                recurrent = self._read(current, recurrent, proprio).state
             step = self.env.step(flat[:, t])
             total = total + self.gamma**t * alive * step.reward.float()
             alive = alive * (~step.terminated).float()
+            current, proprio = step.tokens, step.state
+        if self.critic is not None:
+            total = total + self.gamma**H * alive * self._read(current, recurrent, proprio).value.float()
         return total.view(E, N)
+
+    @torch.no_grad()
+    def prior(self, count: int, horizon: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``count`` sequences of ``horizon`` actions per environment ``(E, count, H, ...)``, in the environment's
+        units: the actor acting in the imagination from the context (its policy sampled at every step)."""
+        if self.actor_critic is None:
+            raise RuntimeError("ImaginedReturns.prior needs the agent's actor-critic (actor_critic=...).")
+        current, recurrent = self._reset(count)
+        imagined = rollout(self.actor_critic, self.env, current, recurrent, horizon, generator)
+        actions = imagined.actions
+        if self.actor_critic.config.continuous:
+            actions = self.actor_critic.policy(imagined.logits).to_env(actions)
+        return actions.unflatten(0, (-1, count))
 
 
 class MPCPolicy:
     """Acting by planning: each real step, the frame is encoded and every environment's plan is made in the world
     model's imagination, primed with that one real step (as IRIS's imagination is), with its state where the world
-    model models one. Same ``act`` as :class:`~iris_wm.agent.policy.AgentPolicy`."""
+    model models one. With an ``actor_critic`` (the agent's), its actor proposes ``prior_samples`` sequences and its
+    critic values each sequence's last imagined step; its recurrent state follows the real frames as the agent's
+    does when it acts. Same ``act`` as :class:`~iris_wm.agent.policy.AgentPolicy`."""
 
-    def __init__(self, tokenizer, world_model, config: PlannerConfig, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        world_model,
+        config: PlannerConfig,
+        generator: torch.Generator | None = None,
+        actor_critic: ActorCritic | None = None,
+    ):
         self.tokenizer, self.world_model, self.generator = tokenizer, world_model, generator
-        self.config = config
-        self.scorer = ImaginedReturns(world_model, config.gamma)
+        self.config, self.actor_critic = config, actor_critic
+        self.scorer = ImaginedReturns(
+            world_model, config.gamma, actor_critic=actor_critic, tokenizer=tokenizer, bootstrap=config.critic
+        )
         self.planner: Planner | None = None
+        self.state: State | None = None
 
     def bind(self, space: ActionSpace) -> MPCPolicy:
         """The real environment's action space: discrete, or a box whose bounds the plans keep within."""
@@ -235,7 +333,21 @@ class MPCPolicy:
             raise RuntimeError("MPCPolicy: bind(...) it to the environment's action space before acting.")
         frames = torch.as_tensor(frames, device=self.device)
         tokens = self.tokenizer.encode(frames)
-        self.planner.forget(torch.as_tensor(new_episode, device=self.device, dtype=torch.bool))
-        proprio = None if states is None else torch.as_tensor(states, device=self.device).float()[:, None]
-        self.scorer.set_context(tokens[:, None], None, proprio)
-        return self.planner.plan(self.scorer, len(frames), device=self.device, generator=self.generator)
+        new = torch.as_tensor(new_episode, device=self.device, dtype=torch.bool)
+        self.planner.forget(new)
+        proprio = None if states is None else torch.as_tensor(states, device=self.device).float()
+        context = (tokens[:, None], None, None if proprio is None else proprio[:, None])
+        ac = self.actor_critic
+        if ac is not None:
+            if self.state is None or self.state[0].shape[0] != len(frames):
+                self.state = ac.initial_state(len(frames), self.device)
+            self.state = ActorCritic.reset_state(self.state, ~new)
+        self.scorer.set_context(*context, recurrent=self.state)
+        prior = None
+        if ac is not None and self.config.prior_samples > 0:
+            prior = self.scorer.prior(self.config.prior_samples, self.config.horizon, self.generator)
+        action = self.planner.plan(self.scorer, len(frames), prior, device=self.device, generator=self.generator)
+        if ac is not None:  # the agent's recurrent state reads the real frame, as when it acts itself
+            observed = tokens if ac.reads_tokens else self.tokenizer.decode(tokens)
+            self.state = ac(observed, self.state, proprio if ac.reads_state else None).state
+        return action

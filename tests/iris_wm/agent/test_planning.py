@@ -1,11 +1,16 @@
 """The planner finds the one rewarded action sequence of a stub world model (100 trials at once, as 100
-environments), for discrete actions (CEM) and box actions (MPPI); the prior's sequences are scored; a plan starts
-from the last one shifted; imagined returns equal a step-by-step imagination of each sequence."""
+environments), for discrete actions (CEM) and box actions (MPPI); the prior's sequences are scored once a plan; a
+plan starts from the last one shifted; imagined returns, with and without the critic's bootstrap, equal a
+step-by-step imagination of each sequence; the actor proposes its own actions; MPC keeps the agent's recurrent state
+as the agent does."""
 
 import pytest
 import torch
 
-from iris_wm.agent.planning import ImaginedReturns, Planner, PlannerConfig
+from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
+from iris_wm.agent.planning import ImaginedReturns, MPCPolicy, Planner, PlannerConfig
+from iris_wm.agent.policy import AgentPolicy
+from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
@@ -85,3 +90,121 @@ def test_imagined_returns_equal_a_step_by_step_imagination_of_each_sequence():
                 total += 0.9**t * alive * float(step.reward)
                 alive *= 1.0 - float(step.terminated)
             assert values[e, n].item() == pytest.approx(total, abs=1e-5)
+
+
+def _tiny_agent(num_actions=4, vocab=11, K=3):
+    torch.manual_seed(3)
+    model = WorldModel(
+        WorldModelConfig(
+            vocab_size=vocab,
+            tokens_per_frame=K,
+            num_actions=num_actions,
+            context_steps=4,
+            gpt=GPTConfig(num_layers=2, num_heads=2, embed_dim=16),
+            prediction="parallel",
+        )
+    ).eval()
+    config = ActorCriticConfig(
+        num_actions=num_actions, observation="tokens", vocab_size=vocab, tokens_per_frame=K, encoder_dim=16, lstm_dim=8
+    )
+    return model, ActorCritic(config).eval()
+
+
+def test_the_critic_bootstraps_each_sequence_from_its_recurrent_state_as_a_step_by_step_loop():
+    model, ac = _tiny_agent()
+    with torch.no_grad():
+        ac.critic.weight.normal_(std=1.0)  # values far from 0, so a missing bootstrap would show
+        model.termination_head[-1].bias.copy_(torch.tensor([0.0, -0.7]))  # some sequences end, most do not
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, 11, (2, 1, 3), generator=g)
+    recurrent = (torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g))
+    sequences = torch.randint(0, 4, (2, 5, 3), generator=g)
+    config = ImaginationConfig(temperature=0.0, precision="fp32")
+    scorer = ImaginedReturns(model, gamma=0.9, config=config, actor_critic=ac)
+    scorer.set_context(tokens, recurrent=recurrent)
+    with torch.no_grad():
+        values = scorer(sequences)
+    plain = ImaginedReturns(model, gamma=0.9, config=config)
+    plain.set_context(tokens)
+    env = ImaginationEnv(model, config=config)
+    ended = 0
+    with torch.no_grad():
+        assert not torch.allclose(values, plain(sequences))
+        for e in range(2):
+            for n in range(5):
+                current = env.reset(tokens[e : e + 1])
+                state = (recurrent[0][e : e + 1], recurrent[1][e : e + 1])
+                total, alive = 0.0, 1.0
+                for t in range(3):
+                    state = ac(current, state).state
+                    step = env.step(sequences[e, n, t : t + 1])
+                    total += 0.9**t * alive * float(step.reward)
+                    alive *= 1.0 - float(step.terminated)
+                    current = step.tokens
+                total += 0.9**3 * alive * float(ac(current, state).value)
+                assert values[e, n].item() == pytest.approx(total, abs=1e-5)
+                ended += alive == 0
+    assert 0 < ended < 10
+
+
+def test_the_actor_prior_proposes_the_actors_actions_and_is_scored_once_a_plan():
+    model, ac = _tiny_agent()
+    with torch.no_grad():
+        ac.actor.bias.copy_(torch.tensor([0.0, 0.0, 30.0, 0.0]))  # the actor always takes action 2
+    scorer = ImaginedReturns(model, config=ImaginationConfig(temperature=0.0, precision="fp32"), actor_critic=ac)
+    scorer.set_context(torch.zeros(3, 1, 3, dtype=torch.long), recurrent=ac.initial_state(3))
+    prior = scorer.prior(5, 4, torch.Generator().manual_seed(0))
+    assert prior.shape == (3, 5, 4) and bool((prior == 2).all())
+    calls = []
+
+    def score(candidates):
+        calls.append(candidates.shape[1])
+        return (candidates == 2).all(-1).float()  # only the prior's sequence is rewarded
+
+    config = PlannerConfig(samples=8, elites=2, prior_samples=5, iterations=3, horizon=4)
+    chosen = Planner(config, num_actions=4).plan(score, 3, prior=prior)
+    with pytest.raises(ValueError, match="draw them with the planner's horizon"):
+        Planner(PlannerConfig(), num_actions=4).plan(score, 3, prior=prior)
+    assert calls == [5, 8, 8, 8] and bool((chosen == 2).all())
+
+
+def test_choosing_by_sample_draws_elites_by_their_weight():
+    values = torch.tensor([0.0, -1.0, -50.0, -2.0])  # sequence i starts with action i
+
+    def score(candidates):
+        return values[candidates[..., 0]]
+
+    prior = torch.arange(4).view(1, 4, 1).expand(400, 4, 2)
+    g = torch.Generator().manual_seed(0)
+    # One iteration of 1 draw: the elites are the prior's 3 best, weighted exp(-t * gap): 1, e^-1, e^-2 at t = 1.
+    config = PlannerConfig(samples=1, elites=3, prior_samples=4, iterations=1, horizon=2, temperature=1.0)
+    chosen = Planner(PlannerConfig(**{**config.__dict__, "choose": "sample"}), num_actions=4).plan(
+        score, 400, prior=prior, generator=g
+    )
+    shares = torch.bincount(chosen, minlength=4).float() / 400
+    weights = torch.tensor([1.0, torch.e**-1, 0.0, torch.e**-2])
+    assert shares[2] == 0 and torch.allclose(shares, weights / weights.sum(), atol=0.07)
+    assert bool((Planner(config, num_actions=4).plan(score, 400, prior=prior, generator=g) == 0).all())
+    with pytest.raises(ValueError, match="choose must be"):
+        PlannerConfig(choose="softmax")
+
+
+def test_mpc_policy_keeps_the_agents_recurrent_state_as_the_agent_does():
+    model, ac = _tiny_agent(vocab=4, K=4)
+
+    class Quadrants:  # frames -> 4 tokens: the mean of each quadrant, in 4 levels
+        def encode(self, frames):
+            q = frames.float().unflatten(2, (2, 32)).unflatten(4, (2, 32)).mean((1, 3, 5)).flatten(1)
+            return (q / 64).long().clamp(0, 3)
+
+    g = torch.Generator().manual_seed(5)
+    mpc = MPCPolicy(Quadrants(), model, PlannerConfig(samples=6, elites=2, prior_samples=3, horizon=2, iterations=2),
+                    g, ac).bind(ActionSpace.discrete(4))
+    agent = AgentPolicy(ac, Quadrants())
+    for t in range(4):
+        frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g)
+        new = torch.tensor([t == 0, t == 2])
+        actions = mpc.act(frames, new)
+        agent.act(frames, new)
+        assert actions.shape == (2,) and bool(((actions >= 0) & (actions < 4)).all())
+        assert all(torch.equal(a, b) for a, b in zip(mpc.state, agent.state, strict=True))
