@@ -135,7 +135,8 @@ def evaluate(
         else:
             if loaded.world_model is None or loaded.tokenizer is None:
                 raise ConfigError(f"Planning needs the agent's world model and tokenizer; {agent} lacks one.")
-            policy = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic).bind(space)
+            mpc = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic)
+            policy = mpc.bind(space)
             name = f"mpc:{agent}"
     start = time.perf_counter()
     returns, lengths = play(policy, env, episodes, num_envs, seed)

@@ -198,8 +198,9 @@ def test_mpc_policy_keeps_the_agents_recurrent_state_as_the_agent_does():
             return (q / 64).long().clamp(0, 3)
 
     g = torch.Generator().manual_seed(5)
-    mpc = MPCPolicy(Quadrants(), model, PlannerConfig(samples=6, elites=2, prior_samples=3, horizon=2, iterations=2),
-                    g, ac).bind(ActionSpace.discrete(4))
+    mpc = MPCPolicy(
+        Quadrants(), model, PlannerConfig(samples=6, elites=2, prior_samples=3, horizon=2, iterations=2), g, ac
+    ).bind(ActionSpace.discrete(4))
     agent = AgentPolicy(ac, Quadrants())
     for t in range(4):
         frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g)
