@@ -54,6 +54,12 @@ class PlannerConfig:
     """Start from the last plan shifted by one step (uniform / mean 0 at the new last step)."""
     gamma: float = 0.99
     """Discount of the imagined rewards a sequence is scored by."""
+    end_penalty: float = 0.0
+    """Subtracted (discounted) from a sequence's score at its first predicted end: a lost life on Atari, which the
+    world model predicts as an end, otherwise costs a plan only the rewards it no longer sees."""
+    model: str = "learned"
+    """What sequences are scored in: ``learned``, the agent's world model; ``emulator``, the Atari emulator restored
+    from a snapshot of each real environment (a perfect model, to check the planner apart from the world model)."""
     critic: bool = True
     """Add ``gamma^H V(s_H)``, the critic's value after the last imagined step, where there is an actor-critic."""
     choose: str = "best"
@@ -64,12 +70,15 @@ class PlannerConfig:
         at_least(1, "planner", samples=self.samples, elites=self.elites, horizon=self.horizon)
         at_least(1, "planner", iterations=self.iterations)
         at_least(0, "planner", prior_samples=self.prior_samples, temperature=self.temperature)
+        at_least(0, "planner", end_penalty=self.end_penalty)
         within(0, 1, "planner", smoothing=self.smoothing, gamma=self.gamma)
         if self.elites > self.samples + self.prior_samples:
             raise ValueError(
                 f"planner: elites ({self.elites}) must not exceed the sequences scored "
                 f"({self.samples} + {self.prior_samples} from the prior)."
             )
+        if self.model not in ("learned", "emulator"):
+            raise ValueError(f"planner: model must be 'learned' or 'emulator'; got {self.model!r}.")
         if self.choose not in ("best", "sample"):
             raise ValueError(f"planner: choose must be 'best' or 'sample'; got {self.choose!r}.")
         if not 0 < self.min_std <= self.max_std:
@@ -209,7 +218,7 @@ class Planner:
 class ImaginedReturns:
     """``score`` for a :class:`Planner` from a world model: set each environment's real context, then every call
     rolls all sequences out in one batched imagination from it (greedy by default) and returns
-    ``sum_t gamma^t r_t`` over the steps up to the first imagined end. With an ``actor_critic`` (the agent's), its
+    ``sum_t gamma^t r_t`` over the steps up to the first imagined end (less ``gamma^t end_penalty`` there). With an ``actor_critic`` (the agent's), its
     actor proposes the sequences of :meth:`prior`, and (``bootstrap``) its critic reads the imagined steps from its
     recurrent state at the context's last frame and adds ``gamma^H V(s_H)``."""
 
@@ -221,6 +230,7 @@ class ImaginedReturns:
         actor_critic: ActorCritic | None = None,
         tokenizer=None,
         bootstrap: bool = True,
+        end_penalty: float = 0.0,
     ):
         within(0, 1, "planner", gamma=gamma)
         if actor_critic is not None and not actor_critic.reads_tokens and tokenizer is None:
@@ -228,7 +238,7 @@ class ImaginedReturns:
         decodes = actor_critic is not None and not actor_critic.reads_tokens  # the frames it reads, decoded
         config = config or ImaginationConfig(temperature=0.0)
         self.env = ImaginationEnv(world_model, tokenizer if decodes else None, config=config)
-        self.gamma, self.actor_critic = gamma, actor_critic
+        self.gamma, self.actor_critic, self.end_penalty = gamma, actor_critic, end_penalty
         self.critic = actor_critic if bootstrap else None
         self.context, self.recurrent = None, None
 
@@ -270,8 +280,9 @@ class ImaginedReturns:
             if self.critic is not None:
                 recurrent = self._read(current, recurrent, proprio).state
             step = self.env.step(flat[:, t])
-            total = total + self.gamma**t * alive * step.reward.float()
-            alive = alive * (~step.terminated).float()
+            ended = alive * step.terminated.float()
+            total = total + self.gamma**t * (alive * step.reward.float() - self.end_penalty * ended)
+            alive = alive - ended
             current, proprio = step.tokens, step.state
         if self.critic is not None:
             total = total + self.gamma**H * alive * self._read(current, recurrent, proprio).value.float()
@@ -309,7 +320,12 @@ class MPCPolicy:
         self.tokenizer, self.world_model, self.generator = tokenizer, world_model, generator
         self.config, self.actor_critic = config, actor_critic
         self.scorer = ImaginedReturns(
-            world_model, config.gamma, actor_critic=actor_critic, tokenizer=tokenizer, bootstrap=config.critic
+            world_model,
+            config.gamma,
+            actor_critic=actor_critic,
+            tokenizer=tokenizer,
+            bootstrap=config.critic,
+            end_penalty=config.end_penalty,
         )
         self.planner: Planner | None = None
         self.state: State | None = None

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from iris_wm.agent.emulator_planning import EmulatorMPCPolicy
 from iris_wm.agent.planning import MPCPolicy, PlannerConfig
 from iris_wm.data.collect import store_layout
 from iris_wm.data.sizes import action_sizes, check_sizes
@@ -56,6 +57,8 @@ def play(
     new = np.ones(num_envs, bool)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
     started = finished = 0
+    if hasattr(policy, "bind_envs"):  # a planner whose model is the emulator itself snapshots these
+        policy.bind_envs(envs)
     bar = tqdm(total=episodes, desc=f"evaluate {env_config.game}", unit="episode", disable=not progress)
     while finished < episodes:
         for slot in np.flatnonzero(playing < 0):
@@ -110,7 +113,8 @@ def evaluate(
         seed: episode ``i`` is seeded with ``seed + i``; also seeds the policy's sampling.
         device: where the agent runs.
         planner: plan with the agent's world model instead of acting with its actor-critic (model-predictive
-            control, :mod:`iris_wm.agent.planning`: CEM for discrete actions, MPPI for a box).
+            control, :mod:`iris_wm.agent.planning`: CEM for discrete actions, MPPI for a box); with its ``model``
+            ``emulator``, plan with the Atari emulator itself as a perfect model (no agent needed).
     """
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
@@ -120,7 +124,10 @@ def evaluate(
     probe = make_env(env)
     space, _, _ = store_layout(probe)
     probe.close()
-    if agent is None:
+    if planner is not None and planner.model == "emulator":
+        generator = torch.Generator().manual_seed(seed)
+        policy, name = EmulatorMPCPolicy(env, planner, generator).bind(space), "mpc:emulator"
+    elif agent is None:
         policy, name = RandomPolicy(space, seed), "random"
     else:
         loaded = load_agent(agent, map_location=device)
