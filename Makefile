@@ -7,7 +7,7 @@ SOURCES := iris_wm tokenizer sequence_model scaling tests benchmarks
 # OpenMP's wait policy is left to the user: on a quiet machine the default (spin, then sleep) decodes 4x
 # faster than OMP_WAIT_POLICY=passive (docs/LOG.md); on a busy one passive avoids spinning threads.
 
-.PHONY: venv browser mujoco-gl demo-control test test-slow lint format demo demo-seeds bench bench-import bench-memory synthetic-utility compare-prediction scaling clean
+.PHONY: venv browser mujoco-gl demo-control test test-slow lint format demo demo-seeds bench bench-import bench-planning bench-memory synthetic-utility compare-prediction scaling clean
 
 venv: $(STAMP)
 
@@ -67,6 +67,9 @@ compare-prediction: $(STAMP)  ## after make demo: parallel vs autoregressive pre
 
 bench-import: $(STAMP)  ## import throughput of LeRobot datasets with AV1 / H.264 video -> docs/import_throughput.json
 	OMP_NUM_THREADS=2 $(PY) benchmarks/import_throughput.py --json docs/import_throughput.json
+
+bench-planning: $(STAMP)  ## ms per planning decision, demo and IRIS-size world models, N = 64/256/512 -> docs/PLANNING.md
+	OMP_NUM_THREADS=2 $(PY) benchmarks/planning.py --json docs/planning.json --markdown docs/PLANNING.md
 
 bench-memory: $(STAMP)  ## peak memory of sampling from a 1M-frame store (12 GB on disk) -> docs/store_memory.json
 	$(PY) benchmarks/store_memory.py --json docs/store_memory.json

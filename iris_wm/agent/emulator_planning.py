@@ -1,11 +1,14 @@
 """The real emulator as a perfect model for the planner: a check of the planner apart from the world model's errors.
 
-At every real step each environment's emulator state is cloned (with its random generator), and every candidate
-sequence is played from it in a second emulator of the same configuration, restored before each sequence; it is
-played on the ALE itself, ``frame_skip`` frames an action as the environment's wrappers do, with no screen read (a
-few times faster than stepping the wrapped environment). A sequence's score is the one :class:`ImaginedReturns` gives: the
-discounted rewards up to the first end, minus ``end_penalty`` discounted at the end, where an end is the episode's or
-a lost life (what the world model is trained to predict as an end on Atari). Only Atari environments snapshot.
+At every real step each environment is snapshotted (:func:`~iris_wm.envs.atari.env_snapshot`: the emulator with
+its random generator, and the wrappers' counters), and every candidate sequence is played from it in a second
+environment of the same configuration, restored before each sequence. A sequence's score is the one
+:class:`~iris_wm.agent.planning.ImaginedReturns` gives: the discounted rewards up to the first end, minus
+``end_penalty`` discounted at the end, where an end is the episode's or a lost life (what the world model is trained
+to predict as an end on Atari), plus ``gamma^H V(s_H)`` where the agent's critic reads the sequence's frames as they
+are played. With the agent, its actor proposes the prior's sequences by acting in the emulator. Without the critic
+the sequences are played on the ALE itself, ``frame_skip`` frames an action as the wrappers do, with no screen read.
+Only Atari environments snapshot.
 """
 
 from __future__ import annotations
@@ -14,81 +17,170 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from iris_wm.agent.planning import Planner, PlannerConfig
-from iris_wm.data.spaces import ActionSpace
-from iris_wm.envs.atari import EnvConfig, make_raw_env
+from iris_wm.agent.actor_critic import ActorCritic, State
+from iris_wm.agent.planning import MPCPolicy, PlannerConfig
+from iris_wm.agent.rollout import observe
+from iris_wm.envs.atari import EnvConfig, env_snapshot, make_env, restore_env
 from iris_wm.runtime.errors import ConfigError
 
 
 class EmulatorReturns:
-    """``score`` for a :class:`Planner` from the emulator itself; :meth:`set_context` takes the real environments'
-    snapshots."""
+    """``score`` for a :class:`~iris_wm.agent.planning.Planner` from the emulator itself; :meth:`set_context` takes
+    the real environments (snapshotted there), and with an ``actor_critic`` the tokens of their current frames and
+    its recurrent state before it reads them."""
 
-    def __init__(self, config: EnvConfig, gamma: float = 0.99, end_penalty: float = 0.0):
+    def __init__(
+        self,
+        config: EnvConfig,
+        gamma: float = 0.99,
+        end_penalty: float = 0.0,
+        actor_critic: ActorCritic | None = None,
+        tokenizer=None,
+        bootstrap: bool = True,
+    ):
         if config.suite != "atari":
-            raise ConfigError(f"The emulator as a model needs snapshots, which only Atari has; got suite {config.suite}.")
-        self.sim = make_raw_env(config)
-        self.sim.reset(seed=0)
+            raise ConfigError(f"The emulator as a model needs snapshots, which only Atari has; not {config.suite}.")
+        if actor_critic is not None and tokenizer is None:
+            raise ValueError("The agent reads the emulator's frames through the tokenizer: pass it.")
+        self.env_config = config
+        self.sims = [make_env(config, seed=0)]
         self.frame_skip = config.frame_skip
         self.gamma, self.end_penalty = gamma, end_penalty
-        self.states: list | None = None
+        self.actor_critic, self.tokenizer = actor_critic, tokenizer
+        self.critic = actor_critic if bootstrap else None
+        self.snapshots: list[dict] | None = None
         self.lives: list[int] = []
+        self.tokens: torch.Tensor | None = None
+        self.recurrent: State | None = None
 
-    def set_context(self, envs: list[gym.Env]) -> None:
-        self.states = [env.unwrapped.ale.cloneState(include_rng=True) for env in envs]
+    def set_context(self, envs: list[gym.Env], tokens: torch.Tensor | None = None, recurrent: State | None = None):
+        if self.actor_critic is not None and (tokens is None or recurrent is None):
+            raise ValueError("EmulatorReturns with an actor-critic: pass the current frames' tokens and its state.")
+        self.snapshots = [env_snapshot(env) for env in envs]
         self.lives = [env.unwrapped.ale.lives() for env in envs]
+        self.tokens, self.recurrent = tokens, recurrent
 
-    def play(self, e: int, actions: np.ndarray) -> float:
-        """The score of one sequence ``actions (H,)`` from environment ``e``'s state."""
-        ale, action_set = self.sim.unwrapped.ale, self.sim.unwrapped._action_set
-        ale.restoreState(self.states[e])
+    def _ended(self, sim: gym.Env, e: int, terminated: bool) -> bool:
+        return terminated or sim.unwrapped.ale.lives() < self.lives[e]
+
+    def _play_ale(self, e: int, actions: np.ndarray) -> float:
+        """One sequence on the bare emulator (no screens): its score without the critic."""
+        base = self.sims[0].unwrapped
+        restore_env(self.sims[0], self.snapshots[e])
         total = 0.0
         for t, action in enumerate(actions):
             reward = 0.0
             for _ in range(self.frame_skip):
-                reward += ale.act(action_set[int(action)])
-                if ale.game_over():
+                reward += base.ale.act(base._action_set[int(action)])
+                if base.ale.game_over():
                     break
             total += self.gamma**t * reward
-            if ale.game_over() or ale.lives() < self.lives[e]:
+            if self._ended(self.sims[0], e, base.ale.game_over()):
                 return total - self.gamma**t * self.end_penalty
         return total
 
+    def _play_frames(self, e: int, actions: np.ndarray, frames: np.ndarray) -> tuple[float, bool]:
+        """One sequence through the wrapped environment, its frames into ``frames (H, 3, S, S)``: the score without
+        the bootstrap, and whether it is still alive after its last step."""
+        sim = self.sims[0]
+        restore_env(sim, self.snapshots[e])
+        total = 0.0
+        for t, action in enumerate(actions):
+            frames[t], reward, terminated, truncated, _ = sim.step(int(action))
+            total += self.gamma**t * float(reward)
+            if self._ended(sim, e, terminated):
+                frames[t + 1 :] = frames[t]
+                return total - self.gamma**t * self.end_penalty, False
+            if truncated:
+                frames[t + 1 :] = frames[t]
+                return total, False
+        return total, True
+
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
-        if self.states is None:
+        if self.snapshots is None:
             raise RuntimeError("EmulatorReturns: set_context(envs) with the real environments before scoring.")
-        E, N = actions.shape[:2]
+        E, N, H = actions.shape[:3]
         plans = actions.cpu().numpy()
-        values = [[self.play(e, plans[e, n]) for n in range(N)] for e in range(E)]
-        return torch.tensor(values, dtype=torch.float32, device=actions.device)
+        if self.critic is None:
+            values = [[self._play_ale(e, plans[e, n]) for n in range(N)] for e in range(E)]
+            return torch.tensor(values, dtype=torch.float32, device=actions.device)
+        size = self.env_config.size
+        frames = np.zeros((E * N, H, 3, size, size), np.uint8)
+        played = [self._play_frames(e, plans[e, n], frames[e * N + n]) for e in range(E) for n in range(N)]
+        device = self.tokens.device
+        later = self.tokenizer.encode(torch.from_numpy(frames).flatten(0, 1).to(device)).unflatten(0, (E * N, H))
+        tokens = torch.cat([self.tokens.repeat_interleave(N, 0)[:, None], later], 1)  # (E N, H + 1, K)
+        state = tuple(x.repeat_interleave(N, 0) for x in self.recurrent)
+        for t in range(H):
+            state = self.critic(observe(self.critic, self.tokenizer, tokens[:, t]), state).state
+        value = self.critic(observe(self.critic, self.tokenizer, tokens[:, H]), state).value.float().cpu()
+        total = torch.tensor([p[0] for p in played]) + self.gamma**H * torch.tensor([p[1] for p in played]) * value
+        return total.view(E, N).to(actions.device)
+
+    @torch.no_grad()
+    def prior(self, count: int, horizon: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``count`` sequences of ``horizon`` actions per environment ``(E, count, H)``: the actor acting in ``count``
+        emulators restored from each environment's snapshot (its policy sampled at every step)."""
+        ac = self.actor_critic
+        if ac is None:
+            raise RuntimeError("EmulatorReturns.prior needs the agent's actor-critic.")
+        while len(self.sims) < count:
+            self.sims.append(make_env(self.env_config, seed=0))
+        sequences = torch.zeros(len(self.snapshots), count, horizon, dtype=torch.long)
+        for e, snapshot in enumerate(self.snapshots):
+            for sim in self.sims[:count]:
+                restore_env(sim, snapshot)
+            current = self.tokens[e : e + 1].repeat(count, 1)
+            state = tuple(x[e : e + 1].repeat(count, 1) for x in self.recurrent)
+            for t in range(horizon):
+                out = ac(observe(ac, self.tokenizer, current), state)
+                state, chosen = out.state, ac.policy(out.logits).sample(generator)
+                frames = np.stack([sim.step(int(a))[0] for sim, a in zip(self.sims, chosen.tolist(), strict=False)])
+                sequences[e, :, t] = chosen.cpu()
+                current = self.tokenizer.encode(torch.from_numpy(frames).to(current.device))
+        return sequences
 
     def close(self) -> None:
-        self.sim.close()
+        for sim in self.sims:
+            sim.close()
 
 
-class EmulatorMPCPolicy:
-    """Model-predictive control with the emulator as the model (no learned part). :func:`~iris_wm.evaluate.play.play`
-    hands it the environments it plays (:meth:`bind_envs`); same ``act`` as the other policies."""
+class EmulatorMPCPolicy(MPCPolicy):
+    """Model-predictive control with the emulator as the model, with the agent's actor prior and critic where an
+    ``actor_critic`` (and its tokenizer) is given. :func:`~iris_wm.evaluate.play.play` hands it the environments
+    it plays (:meth:`bind_envs`); same ``act`` as the other policies."""
 
-    def __init__(self, config: EnvConfig, planner: PlannerConfig, generator: torch.Generator | None = None):
-        self.scorer = EmulatorReturns(config, planner.gamma, planner.end_penalty)
-        self.config, self.generator = planner, generator
-        self.planner: Planner | None = None
+    def __init__(
+        self,
+        config: EnvConfig,
+        planner: PlannerConfig,
+        generator: torch.Generator | None = None,
+        actor_critic: ActorCritic | None = None,
+        tokenizer=None,
+    ):
+        self.env_config = config
         self.envs: list[gym.Env] | None = None
+        super().__init__(tokenizer, None, planner, generator, actor_critic)
 
-    def bind(self, space: ActionSpace) -> EmulatorMPCPolicy:
+    def _scorer(self) -> EmulatorReturns:
+        cfg = self.config
+        return EmulatorReturns(
+            self.env_config, cfg.gamma, cfg.end_penalty, self.actor_critic, self.tokenizer, cfg.critic
+        )
+
+    def bind(self, space) -> EmulatorMPCPolicy:
         if not space.is_discrete:
             raise ConfigError("The emulator as a model is Atari's: its actions are discrete.")
-        self.planner = Planner(self.config, num_actions=space.n)
-        return self
+        return super().bind(space)
 
     def bind_envs(self, envs: list[gym.Env]) -> None:
         self.envs = envs
 
-    @torch.no_grad()
-    def act(self, frames, new_episode, states=None) -> torch.Tensor:
-        if self.planner is None or self.envs is None:
-            raise RuntimeError("EmulatorMPCPolicy: bind(space) and bind_envs(envs) before acting.")
-        self.planner.forget(torch.as_tensor(new_episode, dtype=torch.bool))
-        self.scorer.set_context(self.envs)
-        return self.planner.plan(self.scorer, len(self.envs), generator=self.generator)
+    @property
+    def device(self) -> torch.device:
+        return next(self.actor_critic.parameters()).device if self.actor_critic is not None else torch.device("cpu")
+
+    def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None) -> None:
+        if self.envs is None:
+            raise RuntimeError("EmulatorMPCPolicy: bind_envs(envs) before acting (evaluate's play does it).")
+        self.scorer.set_context(self.envs, tokens if self.actor_critic is not None else None, self.state)

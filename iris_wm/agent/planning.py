@@ -218,9 +218,10 @@ class Planner:
 class ImaginedReturns:
     """``score`` for a :class:`Planner` from a world model: set each environment's real context, then every call
     rolls all sequences out in one batched imagination from it (greedy by default) and returns
-    ``sum_t gamma^t r_t`` over the steps up to the first imagined end (less ``gamma^t end_penalty`` there). With an ``actor_critic`` (the agent's), its
-    actor proposes the sequences of :meth:`prior`, and (``bootstrap``) its critic reads the imagined steps from its
-    recurrent state at the context's last frame and adds ``gamma^H V(s_H)``."""
+    ``sum_t gamma^t r_t`` over the steps up to the first imagined end (less ``gamma^t end_penalty`` there). With
+    an ``actor_critic`` (the agent's), its actor proposes the sequences of :meth:`prior`, and (``bootstrap``) its
+    critic reads the imagined steps from its recurrent state at the context's last frame and adds
+    ``gamma^H V(s_H)``."""
 
     def __init__(
         self,
@@ -319,16 +320,23 @@ class MPCPolicy:
     ):
         self.tokenizer, self.world_model, self.generator = tokenizer, world_model, generator
         self.config, self.actor_critic = config, actor_critic
-        self.scorer = ImaginedReturns(
-            world_model,
-            config.gamma,
-            actor_critic=actor_critic,
-            tokenizer=tokenizer,
-            bootstrap=config.critic,
-            end_penalty=config.end_penalty,
-        )
+        self.scorer = self._scorer()
         self.planner: Planner | None = None
         self.state: State | None = None
+
+    def _scorer(self):
+        return ImaginedReturns(
+            self.world_model,
+            self.config.gamma,
+            actor_critic=self.actor_critic,
+            tokenizer=self.tokenizer,
+            bootstrap=self.config.critic,
+            end_penalty=self.config.end_penalty,
+        )
+
+    def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None) -> None:
+        """Where the plans start: the current real step of each environment (and the agent's recurrent state)."""
+        self.scorer.set_context(tokens[:, None], None, None if proprio is None else proprio[:, None], self.state)
 
     def bind(self, space: ActionSpace) -> MPCPolicy:
         """The real environment's action space: discrete, or a box whose bounds the plans keep within."""
@@ -341,24 +349,23 @@ class MPCPolicy:
 
     @property
     def device(self) -> torch.device:
-        return self.scorer.env.device
+        return next(self.world_model.parameters()).device
 
     @torch.no_grad()
     def act(self, frames, new_episode, states=None) -> torch.Tensor:
         if self.planner is None:
             raise RuntimeError("MPCPolicy: bind(...) it to the environment's action space before acting.")
         frames = torch.as_tensor(frames, device=self.device)
-        tokens = self.tokenizer.encode(frames)
+        tokens = None if self.tokenizer is None else self.tokenizer.encode(frames)
         new = torch.as_tensor(new_episode, device=self.device, dtype=torch.bool)
         self.planner.forget(new)
         proprio = None if states is None else torch.as_tensor(states, device=self.device).float()
-        context = (tokens[:, None], None, None if proprio is None else proprio[:, None])
         ac = self.actor_critic
         if ac is not None:
             if self.state is None or self.state[0].shape[0] != len(frames):
                 self.state = ac.initial_state(len(frames), self.device)
             self.state = ActorCritic.reset_state(self.state, ~new)
-        self.scorer.set_context(*context, recurrent=self.state)
+        self._set_context(tokens, proprio)
         prior = None
         if ac is not None and self.config.prior_samples > 0:
             prior = self.scorer.prior(self.config.prior_samples, self.config.horizon, self.generator)

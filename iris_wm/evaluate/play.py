@@ -114,7 +114,8 @@ def evaluate(
         device: where the agent runs.
         planner: plan with the agent's world model instead of acting with its actor-critic (model-predictive
             control, :mod:`iris_wm.agent.planning`: CEM for discrete actions, MPPI for a box); with its ``model``
-            ``emulator``, plan with the Atari emulator itself as a perfect model (no agent needed).
+            ``emulator``, plan with the Atari emulator itself as a perfect model (with the agent's actor prior and
+            critic where an agent is given; none is needed).
     """
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
@@ -124,7 +125,7 @@ def evaluate(
     probe = make_env(env)
     space, _, _ = store_layout(probe)
     probe.close()
-    if planner is not None and planner.model == "emulator":
+    if planner is not None and planner.model == "emulator" and agent is None:
         generator = torch.Generator().manual_seed(seed)
         policy, name = EmulatorMPCPolicy(env, planner, generator).bind(space), "mpc:emulator"
     elif agent is None:
@@ -142,9 +143,12 @@ def evaluate(
         else:
             if loaded.world_model is None or loaded.tokenizer is None:
                 raise ConfigError(f"Planning needs the agent's world model and tokenizer; {agent} lacks one.")
-            mpc = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic)
+            if planner.model == "emulator":  # the agent's actor and critic with the emulator's dynamics
+                mpc = EmulatorMPCPolicy(env, planner, generator, loaded.actor_critic, loaded.tokenizer)
+            else:
+                mpc = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic)
             policy = mpc.bind(space)
-            name = f"mpc:{agent}"
+            name = f"mpc:{agent}" if planner.model == "learned" else f"mpc:emulator:{agent}"
     start = time.perf_counter()
     returns, lengths = play(policy, env, episodes, num_envs, seed)
     result = {

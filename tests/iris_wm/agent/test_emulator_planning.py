@@ -1,13 +1,16 @@
 """The emulator as a perfect model: a sequence's score equals what the real (wrapped) environment earns playing it
 from the same state, a lost life ending it with the penalty, and scoring leaves the real environment where it was;
-`iris-wm evaluate --planner.model emulator` plans with it."""
+with the agent, its critic reads each played sequence as a step-by-step loop does and its actor proposes its own
+actions; `iris-wm evaluate --planner.model emulator` plans with it, with and without an agent."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.emulator_planning import EmulatorReturns
 from iris_wm.agent.planning import PlannerConfig
 from iris_wm.envs.atari import EnvConfig, env_snapshot, make_env, restore_env
@@ -56,3 +59,69 @@ def test_evaluate_plans_with_the_emulator_without_an_agent(tmp_path):
     result = evaluate(str(tmp_path / "mpc.json"), None, env, episodes=2, num_envs=2, seed=7, planner=plan)
     assert result["policy"] == "mpc:emulator" and result["lengths"] == [40, 40]
     assert result["planner"]["model"] == "emulator"
+
+
+class Quadrants:
+    """A stand-in tokenizer: a frame's 4 tokens are its quadrants' mean brightness in 4 levels."""
+
+    def encode(self, frames):
+        q = frames.float().unflatten(2, (2, 32)).unflatten(4, (2, 32)).mean((1, 3, 5)).flatten(1)
+        return (q * 4).long().clamp(0, 3)  # Breakout's frames are dark: spread the low levels
+
+
+def _actor_critic():
+    torch.manual_seed(0)
+    config = ActorCriticConfig(num_actions=4, observation="tokens", vocab_size=4, tokens_per_frame=4, lstm_dim=8)
+    ac = ActorCritic(dataclasses.replace(config, encoder_dim=16)).eval()
+    with torch.no_grad():
+        ac.critic.weight.normal_(std=1.0)
+    return ac
+
+
+def test_with_the_agent_the_critic_reads_each_played_sequence_and_the_actor_proposes():
+    ac, tokenizer = _actor_critic(), Quadrants()
+    env = make_env(ENV)
+    frame, _ = env.reset(seed=3)
+    for _ in range(3):
+        frame, *_ = env.step(1)
+    current = tokenizer.encode(torch.from_numpy(frame[None]))
+    recurrent = (torch.randn(1, 8), torch.randn(1, 8))
+    scorer = EmulatorReturns(ENV, gamma=0.9, end_penalty=1.0, actor_critic=ac, tokenizer=tokenizer)
+    scorer.set_context([env], current, recurrent)
+    sequences = torch.from_numpy(np.random.default_rng(1).integers(0, 4, (1, 12, 40)))
+    with torch.no_grad():
+        scored = scorer(sequences)[0]
+        before = env_snapshot(env)
+        lives, survived = env.unwrapped.ale.lives(), 0
+        for n, plan in enumerate(sequences[0].tolist()):
+            restore_env(env, before)
+            state, tokens, total = recurrent, current, 0.0
+            for t, action in enumerate(plan):
+                state = ac(tokens, state).state
+                obs, reward, terminated, _, info = env.step(action)
+                total += 0.9**t * reward
+                if terminated or info["lives"] < lives:
+                    total -= 0.9**t
+                    break
+                tokens = tokenizer.encode(torch.from_numpy(obs[None]))
+            else:
+                total += 0.9**40 * float(ac(tokens, state).value)
+                survived += 1
+            assert scored[n].item() == pytest.approx(total, abs=1e-4)
+    assert 0 < survived < 12
+    with torch.no_grad():
+        ac.actor.bias.copy_(torch.tensor([0.0, 0.0, 30.0, 0.0]))  # the actor always moves right
+    restore_env(env, before)
+    scorer.set_context([env], current, recurrent)
+    prior = scorer.prior(3, 5, torch.Generator().manual_seed(0))
+    assert prior.shape == (1, 3, 5) and bool((prior == 2).all())
+
+
+def test_evaluate_plans_with_the_emulator_and_the_agent(tmp_path, monkeypatch):
+    ac = _actor_critic()
+    loaded = SimpleNamespace(actor_critic=ac, tokenizer=Quadrants(), world_model=torch.nn.Linear(1, 1))
+    monkeypatch.setattr("iris_wm.evaluate.play.load_agent", lambda *a, **k: loaded)
+    env = dataclasses.replace(ENV, max_episode_steps=12)
+    plan = PlannerConfig(model="emulator", samples=4, elites=2, horizon=3, iterations=1, prior_samples=2)
+    result = evaluate(str(tmp_path / "mpc.json"), "agent.ckpt", env, episodes=2, num_envs=2, seed=7, planner=plan)
+    assert result["policy"] == "mpc:emulator:agent.ckpt" and result["lengths"] == [12, 12]

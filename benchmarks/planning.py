@@ -1,0 +1,129 @@
+"""Milliseconds per planning decision (issue 18): one real step of model-predictive control, the frame encoded, the
+actor's prior sequences drawn in imagination, ``iterations`` rounds of ``N`` sequences of horizon 5 scored in one
+batched imagination each with the critic's value at the horizon, for the demo's Breakout world model and the
+IRIS-size one (random weights: the cost does not depend on them), at N = 64 / 256 / 512.
+
+    python benchmarks/planning.py --json docs/planning.json --markdown docs/PLANNING.md   (make bench-planning)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
+from iris_wm.agent.planning import MPCPolicy, PlannerConfig
+from iris_wm.data.spaces import ActionSpace
+from iris_wm.envs.imagination import ImaginationConfig
+from iris_wm.runtime.hardware import cpu_description, inference_dtype
+from iris_wm.runtime.provenance import provenance
+from sequence_model.gpt import GPTConfig
+from sequence_model.world_model import WorldModel, WorldModelConfig
+from tokenizer.model import Tokenizer, TokenizerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+HORIZON = 5
+
+
+def _config(path: str) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())["model"]["config"]
+
+
+def models(name: str):
+    """The tokenizer, world model and actor-critic of ``demo`` (configs/*/demo.yaml) or ``iris`` (IRIS's sizes)."""
+    torch.manual_seed(0)
+    if name == "demo":
+        tokenizer = Tokenizer(TokenizerConfig(**_config("configs/tokenizer/demo.yaml")))
+        wm_config = _config("configs/world_model/demo.yaml")
+        gpt = GPTConfig(**wm_config.pop("gpt"))
+        ac_config = _config("configs/agent/demo.yaml")
+    else:
+        tokenizer, gpt, wm_config, ac_config = Tokenizer(TokenizerConfig()), GPTConfig(), {}, {"observation": "tokens"}
+    K, V = tokenizer.config.tokens_per_frame, tokenizer.config.vocab_size
+    world_model = WorldModel(WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=4, gpt=gpt, **wm_config))
+    actor_critic = ActorCritic(ActorCriticConfig(num_actions=4, vocab_size=V, tokens_per_frame=K, **ac_config))
+    return tokenizer.eval(), world_model.eval(), actor_critic.eval()
+
+
+def decision_ms(name: str, samples: int, envs: int, repeats: int) -> dict:
+    tokenizer, world_model, actor_critic = models(name)
+    config = PlannerConfig(samples=samples, elites=min(64, samples), horizon=HORIZON)  # TD-MPC2's other defaults
+    policy = MPCPolicy(tokenizer, world_model, config, torch.Generator().manual_seed(0), actor_critic)
+    policy.bind(ActionSpace.discrete(4))
+    frames = torch.randint(0, 256, (envs, 3, 64, 64), dtype=torch.uint8)
+    new = torch.zeros(envs, dtype=torch.bool)
+    policy.act(frames, ~new)  # warm-up (and the bf16 copies)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        policy.act(frames, new)
+        times.append(time.perf_counter() - start)
+    ms = 1000 * statistics.median(times)
+    imagined = envs * (config.prior_samples + config.iterations * samples) * HORIZON
+    return {
+        "model": name,
+        "tokens_per_frame": world_model.config.tokens_per_frame,
+        "parameters": sum(p.numel() for p in world_model.parameters()),
+        "samples": samples,
+        "envs": envs,
+        "horizon": HORIZON,
+        "iterations": config.iterations,
+        "prior_samples": config.prior_samples,
+        "ms_per_decision": ms,
+        "imagined_steps_per_s": imagined / (ms / 1000),
+    }
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        "# Planning decision time (issue 18)",
+        "",
+        f"`{record['command']}`, {record['date']}, {record['machine']}, imagination in {record['dtype']}.",
+        "",
+        "One decision: the frame encoded, the actor's 24 prior sequences imagined, 6 iterations of N sequences of "
+        "horizon 5 scored in one batched imagination each, with the critic read along (TD-MPC2's defaults, elites "
+        "min(64, N)).",
+        "",
+        "| world model | N | environments | ms per decision | imagined steps/s |",
+        "|---|---|---|---|---|",
+    ]
+    for row in record["rows"]:
+        size = f"{row['model']} ({row['parameters'] / 1e6:.1f}M, K={row['tokens_per_frame']})"
+        lines.append(
+            f"| {size} | {row['samples']} | {row['envs']} | {row['ms_per_decision']:.0f} | "
+            f"{row['imagined_steps_per_s']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, default=ROOT / "docs/planning.json")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "docs/PLANNING.md")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 512])
+    args = parser.parse_args()
+    rows = [decision_ms(name, n, 1, args.repeats) for name in ("demo", "iris") for n in args.samples]
+    record = {
+        "command": "make bench-planning",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "dtype": str(inference_dtype(ImaginationConfig().precision, torch.device("cpu"))).removeprefix("torch."),
+        "provenance": provenance(),
+        "rows": rows,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=1))
+    args.markdown.write_text(markdown(record))
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()
