@@ -10,6 +10,7 @@ library. Nothing imports this package.
 ``iris-wm imagine ...``                           imagined vs real rollouts of held-out episodes
 ``iris-wm play ...``                              a web page for playing inside the world model
 ``iris-wm evaluate ...``                          episodes of the real game with an agent or the random policy
+``iris-wm ensemble build|report ...``             world models as one ensemble; its disagreement's figures
 ``iris-wm aggregate RESULT.json ...``             mean / median / IQM of human-normalised scores over runs
 ``iris-wm push-to-hub ...``                       a checkpoint as a pretrained folder (and to the Hub), or a store
 ``iris-wm run --config configs/run/NAME.yaml``    the online IRIS loop (iris_wm.train.loop)
@@ -43,6 +44,7 @@ commands:
   agent        train the actor-critic in the imagination of a trained world model
                (iris-wm agent fit --config configs/agent/demo.yaml --model.world_model ... --model.tokenizer ...)
   evaluate     play episodes of the real game with an agent (or the random policy), returns to JSON
+  ensemble     world models of different seeds as one (build); does its disagreement know the unknown (report)
   aggregate    mean, median and interquartile mean of human-normalised scores over games and seeds
   push-to-hub  export a checkpoint as a pretrained folder with a model card, and push it (or a store) to the Hub
   run          the online IRIS loop: collect, train tokenizer, world model and agent in turn, resumable
@@ -265,6 +267,12 @@ def _import(argv: list[str]) -> None:
     importing(argv)
 
 
+def _ensemble(argv: list[str]) -> None:
+    from iris_wm.cli.ensemble import main as ensemble
+
+    ensemble(argv)
+
+
 def _scaling(argv: list[str]) -> None:
     from iris_wm.cli.scaling import main as scaling
 
@@ -281,6 +289,7 @@ COMMANDS = {
     "play": _play,
     "agent": _stage("agent"),
     "evaluate": _evaluate,
+    "ensemble": _ensemble,
     "aggregate": _aggregate,
     "run": _run_loop,
     "push-to-hub": _push_to_hub,

@@ -27,6 +27,7 @@ from torch import nn
 from iris_wm.runtime.checks import at_least
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.hardware import inference_dtype
+from sequence_model.ensemble import mutual_information
 from sequence_model.world_model import WorldModel
 
 
@@ -66,12 +67,23 @@ torch.serialization.add_safe_globals([ImaginationConfig])
 
 
 @dataclass
+class Disagreement:
+    """How much an ensemble's members disagree about one imagined step, each ``(B,)`` in nats: the mutual information
+    of their next-frame token distributions (the mean over the K tokens), of their reward and of their end."""
+
+    tokens: torch.Tensor
+    reward: torch.Tensor
+    end: torch.Tensor
+
+
+@dataclass
 class ImaginedStep:
     tokens: torch.Tensor  # (B, K) observation tokens of the new frame
     reward: torch.Tensor  # (B,) float
     terminated: torch.Tensor  # (B,) bool: the world model predicts the episode ended after this action
     done: torch.Tensor  # (B,) bool: terminated at this or an earlier imagined step
     state: torch.Tensor | None = None  # (B, S) float: the predicted proprioception (expected values), if modelled
+    disagreement: Disagreement | None = None  # where the world model is an ensemble
 
 
 def _draw(logits: torch.Tensor, temperature: float, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -240,6 +252,12 @@ class ImaginationEnv:
             values = self._values(self.states[:, -1:])[:, -(fed.shape[1] + 1) :]
         out = self.model(torch.cat([fed, placeholder], dim=1), self.cache, self._vectors(actions[:, None]), values)
         reward_logits, end_logits = out.reward_logits[:, -1], out.termination_logits[:, -1]
+        ensemble = hasattr(out, "member_observation_logits")
+        if ensemble:
+            first = out.member_observation_logits[:, :, : min(per_step, K)] if parallel else None
+            token_mi = [mutual_information(out.member_observation_logits[:, :, -1:] if first is None else first)]
+            reward_mi = mutual_information(out.member_reward_logits[:, :, -1])
+            end_mi = mutual_information(out.member_termination_logits[:, :, -1])
         if self.model.config.reward == "sign" and cfg.sample_rewards:
             reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
         else:
@@ -252,6 +270,8 @@ class ImaginationEnv:
             for slot in range(1, per_step):
                 value = state[:, -1:] if state is not None else None  # the value of the state slot just drawn
                 out = self.model(frame[:, -1:], self.cache, None, value)
+                if ensemble and slot < K:
+                    token_mi.append(mutual_information(out.member_observation_logits[:, :, -1:]))
                 token, value = self._observe(out.observation_logits[:, -1:], slot)
                 frame = torch.cat([frame, token], dim=1)
                 state = value if state is None else torch.cat([state, value], dim=1)
@@ -260,7 +280,8 @@ class ImaginationEnv:
         if self.states is not None:
             self.states = torch.cat([self.states, state[:, None]], dim=1)[:, -self.context_steps :]
         self.done = self.done | terminated
-        return ImaginedStep(frame[:, :K], reward, terminated, self.done.clone(), state)
+        disagreement = Disagreement(torch.cat(token_mi, 1).mean(1), reward_mi, end_mi) if ensemble else None
+        return ImaginedStep(frame[:, :K], reward, terminated, self.done.clone(), state, disagreement)
 
     def _observe(self, logits: torch.Tensor, first_slot: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Observation ``logits (B, n, vocab)`` of ``n`` slots from ``first_slot`` -> their ids ``(B, n)``, and the

@@ -9,6 +9,7 @@ from iris_wm.hub.checkpoints import (
     load_agent,
     load_model,
     read_checkpoint,
+    save_ensemble,
 )
 from iris_wm.hub.pretrained import PretrainedError, from_pretrained, push_to_hub, resolve, save_agent, save_pretrained
 
@@ -24,6 +25,7 @@ __all__ = [
     "read_checkpoint",
     "resolve",
     "save_agent",
+    "save_ensemble",
     "save_pretrained",
     "write_card",
 ]

@@ -283,3 +283,16 @@ def check_export_folder(folder: str | Path, overwrite: bool) -> None:
                 "iris-wm); overwrite replaces earlier exports only, so nothing was changed. Choose a new folder."
             )
     require_new_output(folder, "pretrained folder", overwrite=True)
+
+
+def save_ensemble(members: list[str | Path], folder: str | Path, card: CardInfo | None = None) -> Path:
+    """Load the world models ``members`` (from whatever each is: checkpoint, folder, Hub id; the same configuration,
+    trained with different seeds) and save them as one pretrained folder of kind ``world_model_ensemble``, which
+    :func:`load_model` returns wherever a world model is asked for."""
+    from sequence_model.ensemble import WorldModelEnsemble
+
+    models = [load_model(member, "world_model") for member in members]
+    if any(hasattr(model, "members") for model in models):
+        raise PretrainedError("Ensemble members must be single world models, not ensembles: list their members.")
+    sources = {f"member_{i}": str(member) for i, member in enumerate(members)}
+    return save_pretrained(WorldModelEnsemble(models), folder, card, inputs=sources)

@@ -28,6 +28,7 @@ from iris_wm.runtime.errors import IrisError
 from iris_wm.runtime.files import write_atomic
 from iris_wm.runtime.provenance import provenance
 from iris_wm.runtime.schema import Schema, SchemaError, check, config_from_dict, read, read_json
+from sequence_model.ensemble import EnsembleConfig, WorldModelEnsemble
 from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 
@@ -37,7 +38,10 @@ KINDS = {
     "tokenizer": (Tokenizer, TokenizerConfig),
     "world_model": (WorldModel, WorldModelConfig),
     "actor_critic": (ActorCritic, ActorCriticConfig),
+    "world_model_ensemble": (WorldModelEnsemble, EnsembleConfig),
 }
+SERVES = {"world_model": ("world_model", "world_model_ensemble")}
+"""Kinds a folder may hold where a kind is asked for: an ensemble imagines wherever a world model does."""
 
 
 class ConfigFile(Schema):
@@ -67,7 +71,9 @@ def kind_of(model: torch.nn.Module) -> str:
     for kind, (cls, _) in KINDS.items():
         if isinstance(model, cls):
             return kind
-    raise TypeError(f"save_pretrained takes a Tokenizer, WorldModel or ActorCritic, not {type(model).__name__}.")
+    raise TypeError(
+        f"save_pretrained takes a Tokenizer, WorldModel, WorldModelEnsemble or ActorCritic, not {type(model).__name__}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- one model
@@ -85,7 +91,7 @@ def save_pretrained(
     config = {
         "iris_wm_format": FORMAT,
         "kind": kind,
-        "config": asdict(model.config),
+        "config": asdict(getattr(model, "saved_config", model.config)),
         "parameters": sum(t.numel() for t in state.values()),
         "provenance": {**provenance(), "inputs": inputs or {}},
     }
@@ -145,7 +151,7 @@ def read_config(folder: Path, kind: str | None = None) -> dict:
         )
     if config.get("kind") not in KINDS:
         raise PretrainedError(f"{path} names an unknown kind {config.get('kind')!r}; expected one of {list(KINDS)}.")
-    if kind is not None and config["kind"] != kind:
+    if kind is not None and config["kind"] not in SERVES.get(kind, (kind,)):
         raise PretrainedError(f"{folder} holds a {config['kind']}, not a {kind}.")
     return config
 

@@ -14,18 +14,19 @@ def synthetic_token_store(
     num_actions: int = 3,
     noise: float = 0.3,
     seed: int = 0,
+    offset: int = 0,
 ) -> TokenStore:
     """Tokens from a fixed random successor table ``succ``: token k of a frame is ``succ[token k-1]``, and token 0
     is ``succ[(token 0 of the previous frame + action) mod V]``; each is replaced by a uniform draw with
     probability ``noise``. Learnable structure (bigrams, and the action's effect across frames) plus an
-    irreducible entropy floor."""
+    irreducible entropy floor. ``offset`` is added to every token (a store of codes another one never uses)."""
     rng = np.random.default_rng(seed)
     succ = rng.permutation(vocab_size)
     store = TokenStore.create(
         root,
         TokenStore.token_spec(tokens_per_frame),
         num_actions,
-        {"vocab_size": vocab_size, "tokens_per_frame": tokens_per_frame, "env": "synthetic"},
+        {"vocab_size": vocab_size + offset, "tokens_per_frame": tokens_per_frame, "env": "synthetic"},
     )
     batch = []
     for _ in range(episodes):
@@ -42,7 +43,13 @@ def synthetic_token_store(
         ends = np.zeros(length, bool)
         ends[-1] = True
         batch.append(
-            Episode(tokens.astype(np.int16), actions, (actions == 0).astype(np.float32), ends, np.zeros(length, bool))
+            Episode(
+                (tokens + offset).astype(np.int16),
+                actions,
+                (actions == 0).astype(np.float32),
+                ends,
+                np.zeros(length, bool),
+            )
         )
     store.append(batch)
     return store
