@@ -60,6 +60,9 @@ class PlannerConfig:
     model: str = "learned"
     """What sequences are scored in: ``learned``, the agent's world model; ``emulator``, the Atari emulator restored
     from a snapshot of each real environment (a perfect model, to check the planner apart from the world model)."""
+    disagreement_penalty: float = 0.0
+    """With an ensemble world model: subtracted (discounted) times the members' token disagreement at each imagined
+    step, so plans keep to what the members agree on (0: off)."""
     critic: bool = True
     """Add ``gamma^H V(s_H)``, the critic's value after the last imagined step, where there is an actor-critic."""
     choose: str = "best"
@@ -70,7 +73,7 @@ class PlannerConfig:
         at_least(1, "planner", samples=self.samples, elites=self.elites, horizon=self.horizon)
         at_least(1, "planner", iterations=self.iterations)
         at_least(0, "planner", prior_samples=self.prior_samples, temperature=self.temperature)
-        at_least(0, "planner", end_penalty=self.end_penalty)
+        at_least(0, "planner", end_penalty=self.end_penalty, disagreement_penalty=self.disagreement_penalty)
         within(0, 1, "planner", smoothing=self.smoothing, gamma=self.gamma)
         if self.elites > self.samples + self.prior_samples:
             raise ValueError(
@@ -232,6 +235,7 @@ class ImaginedReturns:
         tokenizer=None,
         bootstrap: bool = True,
         end_penalty: float = 0.0,
+        disagreement_penalty: float = 0.0,
     ):
         within(0, 1, "planner", gamma=gamma)
         if actor_critic is not None and not actor_critic.reads_tokens and tokenizer is None:
@@ -241,6 +245,11 @@ class ImaginedReturns:
         self.env = ImaginationEnv(world_model, tokenizer if decodes else None, config=config)
         self.gamma, self.actor_critic, self.end_penalty = gamma, actor_critic, end_penalty
         self.critic = actor_critic if bootstrap else None
+        if disagreement_penalty > 0 and not hasattr(world_model, "members"):
+            raise ValueError(
+                "disagreement_penalty needs an ensemble of world models (iris-wm ensemble build); this is one model."
+            )
+        self.disagreement_penalty = disagreement_penalty
         self.context, self.recurrent = None, None
 
     def set_context(
@@ -283,6 +292,8 @@ class ImaginedReturns:
             step = self.env.step(flat[:, t])
             ended = alive * step.terminated.float()
             total = total + self.gamma**t * (alive * step.reward.float() - self.end_penalty * ended)
+            if self.disagreement_penalty > 0:
+                total = total - self.gamma**t * alive * self.disagreement_penalty * step.disagreement.tokens.float()
             alive = alive - ended
             current, proprio = step.tokens, step.state
         if self.critic is not None:
@@ -332,6 +343,7 @@ class MPCPolicy:
             tokenizer=self.tokenizer,
             bootstrap=self.config.critic,
             end_penalty=self.config.end_penalty,
+            disagreement_penalty=self.config.disagreement_penalty,
         )
 
     def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None) -> None:

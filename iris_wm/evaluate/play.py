@@ -24,7 +24,7 @@ from iris_wm.data.sizes import action_sizes, check_sizes
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
 from iris_wm.evaluate.scores import summarize
-from iris_wm.hub.checkpoints import load_agent
+from iris_wm.hub.checkpoints import load_agent, load_model
 from iris_wm.runtime.checks import at_least, output_file
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.provenance import provenance
@@ -99,6 +99,7 @@ def evaluate(
     seed: int = 0,
     device: str = "cpu",
     planner: PlannerConfig | None = None,
+    world_model: str | None = None,
 ) -> dict:
     """Play episodes of the real game with an agent and write their returns to a JSON file.
 
@@ -116,10 +117,16 @@ def evaluate(
             control, :mod:`iris_wm.agent.planning`: CEM for discrete actions, MPPI for a box); with its ``model``
             ``emulator``, plan with the Atari emulator itself as a perfect model (with the agent's actor prior and
             critic where an agent is given; none is needed).
+        world_model: with a planner, plan in this world model (a checkpoint, a folder, a Hub id; an ensemble built by
+            ``iris-wm ensemble build`` included) instead of the agent's own.
     """
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
     output_file(out, "result file")
+    if world_model is not None and (planner is None or planner.model != "learned" or agent is None):
+        raise ConfigError(
+            "--world_model is the model a planner plans in: give it with --agent and --planner (model learned)."
+        )
     if env.suite == "atari":
         env = dataclasses.replace(env, game=resolve_game_id(env.game))
     probe = make_env(env)
@@ -141,6 +148,9 @@ def evaluate(
         if planner is None:
             policy, name = loaded.policy(temperature, 0.0, generator), agent
         else:
+            if world_model is not None:
+                planned_in = load_model(world_model, "world_model", map_location=device)
+                loaded = dataclasses.replace(loaded, world_model=planned_in)
             if loaded.world_model is None or loaded.tokenizer is None:
                 raise ConfigError(f"Planning needs the agent's world model and tokenizer; {agent} lacks one.")
             if planner.model == "emulator":  # the agent's actor and critic with the emulator's dynamics

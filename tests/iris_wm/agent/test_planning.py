@@ -12,6 +12,7 @@ from iris_wm.agent.planning import ImaginedReturns, MPCPolicy, Planner, PlannerC
 from iris_wm.agent.policy import AgentPolicy
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from sequence_model.ensemble import WorldModelEnsemble
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
 
@@ -209,3 +210,28 @@ def test_mpc_policy_keeps_the_agents_recurrent_state_as_the_agent_does():
         agent.act(frames, new)
         assert actions.shape == (2,) and bool(((actions >= 0) & (actions < 4)).all())
         assert all(torch.equal(a, b) for a, b in zip(mpc.state, agent.state, strict=True))
+
+
+def test_the_disagreement_penalty_subtracts_the_ensembles_disagreement_along_each_sequence():
+    members = [_tiny_agent()[0] for _ in range(2)]
+    torch.manual_seed(9)
+    members[1] = WorldModel(members[0].config).eval()  # another seed: the members disagree
+    ensemble = WorldModelEnsemble(members).eval()
+    config = ImaginationConfig(temperature=0.0, precision="fp32")
+    g = torch.Generator().manual_seed(6)
+    tokens, sequences = torch.randint(0, 11, (2, 1, 3), generator=g), torch.randint(0, 4, (2, 4, 3), generator=g)
+    plain = ImaginedReturns(ensemble, gamma=0.8, config=config)
+    penalised = ImaginedReturns(ensemble, gamma=0.8, config=config, disagreement_penalty=2.0)
+    for scorer in (plain, penalised):
+        scorer.set_context(tokens)
+    env = ImaginationEnv(ensemble, config=config)
+    env.reset(tokens.repeat_interleave(4, 0))
+    cost, alive = torch.zeros(8), torch.ones(8)
+    for t in range(3):
+        step = env.step(sequences.reshape(8, 3)[:, t])
+        cost += 0.8**t * alive * 2.0 * step.disagreement.tokens
+        alive = alive * (~step.terminated).float()
+    assert float(cost.min()) > 0
+    assert torch.allclose(penalised(sequences), plain(sequences) - cost.view(2, 4), atol=1e-5)
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        ImaginedReturns(members[0], disagreement_penalty=1.0)
