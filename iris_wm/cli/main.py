@@ -11,6 +11,7 @@ library. Nothing imports this package.
 ``iris-wm play ...``                              a web page for playing inside the world model
 ``iris-wm evaluate ...``                          episodes of the real game with an agent or the random policy
 ``iris-wm ensemble build|report ...``             world models as one ensemble; its disagreement's figures
+``iris-wm safety-check ...``                      a policy's chance of an unsafe outcome, estimated in imagination
 ``iris-wm aggregate RESULT.json ...``             mean / median / IQM of human-normalised scores over runs
 ``iris-wm push-to-hub ...``                       a checkpoint as a pretrained folder (and to the Hub), or a store
 ``iris-wm run --config configs/run/NAME.yaml``    the online IRIS loop (iris_wm.train.loop)
@@ -45,6 +46,7 @@ commands:
                (iris-wm agent fit --config configs/agent/demo.yaml --model.world_model ... --model.tokenizer ...)
   evaluate     play episodes of the real game with an agent (or the random policy), returns to JSON
   ensemble     world models of different seeds as one (build); does its disagreement know the unknown (report)
+  safety-check the chance that a policy reaches an unsafe outcome within a horizon, estimated in imagination
   aggregate    mean, median and interquartile mean of human-normalised scores over games and seeds
   push-to-hub  export a checkpoint as a pretrained folder with a model card, and push it (or a store) to the Hub
   run          the online IRIS loop: collect, train tokenizer, world model and agent in turn, resumable
@@ -125,7 +127,7 @@ def _function_arguments(function, prog: str, argv: list[str]) -> dict:
     parser.add_function_arguments(function)
     cfg = parser.parse_args(argv)
     cfg.pop("config", None)
-    return parser.instantiate_classes(cfg).as_dict()
+    return parser.instantiate(cfg).as_dict()
 
 
 def _imagine(argv: list[str]) -> None:
@@ -261,27 +263,20 @@ def _run_loop(argv: list[str]) -> None:
     print(json.dumps(row))
 
 
-def _import(argv: list[str]) -> None:
-    from iris_wm.cli.importing import main as importing
+def _module(name: str):
+    """A verb whose options live in ``iris_wm.cli.<name>`` (its ``main(argv)``), imported when it runs."""
 
-    importing(argv)
+    def run(argv: list[str]) -> None:
+        import importlib
 
+        importlib.import_module(f"iris_wm.cli.{name}").main(argv)
 
-def _ensemble(argv: list[str]) -> None:
-    from iris_wm.cli.ensemble import main as ensemble
-
-    ensemble(argv)
-
-
-def _scaling(argv: list[str]) -> None:
-    from iris_wm.cli.scaling import main as scaling
-
-    scaling(argv)
+    return run
 
 
 COMMANDS = {
     "collect": _collect,
-    "import": _import,
+    "import": _module("importing"),
     "games": _games,
     "tokenizer": _stage("tokenizer"),
     "world-model": _stage("world_model"),
@@ -289,11 +284,12 @@ COMMANDS = {
     "play": _play,
     "agent": _stage("agent"),
     "evaluate": _evaluate,
-    "ensemble": _ensemble,
+    "ensemble": _module("ensemble"),
+    "safety-check": _module("safety"),
     "aggregate": _aggregate,
     "run": _run_loop,
     "push-to-hub": _push_to_hub,
-    "scaling": _scaling,
+    "scaling": _module("scaling"),
 }
 
 

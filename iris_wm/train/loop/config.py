@@ -120,4 +120,4 @@ def build_parser():
 def parse_run_config(argv: list[str]) -> RunConfig:
     """A :class:`RunConfig` from command-line arguments (as `iris-wm run` reads them)."""
     parser = build_parser()
-    return parser.instantiate_classes(parser.parse_args(argv)).run
+    return parser.instantiate(parser.parse_args(argv)).run
