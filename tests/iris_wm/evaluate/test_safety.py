@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from helpers.tiny import tokenizer_config, world_model_config
 from helpers.tokens import synthetic_token_store
-
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.bundle import Agent
 from iris_wm.cli.main import main
