@@ -1,0 +1,164 @@
+"""The safety check against reality (issue 18, part 3), after `make demo`.
+
+Real evaluation episodes of the demo agent are played; every ``--every`` steps the emulator is snapshotted with the
+last ``burn_in`` frames' tokens and the actions between: a start. From each start the policy acts ``R`` times for
+``H`` steps both in the restored emulator and in imagination (:func:`iris_wm.evaluate.safety.imagined_rollouts`,
+the same burn-in of the actor-critic from the same real frames, the same temperature). Unsafe is a lost life (or
+the game's end) within the horizon, which the world model learned as an end. Figures: the AUROC of the imagined
+probability of a start as a score of each real run's outcome, and the imagined policy-level rate against the real
+rate's 95% interval (a bootstrap over starts); with an ensemble (``--world_model``), both again over the starts the
+unknown gate keeps.
+
+    python benchmarks/safety_validation.py --demo runs/demo --json docs/safety_validation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iris_wm.envs.atari import EnvConfig, env_snapshot, make_env, restore_env
+from iris_wm.evaluate.safety import SafetyConfig, imagined_rollouts, summarize_starts
+from iris_wm.evaluate.uncertainty import auroc, window_rows
+from iris_wm.hub.checkpoints import load_agent, load_model
+from iris_wm.runtime.provenance import provenance
+
+
+@torch.no_grad()
+def collect_starts(agent, count: int, every: int, burn_in: int, temperature: float, seed: int) -> list[dict]:
+    """Snapshots of real evaluation episodes every ``every`` steps, with the last ``burn_in`` frames' tokens."""
+    env, policy = make_env(EnvConfig.evaluation()), agent.policy(temperature, 0.0, torch.Generator().manual_seed(seed))
+    starts, episode = [], 0
+    while len(starts) < count:
+        frame, _ = env.reset(seed=seed + episode)
+        tokens, actions, new, done, t = [], [], True, False, 0
+        while not done and len(starts) < count:
+            tokens.append(agent.tokenizer.encode(torch.from_numpy(frame[None]))[0])
+            if t >= burn_in - 1 and t % every == 0:
+                starts.append(
+                    {
+                        "snapshot": env_snapshot(env),
+                        "tokens": torch.stack(tokens[-burn_in:]),
+                        "actions": torch.tensor(actions[-(burn_in - 1) :] if burn_in > 1 else [], dtype=torch.long),
+                        "lives": env.unwrapped.ale.lives(),
+                    }  # fmt: skip
+                )
+            action = int(policy.act(frame[None], np.array([new]))[0])
+            frame, _, terminated, truncated, _ = env.step(action)
+            actions.append(action)
+            new, done, t = False, terminated or truncated, t + 1
+        episode += 1
+    return starts
+
+
+@torch.no_grad()
+def real_runs(agent, starts: list[dict], config: SafetyConfig, seed: int) -> np.ndarray:
+    """``(S, R)``: whether each real run from each start lost a life within the horizon."""
+    R, ac, tokenizer = config.rollouts, agent.actor_critic, agent.tokenizer
+    envs = [make_env(EnvConfig.evaluation()) for _ in range(R)]
+    for env in envs:
+        env.reset(seed=0)
+    generator = torch.Generator().manual_seed(seed)
+    outcome = np.zeros((len(starts), R), bool)
+    for s, start in enumerate(starts):
+        for env in envs:
+            restore_env(env, start["snapshot"])
+        state = ac.initial_state(R)
+        for t in range(start["tokens"].shape[0] - 1):
+            state = ac(start["tokens"][t].repeat(R, 1), state).state
+        current = start["tokens"][-1].repeat(R, 1)
+        alive = np.ones(R, bool)
+        for _ in range(config.horizon):
+            out = ac(current, state)
+            policy = ac.policy(out.logits)
+            chosen = policy.to_env(policy.sample(generator, config.temperature)).tolist()
+            frames = []
+            for r, env in enumerate(envs):
+                frame, _, terminated, truncated, _ = env.step(int(chosen[r]))
+                if alive[r] and (terminated or env.unwrapped.ale.lives() < start["lives"]):
+                    outcome[s, r], alive[r] = True, False
+                frames.append(frame)
+            state, current = out.state, tokenizer.encode(torch.from_numpy(np.stack(frames)))
+    return outcome
+
+
+def figures(imagined: np.ndarray, real: np.ndarray, keep: np.ndarray, seed: int) -> dict:
+    S, R = real.shape
+    p = imagined.mean(1)[keep]
+    outcomes, scores = real[keep].ravel(), np.repeat(p, R)
+    rng = np.random.default_rng(seed)
+    rates = real[keep].mean(1)
+    means = rates[rng.integers(0, len(rates), (2000, len(rates)))].mean(1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {
+        "starts": int(keep.sum()),
+        "auroc": auroc(scores[~outcomes], scores[outcomes]) if 0 < outcomes.sum() < len(outcomes) else None,
+        "imagined_rate": float(p.mean()),
+        "real_rate": float(rates.mean()),
+        "real_rate_95": [float(low), float(high)],
+        "imagined_inside": bool(low <= p.mean() <= high),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--world_model", type=str, default=None, help="Imagine in this model (an ensemble folder).")
+    parser.add_argument("--json", type=Path, default=Path("docs/safety_validation.json"))
+    parser.add_argument("--starts", type=int, default=200)
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--horizon", type=int, default=20)
+    parser.add_argument("--rollouts", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=5000)
+    args = parser.parse_args()
+    begin = time.perf_counter()
+    agent = load_agent(args.demo / "agent" / "checkpoints" / "last.ckpt")
+    model = load_model(args.world_model, "world_model") if args.world_model else agent.world_model
+    config = SafetyConfig(horizon=args.horizon, rollouts=args.rollouts, temperature=args.temperature, burn_in=4)
+    starts = collect_starts(agent, args.starts, args.every, config.burn_in, args.temperature, args.seed)
+    real = real_runs(agent, starts, config, args.seed)
+    tokens = torch.stack([s["tokens"] for s in starts])
+    actions = torch.stack([s["actions"] for s in starts])
+    generator = torch.Generator().manual_seed(args.seed)
+    imagined = imagined_rollouts(agent.actor_critic, model, agent.tokenizer, tokens, actions, config, None, generator)
+    record = {
+        "command": "python benchmarks/safety_validation.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+        "date": time.strftime("%Y-%m-%d"),
+        "config": {
+            "horizon": args.horizon,
+            "rollouts": args.rollouts,
+            "temperature": args.temperature,
+            "every": args.every,
+        },
+        "all": figures(imagined.unsafe, real, np.ones(len(starts), bool), args.seed),
+    }
+    if hasattr(model, "members"):
+        from iris_wm.data.store import TokenStore
+
+        store = TokenStore.open(args.demo / "tokens")
+        rows = window_rows(store, config.burn_in, args.starts, True, args.seed)
+        held = torch.from_numpy(np.stack([store.observations(r) for r in rows])).long()
+        held_actions = torch.from_numpy(np.asarray(store.columns.action[rows[:, :-1]]))
+        seen = imagined_rollouts(
+            agent.actor_critic, model, agent.tokenizer, held, held_actions, config, None, generator
+        )
+        threshold = float(np.quantile(seen.disagreement, config.unknown_quantile))
+        gated = summarize_starts(imagined, threshold)
+        keep = np.array([not s["unknown"] for s in gated["starts"]])
+        record["unknown_threshold"] = threshold
+        record["known"] = figures(imagined.unsafe, real, keep, args.seed)
+    record["seconds"] = time.perf_counter() - begin
+    record["provenance"] = provenance()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=1))
+    print(json.dumps({k: v for k, v in record.items() if k != "provenance"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
