@@ -1,7 +1,8 @@
 """Milliseconds per planning decision (issue 18): one real step of model-predictive control, the frame encoded, the
 actor's prior sequences drawn in imagination, ``iterations`` rounds of ``N`` sequences of horizon 5 scored in one
 batched imagination each with the critic's value at the horizon, for the demo's Breakout world model and the
-IRIS-size one (random weights: the cost does not depend on them), at N = 64 / 256 / 512.
+IRIS-size one (random weights: the cost does not depend on them), at N = 64 / 256 / 512; and an imagined step of
+an ensemble of M demo world models against M single steps.
 
     python benchmarks/planning.py --json docs/planning.json --markdown docs/PLANNING.md   (make bench-planning)
 """
@@ -21,9 +22,10 @@ import yaml
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.planning import MPCPolicy, PlannerConfig
 from iris_wm.data.spaces import ActionSpace
-from iris_wm.envs.imagination import ImaginationConfig
+from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.runtime.hardware import cpu_description, inference_dtype
 from iris_wm.runtime.provenance import provenance
+from sequence_model.ensemble import WorldModelEnsemble
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
@@ -81,6 +83,28 @@ def decision_ms(name: str, samples: int, envs: int, repeats: int) -> dict:
     }
 
 
+def ensemble_step_ms(members: int, batch: int, repeats: int) -> dict:
+    """Milliseconds of one imagined step (batch ``batch``, greedy) of the demo world model alone and of an ensemble of
+    ``members`` of them: the issue's bound is ``members * 1.5`` single steps."""
+    _, world_model, _ = models("demo")
+    ensemble = WorldModelEnsemble([world_model, *(models("demo")[1] for _ in range(members - 1))]).eval()
+    tokens = torch.randint(0, world_model.config.vocab_size, (batch, 1, world_model.config.tokens_per_frame))
+    actions = torch.zeros(batch, dtype=torch.long)
+    ms = {}
+    for name, model in (("single", world_model), ("ensemble", ensemble)):
+        env = ImaginationEnv(model, config=ImaginationConfig(temperature=0.0))
+        times = []
+        for _ in range(repeats + 1):
+            env.reset(tokens)
+            start = time.perf_counter()
+            for _ in range(4):
+                env.step(actions)
+            times.append((time.perf_counter() - start) / 4)
+        ms[name] = 1000 * statistics.median(times[1:])
+    return {"members": members, "batch": batch, **{f"{k}_ms": v for k, v in ms.items()},
+            "ratio_to_members": ms["ensemble"] / (members * ms["single"])}  # fmt: skip
+
+
 def markdown(record: dict) -> str:
     lines = [
         "# Planning decision time (issue 18)",
@@ -100,6 +124,19 @@ def markdown(record: dict) -> str:
             f"| {size} | {row['samples']} | {row['envs']} | {row['ms_per_decision']:.0f} | "
             f"{row['imagined_steps_per_s']:,.0f} |"
         )
+    lines += [
+        "",
+        "An imagined step of an ensemble of M demo world models against M single steps (batch, greedy; the issue's "
+        "bound: a ratio of at most 1.5):",
+        "",
+        "| M | batch | single step (ms) | ensemble step (ms) | ensemble / (M x single) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in record["ensemble"]:
+        lines.append(
+            f"| {row['members']} | {row['batch']} | {row['single_ms']:.1f} | {row['ensemble_ms']:.1f} | "
+            f"{row['ratio_to_members']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -118,6 +155,7 @@ def main() -> None:
         "dtype": str(inference_dtype(ImaginationConfig().precision, torch.device("cpu"))).removeprefix("torch."),
         "provenance": provenance(),
         "rows": rows,
+        "ensemble": [ensemble_step_ms(m, b, args.repeats) for m in (3, 5) for b in (1, 64)],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))

@@ -40,6 +40,17 @@ def mixture_logits(member_logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(member_logits.float().log_softmax(-1), 0) - math.log(member_logits.shape[0])
 
 
+def mixture_and_information(member_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both of the above from one pass over ``(M, ..., V)``: the mixture's log-probabilities ``(..., V)`` (floored at
+    1e-30, far below anything drawn) and the mutual information ``(...)``."""
+    log_p = member_logits.float().log_softmax(-1)
+    p = log_p.exp()
+    mean_entropy = (p * log_p).sum(-1).mean(0).neg_()
+    mixture = p.mean(0).clamp_min_(1e-30).log_()
+    information = (mixture.exp() * mixture).sum(-1).neg_().sub_(mean_entropy).clamp_min_(0.0)
+    return mixture, information
+
+
 @dataclass
 class EnsembleConfig:
     """What a saved ensemble is: ``size`` world models of the ``member`` configuration."""
@@ -60,14 +71,15 @@ torch.serialization.add_safe_globals([EnsembleConfig])
 
 @dataclass
 class EnsembleOutput:
-    """A :class:`~sequence_model.world_model.WorldModelOutput` of the mixture, with every member's logits."""
+    """A :class:`~sequence_model.world_model.WorldModelOutput` of the mixture, with the members' disagreement (mutual
+    information, nats) about each prediction."""
 
-    observation_logits: torch.Tensor  # (B, P, V) of the mixture
-    reward_logits: torch.Tensor
-    termination_logits: torch.Tensor
-    member_observation_logits: torch.Tensor  # (M, B, P, V)
-    member_reward_logits: torch.Tensor  # (M, B, A, R)
-    member_termination_logits: torch.Tensor  # (M, B, A, 2)
+    observation_logits: torch.Tensor  # (B, P, V) of the mixture (log-probabilities, fp32)
+    reward_logits: torch.Tensor  # (B, A, R)
+    termination_logits: torch.Tensor  # (B, A, 2)
+    observation_information: torch.Tensor  # (B, P)
+    reward_information: torch.Tensor  # (B, A)
+    termination_information: torch.Tensor  # (B, A)
 
 
 class EnsembleCache:
@@ -165,14 +177,7 @@ class WorldModelEnsemble(nn.Module):
     ) -> EnsembleOutput:
         caches = cache.caches if cache is not None else [None] * self.size
         outputs = [member(ids, c, actions, values) for member, c in zip(self.members, caches, strict=True)]
-        observation = torch.stack([o.observation_logits for o in outputs])
-        reward = torch.stack([o.reward_logits for o in outputs])
-        termination = torch.stack([o.termination_logits for o in outputs])
-        return EnsembleOutput(
-            mixture_logits(observation),
-            mixture_logits(reward),
-            mixture_logits(termination),
-            observation,
-            reward,
-            termination,
-        )
+        observation, observation_mi = mixture_and_information(torch.stack([o.observation_logits for o in outputs]))
+        reward, reward_mi = mixture_and_information(torch.stack([o.reward_logits for o in outputs]))
+        termination, termination_mi = mixture_and_information(torch.stack([o.termination_logits for o in outputs]))
+        return EnsembleOutput(observation, reward, termination, observation_mi, reward_mi, termination_mi)

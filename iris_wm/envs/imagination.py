@@ -27,7 +27,6 @@ from torch import nn
 from iris_wm.runtime.checks import at_least
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.hardware import inference_dtype
-from sequence_model.ensemble import mutual_information
 from sequence_model.world_model import WorldModel
 
 
@@ -252,12 +251,12 @@ class ImaginationEnv:
             values = self._values(self.states[:, -1:])[:, -(fed.shape[1] + 1) :]
         out = self.model(torch.cat([fed, placeholder], dim=1), self.cache, self._vectors(actions[:, None]), values)
         reward_logits, end_logits = out.reward_logits[:, -1], out.termination_logits[:, -1]
-        ensemble = hasattr(out, "member_observation_logits")
-        if ensemble:
-            first = out.member_observation_logits[:, :, : min(per_step, K)] if parallel else None
-            token_mi = [mutual_information(out.member_observation_logits[:, :, -1:] if first is None else first)]
-            reward_mi = mutual_information(out.member_reward_logits[:, :, -1])
-            end_mi = mutual_information(out.member_termination_logits[:, :, -1])
+        ensemble = hasattr(out, "observation_information")
+        if ensemble:  # the members' disagreement about this step's frame tokens, reward and end
+            token_mi = [
+                out.observation_information[:, : min(per_step, K)] if parallel else out.observation_information[:, -1:]
+            ]
+            reward_mi, end_mi = out.reward_information[:, -1], out.termination_information[:, -1]
         if self.model.config.reward == "sign" and cfg.sample_rewards:
             reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
         else:
@@ -271,7 +270,7 @@ class ImaginationEnv:
                 value = state[:, -1:] if state is not None else None  # the value of the state slot just drawn
                 out = self.model(frame[:, -1:], self.cache, None, value)
                 if ensemble and slot < K:
-                    token_mi.append(mutual_information(out.member_observation_logits[:, :, -1:]))
+                    token_mi.append(out.observation_information[:, -1:])
                 token, value = self._observe(out.observation_logits[:, -1:], slot)
                 frame = torch.cat([frame, token], dim=1)
                 state = value if state is None else torch.cat([state, value], dim=1)
