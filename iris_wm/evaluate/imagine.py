@@ -101,6 +101,8 @@ def imagine(
         "per_horizon": per_horizon,
         "reported": {f"h{row['horizon']}": row for row in per_horizon if row["horizon"] in REPORTED_HORIZONS},
     }
+    if errors.disagreement is not None:  # an ensemble: its members' mean disagreement per horizon (nats)
+        metrics["disagreement_per_horizon"] = {name: v.mean(0).tolist() for name, v in errors.disagreement.items()}
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 

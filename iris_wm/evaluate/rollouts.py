@@ -63,6 +63,7 @@ class RolloutErrors:
     dynamic_values: np.ndarray  # how many values (pixels x channels) are dynamic
     values_per_frame: int
     tokens_per_frame: int
+    disagreement: dict[str, np.ndarray] | None = None  # an ensemble's per window and horizon: tokens, reward, end
 
 
 SUMS = (
@@ -110,7 +111,7 @@ def rollout_errors(
     N, L, K = real_tokens.shape
     horizon = L - burn_in
     sums: dict[str, list[torch.Tensor]] = {name: [] for name in SUMS}
-    pictures = None
+    pictures, disagreements = None, []
     for start in range(0, N, chunk):
         rows = slice(start, start + chunk)
         tok, frames, act = real_tokens[rows], real_frames[rows], actions[rows]
@@ -118,7 +119,7 @@ def rollout_errors(
         env.reset(tok[:, :burn_in], act[:, : burn_in - 1])
         last_tokens, last_frame = tok[:, burn_in - 1], frames[:, burn_in - 1]
         per_h: dict[str, list[torch.Tensor]] = {name: [] for name in sums}
-        imagined_frames = []
+        imagined_frames, spread = [], []
         for h in range(horizon):
             step = env.step(act[:, burn_in - 1 + h])
             truth_tokens, truth = tok[:, burn_in + h], frames[:, burn_in + h]
@@ -132,14 +133,25 @@ def rollout_errors(
             per_h["dynamic_imagined_sse"].append(_sse(imagined, truth, dynamic))
             per_h["dynamic_copy_sse"].append(_sse(last_frame, truth, dynamic))
             per_h["dynamic_values"].append(dynamic.flatten(1).sum(1))
+            d = getattr(step, "disagreement", None)  # an ensemble's
+            if d is not None:
+                spread.append(torch.stack([d.tokens.float(), d.reward.float(), d.end.float()], 1).cpu())
             if pictures is None:
                 imagined_frames.append(imagined)
         for name, values in per_h.items():
             sums[name].append(torch.stack(values, 1))
+        if spread:
+            disagreements.append(torch.stack(spread, 1))  # (n, H, 3)
         if pictures is None:
             pictures = torch.stack(imagined_frames, 1)
     arrays = {name: torch.cat(values).double().numpy() for name, values in sums.items()}
-    return RolloutErrors(**arrays, values_per_frame=real_frames[0, 0].numel(), tokens_per_frame=K), pictures
+    spread = None
+    if disagreements:
+        stacked = torch.cat(disagreements).numpy()
+        spread = {name: stacked[..., i] for i, name in enumerate(("tokens", "reward", "end"))}
+    values = real_frames[0, 0].numel()
+    errors = RolloutErrors(**arrays, values_per_frame=values, tokens_per_frame=K, disagreement=spread)
+    return errors, pictures
 
 
 def pooled_psnr(sse, count):

@@ -22,8 +22,8 @@ class Replay:
     """Imagination that replays the real future of the windows, chunk after chunk as they are reset, or repeats
     the last real frame (``frozen``)."""
 
-    def __init__(self, future: torch.Tensor | None, frozen: bool):
-        self.future, self.frozen, self.done = future, frozen, 0
+    def __init__(self, future: torch.Tensor | None, frozen: bool, ensemble: bool = False):
+        self.future, self.frozen, self.done, self.ensemble = future, frozen, 0, ensemble
 
     def __call__(self, config, generator):  # agent.imagination(...)
         return self
@@ -35,11 +35,17 @@ class Replay:
 
     def step(self, actions):
         self.t += 1
-        return SimpleNamespace(tokens=self.last if self.frozen else self.future[self.rows, self.t - 1])
+        tokens = self.last if self.frozen else self.future[self.rows, self.t - 1]
+        if not self.ensemble:
+            return SimpleNamespace(tokens=tokens)
+        spread = torch.full((len(tokens),), float(self.t))  # an ensemble unsure in proportion to the horizon
+        return SimpleNamespace(
+            tokens=tokens, disagreement=SimpleNamespace(tokens=spread, reward=spread / 2, end=0 * spread)
+        )
 
 
-def agent(future, frozen=False):
-    return SimpleNamespace(tokenizer=SimpleNamespace(decode=decode), imagination=Replay(future, frozen))
+def agent(future, frozen=False, ensemble=False):
+    return SimpleNamespace(tokenizer=SimpleNamespace(decode=decode), imagination=Replay(future, frozen, ensemble))
 
 
 def windows(n=6, length=5):
@@ -66,6 +72,14 @@ def test_an_imagination_that_replays_the_truth_scores_perfectly_and_copy_last_is
         assert row["dynamic_fraction"] == pytest.approx(moved.float().mean().item())
         assert row["episodes"] == 3 and row["windows"] == 6
     assert pictures.shape == (4, 3, 3, 8, 8)  # the first chunk's imagined frames
+    assert errors.disagreement is None  # one world model
+
+
+def test_an_ensembles_disagreement_is_kept_per_window_and_horizon():
+    tokens, frames, actions = windows()
+    errors, _ = rollout_errors(agent(tokens[:, 2:], ensemble=True), tokens, frames, actions, 2, 1.0, None, chunk=4)
+    assert np.array_equal(errors.disagreement["tokens"], np.tile([1.0, 2.0, 3.0], (6, 1)))
+    assert np.array_equal(errors.disagreement["reward"], np.tile([0.5, 1.0, 1.5], (6, 1)))
 
 
 def test_a_frozen_imagination_equals_the_copy_baseline():
