@@ -4,11 +4,12 @@ from it by a fixed stand-in tokenizer (no training)."""
 import numpy as np
 import torch
 
+from helpers.tokens import fit_windows
 from iris_wm.data.episode import Episode
 from iris_wm.data.spaces import ActionSpace, StateSpec
 from iris_wm.data.store import EpisodeStore, TokenStore
 from iris_wm.data.tokens import write_token_store
-from iris_wm.data.windows import WindowDataset, split_episodes
+from iris_wm.data.windows import split_episodes
 from iris_wm.envs.point_mass import STATE_NAMES, PointMass
 from iris_wm.evaluate.conditioning import action_conditioning
 from sequence_model.gpt import GPTConfig
@@ -95,15 +96,7 @@ def conditioning_after_training(tokens: TokenStore, steps: int = 400) -> dict:
         )
     )
     train, held_out = split_episodes(tokens, 0.2, 0)
-    windows = WindowDataset(tokens, train, 4, complete=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        batch = windows.__getitems__(rng.integers(0, len(windows), 32))
-        loss = model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask).total
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit_windows(model, tokens, train, steps)
     return action_conditioning(model, tokens, held_out, windows=256, seed=0)
 
 

@@ -1,8 +1,10 @@
 """A token store from a known stochastic process, so world models of different sizes learn it differently."""
 
 import numpy as np
+import torch
 
 from iris_wm.data.store import Episode, TokenStore
+from iris_wm.data.windows import WindowDataset
 
 
 def synthetic_token_store(
@@ -53,3 +55,17 @@ def synthetic_token_store(
         )
     store.append(batch)
     return store
+
+
+def fit_windows(model, store: TokenStore, episodes, steps: int, seed: int = 0, context: int = 4):
+    """Train ``model`` ``steps`` AdamW steps (lr 3e-3) on batches of 32 ``context``-step windows of ``episodes``."""
+    windows = WindowDataset(store, episodes, context, complete=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        batch = windows.__getitems__(rng.integers(0, len(windows), 32))
+        loss = model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()

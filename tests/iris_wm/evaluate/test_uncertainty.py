@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tokens import synthetic_token_store
+from helpers.tokens import fit_windows, synthetic_token_store
 from iris_wm.cli.main import main
-from iris_wm.data.windows import WindowDataset, split_episodes
+from iris_wm.data.windows import split_episodes
 from iris_wm.evaluate.uncertainty import auroc, uncertainty_report
 from iris_wm.hub import load_model, save_pretrained
 from iris_wm.runtime.errors import ConfigError
@@ -40,16 +40,7 @@ def _member(store, seed: int) -> WorldModel:
         )
     )
     train, _ = split_episodes(store, 0.1, 0)
-    windows = WindowDataset(store, train, 4, complete=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(seed)
-    for _ in range(150):
-        batch = windows.__getitems__(rng.integers(0, len(windows), 32))
-        loss = model.loss(batch.observations, batch.actions, batch.rewards, batch.terminated, batch.mask).total
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return fit_windows(model, store, train, 150, seed)
 
 
 @pytest.fixture(scope="module")
