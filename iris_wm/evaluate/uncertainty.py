@@ -5,8 +5,8 @@ window's real actions; its error is the share of tokens of the imagined frame at
 real ones. Its disagreement is measured two ways:
 
 - **real**: the members read the window's real steps (teacher forcing, every member's full forward pass over
-  chunks of its context) and the mutual information of their predictions of each next real token is averaged over
-  the window: how unsure the ensemble is about this data;
+  chunks of its context) and the mutual information of their predictions of each real token of the ``horizon``
+  frames that are imagined is averaged: how unsure the ensemble is about what the imagination has to predict;
 - **imagined**: the mean over the imagined steps of the members' token disagreement
   (:class:`~iris_wm.envs.imagination.Disagreement`), all that a planner or a safety check has at run time. An
   imagination drifts back towards what the model knows, so this one sees less of a window that is new to it.
@@ -88,7 +88,8 @@ def window_disagreement(
         chunk = rows[start : start + batch]
         tokens = torch.from_numpy(np.stack([store.observations(r) for r in chunk])).long().to(env.device)
         actions = torch.from_numpy(np.asarray(store.columns.action[chunk])).long().to(env.device) % num_actions
-        real.append(real_disagreement(ensemble, tokens, actions).cpu().numpy())
+        later = slice(burn_in - 1, None)  # the last real step read, then the steps the imagination predicts
+        real.append(real_disagreement(ensemble, tokens[:, later], actions[:, later]).cpu().numpy())
         env.reset(tokens[:, :burn_in], actions[:, : burn_in - 1])
         total = torch.zeros(len(chunk), device=env.device)
         for t in range(horizon):
