@@ -154,7 +154,7 @@ def test_an_imported_video_dataset_trains_through_the_stages_into_a_world_model_
             str(tmp_path / "tokens"),
         )
     )
-    world_model = ("--trainer.max_steps", "600", "--data.batch_size", "16", "--model.config.gpt.embed_dim", "32")
+    world_model = ("--trainer.max_steps", "1200", "--data.batch_size", "16", "--model.config.gpt.embed_dim", "32")
     parallel = ("--model.config.prediction", "parallel")
     run_world_model_cli(
         stage_args("fit", "world_model", "debug", tmp_path / "tokens", tmp_path / "wm", *world_model, *parallel)
@@ -163,5 +163,7 @@ def test_an_imported_video_dataset_trains_through_the_stages_into_a_world_model_
     tokens = TokenStore.open(tmp_path / "tokens")
     _, held_out = split_episodes(tokens, 0.2, 0)
     figures = action_conditioning(model, tokens, held_out, windows=128, seed=0)
-    # Measured: CE 1.388 with the true actions, 1.445 permuted (3.9% lower, interval of the difference [0.042, 0.074]).
-    assert figures["reduction"] > 0.01 and figures["difference_ci"][0] > 0, figures
+    # Measured with 1,200 steps: CE 1.136 with the true actions, 1.501 permuted (24% lower, interval of the difference
+    # [0.31, 0.42]) with one thread, 17% with two. At 600 steps it was 0.9% to 3.9% depending on the threads and on
+    # which tests ran before in the worker: the action's effect is learned between 600 and 1,200 steps.
+    assert figures["reduction"] > 0.05 and figures["difference_ci"][0] > 0, figures
