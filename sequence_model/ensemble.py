@@ -4,8 +4,8 @@
 ``observation_ids``, ``restrict``, ``expected_reward``, ``transformer.new_cache``): every member reads the same
 ids with its own KV cache, and the output's logits are those of the members' mixture (the log of their mean
 probabilities), so imagination samples the ensemble's predictive distribution and every member sees the same
-trajectory. The members' own logits come with the output, for :func:`mutual_information`: the disagreement of the
-members, ``H(mean_m p_m) - mean_m H(p_m)`` (the Jensen-Shannon divergence of the M distributions with equal
+trajectory. The output also carries the members' disagreement about each prediction (:func:`mutual_information`),
+``H(mean_m p_m) - mean_m H(p_m)`` (the Jensen-Shannon divergence of the M distributions with equal
 weights), which is zero where they agree and grows where the data did not pin the prediction down (Lakshminarayanan
 et al. 2017; Plan2Explore's disagreement, Sekar et al. 2020).
 
@@ -16,7 +16,6 @@ measures an ensemble step against M single steps).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -25,30 +24,21 @@ from torch import nn
 from sequence_model.world_model import WorldModel, WorldModelConfig
 
 
-def mutual_information(member_logits: torch.Tensor) -> torch.Tensor:
-    """``(M, ..., V)`` logits of ``M`` members -> ``(...)``: entropy of the mean distribution minus the mean entropy
-    (nats; in ``[0, log M]``), in fp32."""
-    log_p = member_logits.float().log_softmax(-1)
-    p = log_p.exp()
-    mean_entropy = -(p * log_p).sum(-1).mean(0)
-    log_mean = torch.logsumexp(log_p, 0) - math.log(member_logits.shape[0])
-    return (-(log_mean.exp() * log_mean).sum(-1) - mean_entropy).clamp_min(0.0)
-
-
-def mixture_logits(member_logits: torch.Tensor) -> torch.Tensor:
-    """``(M, ..., V)`` -> ``(..., V)``: log of the members' mean probabilities (normalised logits)."""
-    return torch.logsumexp(member_logits.float().log_softmax(-1), 0) - math.log(member_logits.shape[0])
-
-
 def mixture_and_information(member_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both of the above from one pass over ``(M, ..., V)``: the mixture's log-probabilities ``(..., V)`` (floored at
-    1e-30, far below anything drawn) and the mutual information ``(...)``."""
+    """``(M, ..., V)`` logits of ``M`` members -> the log-probabilities of their mixture ``(..., V)`` (the log of
+    their mean probabilities, floored at 1e-30, far below anything drawn) and their mutual information ``(...)``:
+    the entropy of the mean distribution minus the mean entropy (nats; in ``[0, log M]``), in fp32, from one pass."""
     log_p = member_logits.float().log_softmax(-1)
     p = log_p.exp()
     mean_entropy = (p * log_p).sum(-1).mean(0).neg_()
     mixture = p.mean(0).clamp_min_(1e-30).log_()
     information = (mixture.exp() * mixture).sum(-1).neg_().sub_(mean_entropy).clamp_min_(0.0)
     return mixture, information
+
+
+def mutual_information(member_logits: torch.Tensor) -> torch.Tensor:
+    """The members' mutual information alone (see :func:`mixture_and_information`)."""
+    return mixture_and_information(member_logits)[1]
 
 
 @dataclass

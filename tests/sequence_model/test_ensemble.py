@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
-from sequence_model.ensemble import WorldModelEnsemble, mixture_logits, mutual_information
+from sequence_model.ensemble import WorldModelEnsemble, mixture_and_information, mutual_information
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
 
@@ -38,7 +38,7 @@ def test_mutual_information_is_zero_for_agreement_and_log_m_for_certain_disagree
     assert torch.allclose(mutual_information(same), torch.zeros(5), atol=1e-6)
     certain = torch.full((M, M), -1e4).fill_diagonal_(1e4)  # member m is sure of outcome m
     assert mutual_information(certain[:, None]).item() == pytest.approx(math.log(M), abs=1e-5)
-    assert torch.allclose(mixture_logits(certain[:, None]).exp(), torch.full((1, M), 1 / M))
+    assert torch.allclose(mixture_and_information(certain[:, None])[0].exp(), torch.full((1, M), 1 / M))
 
 
 @pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
@@ -65,7 +65,7 @@ def test_ensemble_imagination_equals_full_forward_passes_of_every_member(predict
                 full = torch.cat([ids, frames[t + 1]], 1)
                 outs = [m(full) for m in models]
                 token_logits = torch.stack([o.observation_logits[:, -K - 1 : -1] for o in outs])
-            assert torch.equal(mixture_logits(token_logits).argmax(-1), frames[t + 1])
+            assert torch.equal(mixture_and_information(token_logits)[0].argmax(-1), frames[t + 1])
             step = imagined[t].disagreement
             assert torch.allclose(step.tokens, mutual_information(token_logits).mean(-1), atol=1e-5)
             reward = torch.stack([o.reward_logits[:, t] for o in outs])
