@@ -35,18 +35,29 @@ def pick_windows(
     """First rows and episode positions of up to ``count`` distinct held-out windows of ``length`` steps, drawn
     uniformly among all the windows that fit inside a validation episode."""
     _, val = split_episodes(tokens, val_fraction, split_seed)
-    spans = np.maximum(tokens.episode_lengths[val] - length + 1, 0)  # windows per validation episode
-    if spans.sum() == 0:
+    drawn = windows_in(tokens, val, length, count, rng)
+    if drawn is None:
         longest = int(tokens.episode_lengths[val].max()) if len(val) else 0
         raise ConfigError(
             f"No validation episode has the {length} steps that burn_in + horizon need (longest: {longest}). "
             "Lower --horizon or --burn_in, or collect more data."
         )
+    return drawn
+
+
+def windows_in(
+    store, episodes: np.ndarray, length: int, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """First rows and episode positions of up to ``count`` distinct windows of ``length`` steps, drawn uniformly
+    among all the windows that fit inside the ``episodes`` (positions in the store); None where none fits."""
+    spans = np.maximum(store.episode_lengths[episodes] - length + 1, 0)  # windows per episode
+    if spans.sum() == 0:
+        return None
     chosen = np.sort(rng.choice(int(spans.sum()), size=min(count, int(spans.sum())), replace=False))
-    owner = np.searchsorted(np.cumsum(spans), chosen, side="right")  # index into val of each window
+    owner = np.searchsorted(np.cumsum(spans), chosen, side="right")  # index into episodes of each window
     offsets = chosen - np.r_[0, np.cumsum(spans)][owner]
-    episodes = val[owner]
-    return tokens.episode_starts[episodes] + offsets, episodes
+    chosen_episodes = episodes[owner]
+    return store.episode_starts[chosen_episodes] + offsets, chosen_episodes
 
 
 @dataclass

@@ -28,7 +28,7 @@ from scipy.stats import rankdata, spearmanr
 
 from iris_wm.data.store import TokenStore
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
-from iris_wm.evaluate.rollouts import pick_windows
+from iris_wm.evaluate.rollouts import pick_windows, windows_in
 from iris_wm.runtime.errors import ConfigError
 from sequence_model.ensemble import mutual_information
 
@@ -47,12 +47,10 @@ def window_rows(store: TokenStore, length: int, count: int, held_out: bool, seed
     if held_out:
         first, _ = pick_windows(store, length, count, 0.1, 0, rng)
     else:
-        spans = np.maximum(store.episode_lengths - length + 1, 0)
-        if spans.sum() == 0:
+        drawn = windows_in(store, np.arange(len(store.episode_lengths)), length, count, rng)
+        if drawn is None:
             raise ConfigError(f"No episode of {store.root} has the {length} steps a window needs: collect more.")
-        chosen = np.sort(rng.choice(int(spans.sum()), size=min(count, int(spans.sum())), replace=False))
-        owner = np.searchsorted(np.cumsum(spans), chosen, side="right")
-        first = store.episode_starts[owner] + chosen - np.r_[0, np.cumsum(spans)][owner]
+        first = drawn[0]
     return np.asarray(first)[:, None] + np.arange(length)
 
 
