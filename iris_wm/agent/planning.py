@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, State
-from iris_wm.agent.rollout import rollout
+from iris_wm.agent.rollout import observe, rollout
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.runtime.checks import at_least, within
@@ -104,10 +104,6 @@ class Planner:
         self.config, self.num_actions = config, num_actions
         self.low, self.high = low, high
         self.previous: torch.Tensor | None = None  # the last plan's distribution (probabilities, or the mean)
-
-    def reset(self) -> None:
-        """Forget the last plan (a new episode starts everywhere)."""
-        self.previous = None
 
     def forget(self, where: torch.Tensor) -> None:
         """Forget the last plan of the environments where ``where (E,)`` is True (their episode starts anew)."""
@@ -238,9 +234,9 @@ class ImaginedReturns:
         disagreement_penalty: float = 0.0,
     ):
         within(0, 1, "planner", gamma=gamma)
-        if actor_critic is not None and not actor_critic.reads_tokens and tokenizer is None:
-            raise ValueError("An actor-critic that reads frames needs the tokenizer to decode the imagined ones.")
         decodes = actor_critic is not None and not actor_critic.reads_tokens  # the frames it reads, decoded
+        if decodes and tokenizer is None:
+            raise ValueError("An actor-critic that reads frames needs the tokenizer to decode the imagined ones.")
         config = config or ImaginationConfig(temperature=0.0)
         self.env = ImaginationEnv(world_model, tokenizer if decodes else None, config=config)
         self.gamma, self.actor_critic, self.end_penalty = gamma, actor_critic, end_penalty
@@ -383,6 +379,5 @@ class MPCPolicy:
             prior = self.scorer.prior(self.config.prior_samples, self.config.horizon, self.generator)
         action = self.planner.plan(self.scorer, len(frames), prior, device=self.device, generator=self.generator)
         if ac is not None:  # the agent's recurrent state reads the real frame, as when it acts itself
-            observed = tokens if ac.reads_tokens else self.tokenizer.decode(tokens)
-            self.state = ac(observed, self.state, proprio if ac.reads_state else None).state
+            self.state = ac(observe(ac, self.tokenizer, tokens), self.state, proprio if ac.reads_state else None).state
         return action
