@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iris_wm.agent.rollout import burn_in
 from iris_wm.envs.atari import EnvConfig, env_snapshot, make_env, restore_env
-from iris_wm.evaluate.safety import SafetyConfig, imagined_rollouts, summarize_starts
-from iris_wm.evaluate.uncertainty import auroc, window_rows
+from iris_wm.evaluate.safety import SafetyConfig, imagined_rollouts, summarize_starts, unknown_threshold
+from iris_wm.evaluate.uncertainty import auroc
 from iris_wm.hub.checkpoints import load_agent, load_model
 from iris_wm.runtime.provenance import provenance
 
@@ -68,9 +69,7 @@ def real_runs(agent, starts: list[dict], config: SafetyConfig, seed: int) -> np.
     for s, start in enumerate(starts):
         for env in envs:
             restore_env(env, start["snapshot"])
-        state = ac.initial_state(R)
-        for t in range(start["tokens"].shape[0] - 1):
-            state = ac(start["tokens"][t].repeat(R, 1), state).state
+        state = burn_in(ac, start["tokens"][None, :-1].repeat(R, 1, 1))
         current = start["tokens"][-1].repeat(R, 1)
         alive = np.ones(R, bool)
         for _ in range(config.horizon):
@@ -142,13 +141,8 @@ def main() -> None:
         from iris_wm.data.store import TokenStore
 
         store = TokenStore.open(args.demo / "tokens")
-        rows = window_rows(store, config.burn_in, args.starts, True, args.seed)
-        held = torch.from_numpy(np.stack([store.observations(r) for r in rows])).long()
-        held_actions = torch.from_numpy(np.asarray(store.columns.action[rows[:, :-1]]))
-        seen = imagined_rollouts(
-            agent.actor_critic, model, agent.tokenizer, held, held_actions, config, None, generator
-        )
-        threshold = float(np.quantile(seen.disagreement, config.unknown_quantile))
+        ac, tokenizer = agent.actor_critic, agent.tokenizer
+        threshold = unknown_threshold(ac, model, tokenizer, store, config, args.starts, args.seed, generator)
         gated = summarize_starts(imagined, threshold)
         keep = np.array([not s["unknown"] for s in gated["starts"]])
         record["unknown_threshold"] = threshold

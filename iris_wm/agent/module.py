@@ -24,7 +24,7 @@ from lightning import LightningModule
 
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig, State
 from iris_wm.agent.objective import AgentLosses, AgentObjective, agent_losses
-from iris_wm.agent.rollout import Rollout, rollout
+from iris_wm.agent.rollout import Rollout, burn_in, rollout
 from iris_wm.data.sizes import check_sizes
 from iris_wm.data.store import TokenStore, WrongStoreKind
 from iris_wm.data.tokens import check_tokenizer
@@ -136,17 +136,7 @@ class ActorCriticModule(LightningModule):
         """The recurrent state after reading real observations ``(B, C, K)`` (and their proprioception ``(B, C, S)``
         where the network reads it; no gradient). A frame-reading network reads them decoded all at once by the
         imagination's decoder (in its precision)."""
-        state = network.initial_state(tokens.shape[0], tokens.device)
-        with torch.no_grad():
-            seen = (
-                tokens
-                if network.reads_tokens
-                else self._env().frames(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])
-            )
-            for t in range(tokens.shape[1]):
-                proprio = states[:, t] if network.reads_state else None
-                state = network(seen[:, t], state, proprio).state
-        return state
+        return burn_in(network, tokens, states, lambda flat: self._env().frames(flat))
 
     def imagine(self, batch) -> Rollout:
         """Burn in on a batch of real windows, then roll the policy out in imagination for ``horizon`` steps."""

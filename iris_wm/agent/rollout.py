@@ -21,6 +21,18 @@ def observe(actor_critic: ActorCritic, tokenizer, tokens: torch.Tensor) -> torch
     return tokens if actor_critic.reads_tokens else tokenizer.decode(tokens)
 
 
+@torch.no_grad()
+def burn_in(actor_critic: ActorCritic, tokens: torch.Tensor, states: torch.Tensor | None = None, decode=None) -> State:
+    """The recurrent state after reading real steps ``tokens (B, C, K)`` from a fresh state (and their
+    proprioception ``(B, C, S)`` where the network reads it; no gradient). A frame-reading network reads them
+    decoded by ``decode`` (tokens ``(N, K)`` -> frames), all at once."""
+    state = actor_critic.initial_state(tokens.shape[0], tokens.device)
+    seen = tokens if actor_critic.reads_tokens else decode(tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])
+    for t in range(tokens.shape[1]):
+        state = actor_critic(seen[:, t], state, states[:, t] if actor_critic.reads_state else None).state
+    return state
+
+
 @dataclass
 class Rollout:
     """``horizon`` imagined steps of a batch of ``B`` trajectories."""

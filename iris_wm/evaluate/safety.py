@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic
+from iris_wm.agent.rollout import burn_in
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.runtime.checks import at_least, within
 from iris_wm.runtime.errors import ConfigError
@@ -121,10 +122,8 @@ def imagined_rollouts(
     env = ImaginationEnv(world_model, tokenizer, config.imagination, generator)
     repeat = lambda x: None if x is None else x.repeat_interleave(R, 0).to(env.device)  # noqa: E731
     context, between, proprio = repeat(tokens), repeat(actions), repeat(states)
-    state = actor_critic.initial_state(S * R, env.device)
-    for t in range(context.shape[1] - 1):  # the actor-critic reads the real steps before the current one
-        read = context[:, t] if actor_critic.reads_tokens else env.frames(context[:, t])
-        state = actor_critic(read, state, proprio[:, t] if actor_critic.reads_state else None).state
+    # The actor-critic reads the real steps before the current one.
+    state = burn_in(actor_critic, context[:, :-1], None if proprio is None else proprio[:, :-1], env.frames)
     current = env.reset(context, between, proprio)
     now = env.current_state()
     unsafe = torch.zeros(S * R, dtype=torch.bool, device=env.device)
@@ -157,7 +156,8 @@ def summarize_starts(rollouts: Rollouts, threshold: float | None, seed: int = 0,
     without the unknown starts."""
     S, R = rollouts.unsafe.shape
     counts = rollouts.unsafe.sum(1)
-    unknown = np.zeros(S, bool) if threshold is None else np.nanmedian(rollouts.disagreement, axis=1) > threshold
+    medians = None if threshold is None else np.nanmedian(rollouts.disagreement, axis=1)
+    unknown = np.zeros(S, bool) if medians is None else medians > threshold
     starts = []
     for s in range(S):
         low, high = wilson(int(counts[s]), R)
@@ -170,7 +170,7 @@ def summarize_starts(rollouts: Rollouts, threshold: float | None, seed: int = 0,
                 "estimate_if_known": float(counts[s] / R),
                 "unknown": bool(unknown[s]),
                 "mean_first_unsafe_step": float(hits.mean()) if len(hits) else None,
-                "disagreement_median": None if threshold is None else float(np.nanmedian(rollouts.disagreement[s])),
+                "disagreement_median": None if medians is None else float(medians[s]),
             }
         )
     rng = np.random.default_rng(seed)
@@ -196,7 +196,21 @@ def summarize_starts(rollouts: Rollouts, threshold: float | None, seed: int = 0,
     }
 
 
-def _contexts(store, rows: np.ndarray):
+def unknown_threshold(
+    actor_critic, world_model, tokenizer, store, check: SafetyConfig, windows: int, seed: int, generator=None
+) -> float:
+    """The ``unknown_quantile`` of the largest disagreement along the policy's rollouts from ``windows`` held-out
+    windows of ``store`` (the training data's): what an ensemble's disagreement is where the data was seen."""
+    from iris_wm.evaluate.uncertainty import window_rows
+
+    held_out = window_contexts(store, window_rows(store, check.burn_in, windows, True, seed))
+    seen = imagined_rollouts(actor_critic, world_model, tokenizer, *held_out[:2], check, held_out[2], generator)
+    return float(np.quantile(seen.disagreement, check.unknown_quantile))
+
+
+def window_contexts(store, rows: np.ndarray):
+    """The tokens ``(N, C, K)`` of the store's ``rows (N, C)``, the actions between them ``(N, C - 1)`` and their
+    states ``(N, C, S)`` (None without a state column)."""
     tokens = torch.from_numpy(np.stack([store.observations(r) for r in rows])).long()
     columns = store.columns
     actions = torch.from_numpy(np.asarray(columns.action[rows[:, :-1]]))
@@ -285,18 +299,16 @@ def safety_check(
     check_tokenizer(store, loaded.tokenizer)
     generator = torch.Generator().manual_seed(seed)
     rows = window_rows(store, check.burn_in, starts, False, seed)
-    context = _contexts(store, rows)
+    context = window_contexts(store, rows)
     rollouts = imagined_rollouts(
         loaded.actor_critic, model, loaded.tokenizer, *context[:2], check, context[2], generator
     )
     threshold = None
     if hasattr(model, "members"):
         reference = TokenStore.open(calibration) if calibration is not None else store
-        held_out = _contexts(reference, window_rows(reference, check.burn_in, starts, True, seed + 1))
-        seen = imagined_rollouts(
-            loaded.actor_critic, model, loaded.tokenizer, *held_out[:2], check, held_out[2], generator
+        threshold = unknown_threshold(
+            loaded.actor_critic, model, loaded.tokenizer, reference, check, starts, seed + 1, generator
         )
-        threshold = float(np.quantile(seen.disagreement, check.unknown_quantile))
     report = summarize_starts(rollouts, threshold, seed)
     for row, start in zip(rows[:, -1].tolist(), report["starts"], strict=True):
         start["row"] = int(row)
