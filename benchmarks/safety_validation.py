@@ -15,6 +15,7 @@ unknown gate keeps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -90,6 +91,9 @@ def figures(imagined: np.ndarray, real: np.ndarray, keep: np.ndarray, seed: int)
     S, R = real.shape
     p = imagined.mean(1)[keep]
     outcomes, scores = real[keep].ravel(), np.repeat(p, R)
+    # The ceiling a start-level score can reach: each real run scored by the other R - 1 real runs of its start.
+    others = (real[keep].sum(1, keepdims=True) - real[keep]) / (R - 1)
+    ceiling = others.ravel()
     rng = np.random.default_rng(seed)
     rates = real[keep].mean(1)
     means = rates[rng.integers(0, len(rates), (2000, len(rates)))].mean(1)
@@ -97,6 +101,9 @@ def figures(imagined: np.ndarray, real: np.ndarray, keep: np.ndarray, seed: int)
     return {
         "starts": int(keep.sum()),
         "auroc": auroc(scores[~outcomes], scores[outcomes]) if 0 < outcomes.sum() < len(outcomes) else None,
+        "auroc_real_others": auroc(ceiling[~outcomes], ceiling[outcomes])
+        if 0 < outcomes.sum() < len(outcomes)
+        else None,
         "imagined_rate": float(p.mean()),
         "real_rate": float(rates.mean()),
         "real_rate_95": [float(low), float(high)],
@@ -112,7 +119,8 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=200)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--horizon", type=int, default=20)
-    parser.add_argument("--rollouts", type=int, default=8)
+    parser.add_argument("--rollouts", type=int, default=8, help="Real runs per start.")
+    parser.add_argument("--imagined_rollouts", type=int, default=None, help="Imagined runs per start (--rollouts).")
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=5000)
     args = parser.parse_args()
@@ -125,6 +133,7 @@ def main() -> None:
     tokens = torch.stack([s["tokens"] for s in starts])
     actions = torch.stack([s["actions"] for s in starts])
     generator = torch.Generator().manual_seed(args.seed)
+    config = dataclasses.replace(config, rollouts=args.imagined_rollouts or args.rollouts)
     imagined = imagined_rollouts(agent.actor_critic, model, agent.tokenizer, tokens, actions, config, None, generator)
     record = {
         "command": "python benchmarks/safety_validation.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
@@ -132,6 +141,7 @@ def main() -> None:
         "config": {
             "horizon": args.horizon,
             "rollouts": args.rollouts,
+            "imagined_rollouts": config.rollouts,
             "temperature": args.temperature,
             "every": args.every,
         },

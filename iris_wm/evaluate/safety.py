@@ -51,11 +51,13 @@ class SafetyConfig:
     """Quantile of the held-out rollouts' disagreement above which a start is unknown (ensembles only)."""
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig.iris)
     """How the outcomes are drawn (default: IRIS's, every outcome sampled)."""
+    batch: int = 2048
+    """The most rollouts imagined at once (whole starts at a time): it bounds the KV caches' memory."""
 
     def __post_init__(self):
         if isinstance(self.imagination, dict):
             self.imagination = ImaginationConfig(**self.imagination)
-        at_least(1, "safety", horizon=self.horizon, rollouts=self.rollouts, burn_in=self.burn_in)
+        at_least(1, "safety", horizon=self.horizon, rollouts=self.rollouts, burn_in=self.burn_in, batch=self.batch)
         at_least(0, "safety", temperature=self.temperature)
         within(0, 1, "safety", unknown_quantile=self.unknown_quantile)
         unsafe_predicate(self.unsafe)  # refused here, before anything runs
@@ -116,7 +118,27 @@ def imagined_rollouts(
     generator: torch.Generator | None = None,
 ) -> Rollouts:
     """The policy's rollouts from ``S`` start contexts ``tokens (S, C, K)`` (and the ``actions (S, C - 1)``
-    between; ``states (S, C, S)`` where modelled), ``config.rollouts`` each, in one batched imagination."""
+    between; ``states (S, C, S)`` where modelled), ``config.rollouts`` each, in batched imaginations of at most
+    ``config.batch`` rollouts (at least one start each)."""
+    per = max(1, config.batch // config.rollouts)
+    if tokens.shape[0] > per:
+        parts = [
+            imagined_rollouts(
+                actor_critic,
+                world_model,
+                tokenizer,
+                tokens[i : i + per],
+                actions[i : i + per],
+                config,
+                None if states is None else states[i : i + per],
+                generator,
+            )
+            for i in range(0, tokens.shape[0], per)
+        ]
+        return Rollouts(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("unsafe", "first_unsafe", "disagreement")),
+            torch.cat([p.tokens for p in parts]),
+        )
     predicate, reads_frames = unsafe_predicate(config.unsafe)
     S, R, H = tokens.shape[0], config.rollouts, config.horizon
     env = ImaginationEnv(world_model, tokenizer, config.imagination, generator)

@@ -2,6 +2,7 @@
 one start at a time, the unknown gate, and `iris-wm safety-check` end to end on a tiny agent (report, Markdown,
 GIFs)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -67,6 +68,11 @@ def test_batched_rollouts_equal_one_start_at_a_time(unsafe):
         assert torch.equal(alone.tokens[0], together.tokens[s])
     assert together.unsafe.shape == (4, 2) and np.isnan(together.disagreement).all()
     assert ((together.first_unsafe >= 0) == together.unsafe).all()
+    # Imagined in parts of at most 5 rollouts (two starts): the same rollouts.
+    parts = imagined_rollouts(ac, world_model, tokenizer, tokens, actions, dataclasses.replace(config, batch=5))
+    for field in ("unsafe", "first_unsafe"):
+        assert np.array_equal(getattr(parts, field), getattr(together, field))
+    assert torch.equal(parts.tokens, together.tokens) and np.isnan(parts.disagreement).all()
 
 
 def test_the_unknown_gate_withholds_starts_above_the_held_out_quantile():
