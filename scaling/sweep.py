@@ -15,12 +15,9 @@ Training itself is the backend's (``iris_wm.scaling_backend``): this module need
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +25,7 @@ import numpy as np
 
 from scaling.estimators import FlopsPerToken, optimal_size
 from scaling.fit import points_from_records
+from scaling.launchers import Launcher, LauncherConfig, TrunkJob
 from scaling.laws import fit_parametric
 from scaling.records import RECORDS, append_record, read_records, run_key
 from scaling.spec import Series, Size, SpecError, SweepSpec
@@ -139,9 +137,10 @@ def check_trunk(trunk: Trunk, spec: SweepSpec) -> None:
 class Sweep:
     """Runs a spec through a backend, appending records to ``<out>/records.jsonl``.
 
-    With ``workers > 1`` the trunks of a stage train in that many processes at once (one thread each unless
-    ``threads_per_worker`` says otherwise), each made by ``backend_factory``: on 2 cores two small models
-    train faster side by side than one model on two threads (docs/LOG.md).
+    Where the trunks of a stage train is the ``launcher``'s choice (:mod:`scaling.launchers`): in this process, in
+    several local processes (``workers``; on 2 cores two small models train faster side by side than one model
+    on two threads, docs/LOG.md), or as submitit jobs. Every launcher but the serial one builds its backend where
+    the trunk runs, with the picklable ``backend_factory``.
     """
 
     def __init__(
@@ -150,14 +149,17 @@ class Sweep:
         backend: Backend,
         out: str | Path | None = None,
         log=print,
-        workers: int = 1,
+        launcher: LauncherConfig | None = None,
         backend_factory: Callable[[], Backend] | None = None,
-        threads_per_worker: int = 1,
     ):
-        if workers > 1 and backend_factory is None:
-            raise ValueError("workers > 1 needs a picklable backend_factory to build a backend in each process.")
-        self.spec, self.backend, self.log = spec, backend, log
-        self.workers, self.backend_factory, self.threads_per_worker = workers, backend_factory, threads_per_worker
+        self.launcher = launcher or LauncherConfig()
+        serial = self.launcher.name == "local" and self.launcher.workers == 1
+        if not serial and backend_factory is None:
+            raise ValueError(
+                f"The {self.launcher.name} launcher with {self.launcher.workers} worker(s) needs a picklable "
+                "backend_factory to build a backend where each trunk runs."
+            )
+        self.spec, self.backend, self.log, self.backend_factory = spec, backend, log, backend_factory
         self.out = Path(out or spec.out)
         self.records_path = self.out / RECORDS
         self.started = time.monotonic()
@@ -298,51 +300,28 @@ class Sweep:
         # Most optimiser steps first: on a CPU the per-step overhead of small models dominates their wall time,
         # so steps order the trunks by time better than FLOPs do, and parallel workers finish closer together.
         todo.sort(key=lambda t: -t.steps())
-        if self.workers > 1 and len(todo) > 1:
-            self._execute_parallel(todo)
-            return
-        for i, trunk in enumerate(todo, 1):
-            self._announce(trunk, i, len(todo))
-            self.backend.train(
-                trunk,
-                self.spec,
-                self.out,
-                lambda b, m, t=trunk: self.log(record_point(self.spec, t, b, m, self.records_path)),
-            )
-            self.steps_done += trunk.steps()
-            self._progress()
+        if self.launcher.name == "local" and self.launcher.workers == 1:
+            # In this process: the backend at hand, and each point logged as it ends.
+            jobs = [TrunkJob(lambda: self.backend, t, self.spec, self.out, self.records_path, self.log) for t in todo]
+        else:
+            jobs = [TrunkJob(self.backend_factory, t, self.spec, self.out, self.records_path) for t in todo]
+        Launcher(self.launcher, self.log).run(
+            jobs,
+            lambda job, lines: self._finished(job.trunk, lines),
+            lambda i, job: self._announce(job.trunk, i, len(jobs)),
+        )
+
+    def _finished(self, trunk: Trunk, lines: list[str]) -> None:
+        for line in lines:
+            self.log(line)
+        self.steps_done += trunk.steps()
+        self._progress()
 
     def _announce(self, trunk: Trunk, i: int, n: int) -> None:
         self.log(
             f"{trunk.role} run {i}/{n}: {trunk.series.name} {trunk.size.label} seed {trunk.seed}, "
             f"lr {trunk.learning_rate:.3g}, {len(trunk.branches)} point(s), {trunk.flops():.3g} FLOPs"
         )
-
-    def _execute_parallel(self, todo: list[Trunk]) -> None:
-        saved = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = str(self.threads_per_worker)  # inherited by the spawned workers
-        try:
-            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
-                running = {}
-                for i, trunk in enumerate(todo, 1):
-                    self._announce(trunk, i, len(todo))
-                    future = pool.submit(
-                        _train_in_worker, self.backend_factory, trunk, self.spec, self.out, self.records_path
-                    )
-                    running[future] = trunk
-                while running:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        trunk = running.pop(future)
-                        for line in future.result():  # re-raises a worker's error here
-                            self.log(line)
-                        self.steps_done += trunk.steps()
-                        self._progress()
-        finally:
-            if saved is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = saved
 
     def _progress(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -389,10 +368,3 @@ def record_point(spec: SweepSpec, trunk: Trunk, branch: Branch, measured: dict, 
         f"  point {trunk.size.label} seed {trunk.seed} @ {branch.budget:.3g} FLOPs ({branch.steps} steps): "
         f"held-out {measured['val_obs_ce']:.4f} nats/token, {measured['val_bits_per_frame']:.2f} bits/frame"
     )
-
-
-def _train_in_worker(factory: Callable[[], Backend], trunk: Trunk, spec: SweepSpec, out: Path, path: Path) -> list[str]:
-    """One trunk in a worker process; its records are appended there as each point ends."""
-    lines: list[str] = []
-    factory().train(trunk, spec, out, lambda b, m: lines.append(record_point(spec, trunk, b, m, path)))
-    return lines

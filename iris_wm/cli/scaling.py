@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 from iris_wm.runtime.errors import ConfigError
 
@@ -44,8 +45,28 @@ def _parser(verb: str):
             "--workers",
             type=int,
             default=1,
-            help="Trunks trained at once, in processes of one thread each (2 on a 2-core CPU); "
+            help="Trunks trained at once on this machine, in processes of one thread each (2 on a 2-core CPU); "
             "with `run`, also the processes that collect a missing token store's episodes.",
+        )
+        parser.add_argument(
+            "--launcher",
+            type=Literal["local", "submitit"],
+            default="local",
+            help="Where trunks train: `local` (this machine, --workers at once) or `submitit` (a job per trunk: "
+            "Slurm where sbatch exists; needs pip install 'iris-wm[cluster]').",
+        )
+        parser.add_argument(
+            "--cluster",
+            type=str | None,
+            default=None,
+            help="submitit's cluster: slurm, local (processes of this machine) or debug (default: Slurm if present).",
+        )
+        parser.add_argument(
+            "--job",
+            type=dict,
+            default={},
+            help="submitit's job parameters, e.g. '{timeout_min: 120, slurm_partition: gpu, gpus_per_node: 1, "
+            "cpus_per_task: 8}' (AutoExecutor.update_parameters).",
         )
     if verb == "run":
         parser.add_argument(
@@ -96,6 +117,7 @@ def main(argv: list[str]) -> None:
     if verb not in ("sweep", "fit", "report", "run"):
         raise ConfigError(f"unknown verb {verb!r}: use one of sweep, fit, report, run (iris-wm scaling --help).")
     from iris_wm.scaling import harness
+    from scaling.launchers import LauncherConfig
 
     cfg = _parser(verb).parse_args(rest)
     spec = _spec(cfg)
@@ -103,7 +125,10 @@ def main(argv: list[str]) -> None:
     if verb == "run":
         harness.prepare(spec, out, cfg.prepare_steps, cfg.workers)
     if verb in ("sweep", "run"):
-        harness.sweep(spec, out, cfg.device, cfg.workers)
+        launcher = LauncherConfig(
+            cfg.launcher, 1 if cfg.launcher == "submitit" else cfg.workers, 1, cfg.cluster, cfg.job
+        )
+        harness.sweep(spec, out, cfg.device, launcher)
     fits = None
     if verb in ("fit", "run"):
         fits = harness.fit(spec, out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.scaling.backend import TorchBackend
 from iris_wm.scaling.prepare import prepare_tokens
+from scaling.launchers import LauncherConfig
 from scaling.spec import SpecError, SweepSpec, load_spec
 from scaling.sweep import Sweep
 
@@ -45,11 +46,11 @@ def prepare(spec: SweepSpec, out: Path, steps: int | None = None, workers: int =
             )
 
 
-def sweep(spec: SweepSpec, out: Path, device: str = "cpu", workers: int = 1) -> None:
-    """Train every point of ``spec`` not recorded yet (``workers`` trunks at once)."""
+def sweep(spec: SweepSpec, out: Path, device: str = "cpu", launcher: LauncherConfig | None = None) -> None:
+    """Train every point of ``spec`` not recorded yet, where ``launcher`` says (default: here, one at a time)."""
     start = time.perf_counter()
     factory = partial(TorchBackend, device, progress=False)
-    Sweep(spec, TorchBackend(device), out, workers=workers, backend_factory=factory).run()
+    Sweep(spec, TorchBackend(device), out, launcher=launcher, backend_factory=factory).run()
     add_timing(out, "sweep", time.perf_counter() - start)
 
 
