@@ -75,7 +75,7 @@ bench-memory: $(STAMP)  ## peak memory of sampling from a 1M-frame store (12 GB 
 	$(PY) benchmarks/store_memory.py --json docs/store_memory.json
 
 scaling: $(STAMP)  ## collect and encode Breakout, sweep, fit, report -> runs/scaling/cpu_default/report.md
-	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli scaling run --spec configs/scaling/cpu_default.yaml --workers 2
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli scaling run --spec configs/scaling/cpu_default.yaml --workers 2 --seed $(SEED)
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

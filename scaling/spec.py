@@ -210,6 +210,32 @@ class SweepSpec:
         return dataclasses.asdict(self)
 
 
+def reseeded(spec: SweepSpec, seed: int) -> SweepSpec:
+    """The spec's study repeated independently: seed 0 is the spec itself; seed ``n`` collects its own episodes
+    (each series' store in ``<store's folder>-seed<n>``), trains every run with seeds offset by ``100 n`` and its
+    bootstrap with seed ``fit.seed + n``, and writes to ``<out>-seed<n>``. Three seeds measure how reliable the
+    held-out check is (``make scaling SEED=n``)."""
+    if seed == 0:
+        return spec
+    if seed < 0:
+        raise SpecError(f"seed must be 0 or more, got {seed}.")
+    offset = 100 * seed
+    series = tuple(
+        dataclasses.replace(
+            s, store=str(Path(s.store).parent.with_name(f"{Path(s.store).parent.name}-seed{seed}") / Path(s.store).name)
+        )
+        for s in spec.series
+    )
+    return dataclasses.replace(
+        spec,
+        series=series,
+        seeds=tuple(s + offset for s in spec.seeds),
+        repeats=tuple(dataclasses.replace(r, seed=r.seed + offset) for r in spec.repeats),
+        fit=dataclasses.replace(spec.fit, seed=spec.fit.seed + seed),
+        out=f"{spec.out}-seed{seed}",
+    )
+
+
 def _build(cls, data, path: str):
     """Build dataclass ``cls`` from plain YAML data, refusing unknown keys and wrong types by path."""
     hints = typing.get_type_hints(cls)

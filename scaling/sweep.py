@@ -189,10 +189,14 @@ class Sweep:
             for seed in spec.seeds
             for s in spec.sizes
         ]
+        # Repeats of one size and seed are one trunk, branching at each of their budgets.
+        repeated: dict[tuple[int, int], list[float]] = {}
         for r in spec.repeats:
-            s = spec.sizes[r.size]
+            repeated.setdefault((r.size, r.seed), []).append(r.budget)
+        for (index, seed), budgets in repeated.items():
+            s = spec.sizes[index]
             lr = self.learning_rate(facts[s]["params"], factor)
-            ladder.append(make_trunk("repeat", series, s, r.seed, lr, facts[s], [r.budget], spec))
+            ladder.append(make_trunk("repeat", series, s, seed, lr, facts[s], budgets, spec))
         for trunk in ladder:
             check_trunk(trunk, spec)
         self._execute(ladder)

@@ -66,8 +66,9 @@ class WorldModelModule(LightningModule):
 
     def training_step(self, batch, batch_idx):
         losses = self.compute_loss(batch)
-        self.log_dict({f"train/{k}": v for k, v in self._metrics(losses).items()})
-        self.log("loss", losses.total, prog_bar=True, logger=False)
+        # Under data parallelism each rank trains on its own windows: the logged figures are the ranks' mean.
+        self.log_dict({f"train/{k}": v for k, v in self._metrics(losses).items()}, sync_dist=True)
+        self.log("loss", losses.total, prog_bar=True, logger=False, sync_dist=True)
         return losses.total
 
     def on_validation_epoch_start(self):

@@ -172,8 +172,9 @@ class TokenizerModule(L.LightningModule):
         counts = torch.bincount(terms.tokens.flatten(), minlength=self.config.vocab_size).float()
         usage, perplexity = codebook_stats(counts)
         metrics = {**self._metrics(terms), "codebook_usage": usage, "perplexity": perplexity}
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=False)
-        self.log("loss", terms.total, prog_bar=True, logger=False)
+        # Under data parallelism each rank trains on its own windows: the logged figures are the ranks' mean.
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=True)
+        self.log("loss", terms.total, prog_bar=True, logger=False, sync_dist=True)
         return terms.total
 
     def on_validation_epoch_start(self):

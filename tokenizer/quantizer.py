@@ -18,10 +18,33 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import FSQ, VectorQuantize
+from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors, sample_vectors_distributed
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce_where_distributed(tensor: torch.Tensor) -> None:
+    if _distributed():
+        dist.all_reduce(tensor)
+
+
+def _sample_where_distributed(samples: torch.Tensor, num: int) -> torch.Tensor:
+    return sample_vectors_distributed(samples, num) if _distributed() else batched_sample_vectors(samples, num)
+
+
+def synchronise_where_distributed(codebook: nn.Module) -> None:
+    """Make a vector-quantize-pytorch codebook's EMA statistics, k-means initialisation and dead-code samples
+    global under data parallelism, decided when they are computed: the library decides once, when the
+    quantizer is built, which is before Lightning starts the process group."""
+    codebook.all_reduce_fn = codebook.kmeans_all_reduce_fn = _all_reduce_where_distributed
+    codebook.sample_fn = codebook.replace_sample_fn = _sample_where_distributed
 
 
 @dataclass
@@ -103,6 +126,7 @@ class Quantizer(nn.Module):
                 kmeans_init=config.kmeans_init,
                 threshold_ema_dead_code=config.dead_code_threshold,
             )
+            synchronise_where_distributed(self.vq._codebook)
             if not config.kmeans_init and not config.ema:
                 # IRIS initialises the codebook uniformly in [-1/V, 1/V].
                 bound = 1.0 / config.codebook_size

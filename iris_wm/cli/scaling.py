@@ -5,6 +5,7 @@ line.
 - ``fit``: fit the recorded points: ``runs.csv`` and ``fit.json``.
 - ``report``: plots and ``report.md`` from ``fit.json``.
 - ``run``: all three, preparing the Breakout token store first when it is missing (what `make scaling` does).
+- ``design``: before a sweep, whether its design identifies the exponent a under planted laws (``design.json``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ verbs:
   fit     fit the recorded points: runs.csv, fit.json
   report  plots and report.md from fit.json
   run     prepare the token store if missing, then sweep, fit and report (make scaling)
+  design  check the spec's design on planted laws with random coefficients before training (design.json)
 
 Each verb explains its options with --help.
 """
@@ -68,6 +70,21 @@ def _parser(verb: str):
             help="submitit's job parameters, e.g. '{timeout_min: 120, slurm_partition: gpu, gpus_per_node: 1, "
             "cpus_per_task: 8}' (AutoExecutor.update_parameters).",
         )
+    if verb == "design":
+        parser.add_argument(
+            "--noise", type=float, default=0.03, help="Log-normal sigma of each point's loss (seed noise)."
+        )
+        parser.add_argument("--laws", type=int, default=40, help="Planted laws drawn with random coefficients.")
+        parser.add_argument("--draws", type=int, default=100, help="Bootstrap replicates of each fit.")
+        parser.add_argument("--draw_seed", type=int, default=0, help="Seed of the planted laws and their noise.")
+    else:
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="Repeat the whole study independently (own episodes, tokenizer and training seeds; output in "
+            "<out>-seed<n>): 0 is the spec as written.",
+        )
     if verb == "run":
         parser.add_argument(
             "--prepare_steps",
@@ -96,7 +113,7 @@ def _print_fits(fits: dict) -> None:
 
 
 def _spec(cfg):
-    from iris_wm.scaling.harness import load_spec
+    from iris_wm.scaling.harness import load_spec, reseeded
 
     spec = load_spec(cfg.spec)
     if cfg.get("series"):
@@ -106,7 +123,7 @@ def _spec(cfg):
                 f"--series {unknown} not in the spec {cfg.spec} (it has {[s.name for s in spec.series]})."
             )
         spec = dataclasses.replace(spec, series=tuple(s for s in spec.series if s.name in cfg.series))
-    return spec
+    return reseeded(spec, cfg.get("seed") or 0)
 
 
 def main(argv: list[str]) -> None:
@@ -114,16 +131,27 @@ def main(argv: list[str]) -> None:
         print(USAGE)
         return
     verb, rest = argv[0], argv[1:]
-    if verb not in ("sweep", "fit", "report", "run"):
-        raise ConfigError(f"unknown verb {verb!r}: use one of sweep, fit, report, run (iris-wm scaling --help).")
+    if verb not in ("sweep", "fit", "report", "run", "design"):
+        raise ConfigError(
+            f"unknown verb {verb!r}: use one of sweep, fit, report, run, design (iris-wm scaling --help)."
+        )
     from iris_wm.scaling import harness
-    from scaling.launchers import LauncherConfig
+    from iris_wm.scaling.harness import LauncherConfig
 
     cfg = _parser(verb).parse_args(rest)
     spec = _spec(cfg)
     out = Path(cfg.out or spec.out)
+    if verb == "design":
+        for name, result in harness.design(spec, out, cfg.noise, cfg.laws, cfg.draws, cfg.draw_seed).items():
+            print(
+                f"[{name}] {result['laws']} planted laws, noise {cfg.noise}: median |error of a| "
+                f"{result['median_abs_error']:.3f}, the 95% interval covers the true a in "
+                f"{100 * result['coverage_95']:.0f}%, "
+                f"worst {result['worst_abs_error']:.3f} ({out / 'design.json'})"
+            )
+        return
     if verb == "run":
-        harness.prepare(spec, out, cfg.prepare_steps, cfg.workers)
+        harness.prepare(spec, out, cfg.prepare_steps, cfg.workers, seed=1 + cfg.seed)
     if verb in ("sweep", "run"):
         launcher = LauncherConfig(
             cfg.launcher, 1 if cfg.launcher == "submitit" else cfg.workers, 1, cfg.cluster, cfg.job

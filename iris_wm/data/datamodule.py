@@ -22,13 +22,24 @@ class ResumableRandomSampler(Sampler[int]):
     ``position()`` is read when iteration begins (the generator's body runs at the first ``next``, after
     Lightning has restored its counters from a checkpoint), so a run resumed mid-epoch continues with the
     very batch the interrupted run would have trained on next.
+
+    Under data parallelism (``replicas`` processes) the order is the same on every rank and is cut into global
+    batches of ``replicas * batch_size``; rank ``r`` takes the ``r``-th slice of each. One step of all ranks
+    therefore sees exactly the windows one process would see at ``replicas`` times the batch, and a resumed run
+    continues with the global batch the interrupted one would have taken next. An incomplete last global batch
+    is left out there, so that every rank takes the same number of steps.
     """
 
-    def __init__(self, size: int, seed: int, batch_size: int, position):
+    def __init__(self, size: int, seed: int, batch_size: int, position, replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < replicas:
+            raise ValueError(f"rank {rank} is outside the {replicas} replicas.")
         self.size, self.seed, self.batch_size, self.position = size, seed, batch_size, position
+        self.replicas, self.rank = replicas, rank
 
     def __len__(self) -> int:
-        return self.size
+        if self.replicas == 1:
+            return self.size
+        return self.size // (self.replicas * self.batch_size) * self.batch_size
 
     def __iter__(self):
         epoch, batches_done = self.position()
@@ -37,7 +48,12 @@ class ResumableRandomSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed)
         for _ in range(2 * epoch + 1):
             order = torch.randperm(self.size, generator=generator)
-        yield from order[batches_done * self.batch_size :].tolist()
+        if self.replicas == 1:
+            yield from order[batches_done * self.batch_size :].tolist()
+            return
+        B, G = self.batch_size, self.replicas * self.batch_size
+        usable = order[: self.size // G * G].view(-1, self.replicas, B)  # (global batches, ranks, B)
+        yield from usable[batches_done:, self.rank].reshape(-1).tolist()
 
 
 class StoreDataModule(L.LightningDataModule):
@@ -170,12 +186,21 @@ class StoreDataModule(L.LightningDataModule):
         """The tokenizer's vocabulary, as the token store's manifest records it."""
         return int(self._token_store().manifest["settings"]["vocab_size"])
 
+    def _replicas(self) -> tuple[int, int]:
+        """(processes, this one's rank) of the trainer's data parallelism; (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        sampler = (
-            ResumableRandomSampler(len(dataset), self.hparams.shuffle_seed, self.hparams.batch_size, self._position)
-            if shuffle
-            else None
-        )
+        sampler = None
+        if shuffle:
+            replicas, rank = self._replicas()
+            hp = self.hparams
+            sampler = ResumableRandomSampler(
+                len(dataset), hp.shuffle_seed, hp.batch_size, self._position, replicas, rank
+            )
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -211,7 +236,11 @@ class StoreDataModule(L.LightningDataModule):
         return self._loader(dataset, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, shuffle=False)
+        replicas, rank = self._replicas()
+        if replicas == 1:
+            return self._loader(self.predict_set, shuffle=False)
+        # Each rank encodes every replicas-th window; the token writer gathers them (on rank 0).
+        return self._loader(Subset(self.predict_set, range(rank, len(self.predict_set), replicas)), shuffle=False)
 
 
 def state_range(store: StepStore, episodes: np.ndarray, margin: float = 0.05) -> tuple[list[float], list[float]]:

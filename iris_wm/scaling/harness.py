@@ -13,11 +13,22 @@ from iris_wm.runtime.errors import ConfigError
 from iris_wm.scaling.backend import TorchBackend
 from iris_wm.scaling.prepare import prepare_tokens
 from scaling.launchers import LauncherConfig
-from scaling.spec import SpecError, SweepSpec, load_spec
+from scaling.spec import SpecError, SweepSpec, load_spec, reseeded
 from scaling.sweep import Sweep
 
 DEFAULT_PREPARE_STEPS = 100_000
-__all__ = ["SpecError", "load_spec", "prepare", "sweep", "fit", "report", "add_timing"]
+__all__ = [
+    "LauncherConfig",
+    "SpecError",
+    "load_spec",
+    "reseeded",
+    "prepare",
+    "sweep",
+    "design",
+    "fit",
+    "report",
+    "add_timing",
+]
 
 
 def add_timing(out: Path, stage: str, seconds: float) -> None:
@@ -28,15 +39,16 @@ def add_timing(out: Path, stage: str, seconds: float) -> None:
     path.write_text(json.dumps(timings, indent=1))
 
 
-def prepare(spec: SweepSpec, out: Path, steps: int | None = None, workers: int = 1) -> None:
+def prepare(spec: SweepSpec, out: Path, steps: int | None = None, workers: int = 1, seed: int = 1) -> None:
     """Build each series' token store that does not exist yet (``steps`` Breakout steps, default the series'
-    own); refuse an existing store smaller than its series asks for."""
+    own, collected and its tokenizer trained with ``seed``); refuse an existing store smaller than its series
+    asks for."""
     for series in spec.series:
         wanted = steps or series.steps
         manifest = Path(series.store) / "manifest.json"
         if not manifest.exists():
             start = time.perf_counter()
-            prepare_tokens(Path(series.store).parent, wanted or DEFAULT_PREPARE_STEPS, workers=workers)
+            prepare_tokens(Path(series.store).parent, wanted or DEFAULT_PREPARE_STEPS, seed=seed, workers=workers)
             add_timing(out, f"prepare {series.name}", time.perf_counter() - start)
         elif wanted and (held := json.loads(manifest.read_text())["num_steps"]) < wanted:
             raise ConfigError(
@@ -52,6 +64,23 @@ def sweep(spec: SweepSpec, out: Path, device: str = "cpu", launcher: LauncherCon
     factory = partial(TorchBackend, device, progress=False)
     Sweep(spec, TorchBackend(device), out, launcher=launcher, backend_factory=factory).run()
     add_timing(out, "sweep", time.perf_counter() - start)
+
+
+def design(spec: SweepSpec, out: Path, noise: float, laws: int = 40, draws: int = 100, seed: int = 0) -> dict:
+    """Check, before anything trains, whether the spec's design identifies the exponent a (:mod:`scaling.planted`):
+    ``laws`` synthetic sweeps of its ladder under laws with random coefficients, log-normal noise of sigma
+    ``noise``; writes ``<out>/design.json`` (one entry per series) and returns it."""
+    from scaling.planted import Design, study
+
+    backend = TorchBackend()
+    result = {}
+    for series in spec.series:
+        facts = [backend.describe(series, size, spec) for size in spec.sizes]
+        result[series.name] = study(Design.from_spec(spec, facts), noise, laws, draws, seed)
+    path = Path(out) / "design.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def fit(spec: SweepSpec, out: Path) -> dict:

@@ -7,6 +7,7 @@ import sys
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import BasePredictionWriter
 
@@ -94,6 +95,7 @@ class FaultInjection(Callback):
 
 class TokenStoreWriter(BasePredictionWriter):
     """Collects the tokens that ``predict`` produces and writes them, row-aligned, as a :class:`TokenStore`.
+    Under data parallelism every rank encodes its share of the frames and rank 0 writes the store.
 
     The token store copies actions, rewards and episode ends from the episode store, so the world model
     reads nothing else. Its manifest names the episode store (path and manifest digest) and the tokenizer
@@ -130,6 +132,13 @@ class TokenStoreWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         source: EpisodeStore = trainer.datamodule.store
+        if trainer.world_size > 1:
+            # Each rank encoded its share of the frames (-1 elsewhere): the maximum over ranks is every frame's.
+            tokens = torch.from_numpy(self._tokens.astype(np.int32))
+            torch.distributed.all_reduce(tokens, op=torch.distributed.ReduceOp.MAX)
+            self._tokens = tokens.numpy().astype(np.int16)
+            if not trainer.is_global_zero:
+                return
         if (self._tokens < 0).any():
             raise RuntimeError("Some frames were not encoded; the token store was not written.")
         write_token_store(

@@ -9,6 +9,8 @@ folder (the demo, the scaling harness and the tests use it).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -313,12 +315,35 @@ class AgentCLI(StageCLI):
 
 
 def _run(cli_class: type[StageCLI], model_class, prog: str, argv: list[str]) -> StageCLI:
-    # LightningCLI reads sys.argv; make it look like the stage was called directly.
-    saved, sys.argv = sys.argv, [prog, *argv]
+    """Run a stage as if ``prog argv`` had been typed, wherever it is called from.
+
+    Data parallelism (``--trainer.strategy ddp --trainer.devices N``): Lightning starts ranks 1..N-1 by running
+    ``python -m <__main__'s module> <sys.argv[1:]>`` again. While the stage runs, that is made
+    ``python -m iris_wm.cli.stage_rank <argv>`` with the stage named in ``IRIS_WM_STAGE``, so the other ranks run
+    this very stage even when it was called from the demo, the scaling harness or a test. Lightning's own
+    distributed sampler stays off: :class:`~iris_wm.data.datamodule.ResumableRandomSampler` shards the training
+    windows by rank itself, and every rank validates on the whole held-out set (the reduced metrics equal one
+    process's).
+    """
+    import __main__
+
+    saved = sys.argv, getattr(__main__, "__spec__", None), os.environ.get("IRIS_WM_STAGE")
+    sys.argv = [prog, *argv]  # LightningCLI reads sys.argv
+    __main__.__spec__ = importlib.util.find_spec("iris_wm.cli.stage_rank")
+    os.environ["IRIS_WM_STAGE"] = prog.split()[-1]
     try:
-        return cli_class(model_class, StoreDataModule, save_config_kwargs={"overwrite": True})
+        return cli_class(
+            model_class,
+            StoreDataModule,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"use_distributed_sampler": False},
+        )
     finally:
-        sys.argv = saved
+        sys.argv, __main__.__spec__ = saved[0], saved[1]
+        if saved[2] is None:
+            os.environ.pop("IRIS_WM_STAGE", None)
+        else:
+            os.environ["IRIS_WM_STAGE"] = saved[2]
 
 
 def run_tokenizer_cli(argv: list[str]) -> TokenizerCLI:
@@ -331,3 +356,7 @@ def run_world_model_cli(argv: list[str]) -> WorldModelCLI:
 
 def run_agent_cli(argv: list[str]) -> AgentCLI:
     return _run(AgentCLI, ActorCriticModule, "iris-wm agent", argv)
+
+
+RUNNERS = {"tokenizer": run_tokenizer_cli, "world-model": run_world_model_cli, "agent": run_agent_cli}
+"""The stages by their command name."""

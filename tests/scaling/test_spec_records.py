@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from scaling.records import append_record, read_records, run_key, write_csv
-from scaling.spec import SpecError, load_spec, spec_from_dict
+from scaling.spec import SpecError, load_spec, reseeded, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = sorted((REPO / "configs" / "scaling").glob("*.yaml"))
@@ -129,3 +129,17 @@ def test_a_record_with_a_bad_loss_or_field_is_refused_naming_the_line(tmp_path, 
     path.write_text(json.dumps(good) + "\n" + json.dumps([1, 2]) + "\n")
     with pytest.raises(ValueError, match="line 2: a record must be a JSON object"):
         read_records(path)
+
+
+def test_a_reseeded_study_is_independent_of_the_spec_as_written():
+    spec = load_spec(REPO / "configs" / "scaling" / "cpu_default.yaml")
+    assert reseeded(spec, 0) is spec
+    other = reseeded(spec, 2)
+    assert other.out == spec.out + "-seed2"
+    assert other.series[0].store == str(Path(spec.series[0].store).parent) + "-seed2/tokens"
+    assert other.seeds == tuple(s + 200 for s in spec.seeds)
+    assert [r.seed for r in other.repeats] == [r.seed + 200 for r in spec.repeats]
+    assert not set(other.seeds) & {r.seed for r in other.repeats}
+    assert other.fit.seed == spec.fit.seed + 2 and other.budgets == spec.budgets and other.sizes == spec.sizes
+    with pytest.raises(SpecError, match="seed must be 0 or more"):
+        reseeded(spec, -1)
