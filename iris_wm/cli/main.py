@@ -258,6 +258,8 @@ def _run_loop(argv: list[str]) -> None:
     cfg = parser.parse_args(argv)
     loop = OnlineLoop(parser.instantiate_classes(cfg).run)
     row = loop.run()
+    if not loop.ranks.zero:  # the other ranks of a data-parallel run (started without --export_agent)
+        return
     if cfg.export_agent:
         print(f"exported the agent to {loop.export_agent(cfg.export_agent)}")
     print(json.dumps(row))

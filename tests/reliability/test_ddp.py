@@ -45,7 +45,9 @@ def _ddp(stage: str, args: list[str], fault: str | None = None) -> subprocess.Co
     if fault:
         env["IRIS_WM_FAULT"] = fault
     command = [sys.executable, "-m", "iris_wm.cli", stage, *args, *DDP]
-    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO, timeout=600)
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, cwd=REPO, timeout=600, start_new_session=True
+    )
 
 
 def _saved(folder: Path):

@@ -164,3 +164,43 @@ def test_every_run_config_parses(config):
 
 def test_unknown_run_keys_are_refused(tmp_path, capsys):
     refused(capsys, ["run", "--config", str(DEBUG), "--run.collection.stepz", "3"], "stepz")
+
+
+def _run_ranks(out, fault=None, expect=0):
+    """The debug run on 2 data-parallel processes (gloo), in a session of its own (a fault kills every rank)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("IRIS_WM_FAULT", None)
+    if fault:
+        env["IRIS_WM_FAULT"] = fault
+    command = [sys.executable, "-m", "iris_wm.cli", "run", "--config", str(DEBUG), "--run.out", str(out)]
+    done = subprocess.run(
+        [*command, "--run.devices", "2"], env=env, capture_output=True, text=True, cwd=REPO, start_new_session=True
+    )
+    assert done.returncode == expect, f"{fault}: {done.stderr[-3000:]}"
+
+
+def test_a_killed_data_parallel_run_resumes_to_the_uninterrupted_state(tmp_path):
+    _run_ranks(tmp_path / "ref")
+    expected = load_checkpoint(tmp_path / "ref")
+    assert expected["epoch"] == 3 and len(expected["ranks"]) == 1  # rank 1's random state is in the checkpoint
+    single = OnlineLoop(_config(tmp_path / "single"))
+    single.run()
+    # Rank 0 collected what one process collects (the first epoch's policy is the same untrained one); the ranks
+    # trained on twice the windows, so the weights differ from one process's.
+    first = EpisodeStore.open(tmp_path / "single" / "episodes").episode(0)
+    np.testing.assert_array_equal(EpisodeStore.open(tmp_path / "ref" / "episodes").episode(0).actions, first.actions)
+    assert not torch.equal(
+        expected["modules"]["world_model"]["world_model.observation_head.2.weight"],
+        load_checkpoint(tmp_path / "single")["modules"]["world_model"]["world_model.observation_head.2.weight"],
+    )
+
+    out = tmp_path / "crashed"
+    _run_ranks(out, "2:collect:10", expect=-9)  # rank 0 mid-collection, rank 1 waiting for it
+    assert load_checkpoint(out)["epoch"] == 1
+    _run_ranks(out, "3:world_model:1", expect=-9)  # both ranks mid-training, epoch 3's episodes appended
+    assert load_checkpoint(out)["epoch"] == 2
+    _run_ranks(out)
+    _assert_same(load_checkpoint(out), expected | {"config": load_checkpoint(out)["config"]})
+    a, b = EpisodeStore.open(out / "episodes"), EpisodeStore.open(tmp_path / "ref" / "episodes")
+    assert a.num_steps == b.num_steps and a.manifest["shards"] == b.manifest["shards"]
+    assert _metrics(out) == _metrics(tmp_path / "ref")

@@ -69,6 +69,9 @@ class RunConfig:
     """Seed of everything: environment, sampling, initialisation."""
     device: str = "cpu"
     """Fabric accelerator: cpu, cuda, mps or auto."""
+    devices: int = 1
+    """Data-parallel processes (Fabric DDP: gloo on CPU, one per GPU): rank 0 collects, every rank trains on its own
+    windows, gradients are averaged (iris_wm.train.loop.parallel)."""
     precision: str = "32-true"
     """Fabric precision (bf16-mixed on hardware with bf16; falls back to 32-true on CPUs without it)."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -94,7 +97,7 @@ class RunConfig:
 
     def __post_init__(self):
         at_least(1, "run", epochs=self.epochs, burn_in=self.burn_in, prime_steps=self.prime_steps)
-        at_least(1, "run", reencode_every_epochs=self.reencode_every_epochs)
+        at_least(1, "run", reencode_every_epochs=self.reencode_every_epochs, devices=self.devices)
         at_least(0, "run", seed=self.seed, media_every_epochs=self.media_every_epochs)
 
 

@@ -34,17 +34,25 @@ from iris_wm.data.episode import EpisodeBuffer
 from iris_wm.data.store import EpisodeStore
 from iris_wm.data.tokens import encode_store
 from iris_wm.data.windows import WindowDataset
-from iris_wm.envs.atari import env_snapshot, make_env, resolve_game_id, restore_env
+from iris_wm.envs.atari import env_snapshot, make_env, resolve_game_id
 from iris_wm.hub.pretrained import save_agent
 from iris_wm.runtime.checks import output_folder
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.faults import maybe_fault
 from iris_wm.runtime.files import FolderLock, plain_json
 from iris_wm.runtime.hardware import effective_precision
-from iris_wm.runtime.rng import global_rng_state, set_global_rng_state
+from iris_wm.runtime.rng import global_rng_state
 from iris_wm.train.loop.config import RunConfig
 from iris_wm.train.loop.media import write_media
-from iris_wm.train.loop.state import LoopLog, checkpoint_path, load_checkpoint, save_checkpoint
+from iris_wm.train.loop.parallel import Ranks, launch
+from iris_wm.train.loop.state import (
+    LoopLog,
+    checkpoint_path,
+    load_checkpoint,
+    resume,
+    save_checkpoint,
+    start_without_checkpoint,
+)
 from iris_wm.train.steps import optimizer_steps
 from sequence_model.module import WorldModelModule
 from tokenizer.module import TokenizerModule
@@ -64,11 +72,17 @@ class OnlineLoop:
         precision, note = effective_precision(cfg.precision, cfg.device)
         if note:
             print(f"iris-wm run: {note}", file=sys.stderr)
-        self.fabric = Fabric(accelerator=cfg.device, devices=1, precision=precision)
+        strategy = "ddp" if cfg.devices > 1 else "auto"
+        self.fabric = Fabric(accelerator=cfg.device, devices=cfg.devices, strategy=strategy, precision=precision)
         self.out = output_folder(cfg.out, "run folder")
         self.out.mkdir(parents=True, exist_ok=True)
-        # One process runs a run folder at a time: the lock is held until run() returns (or construction fails).
-        self._lock = FolderLock(self.out, "run").acquire()
+        launch(self.fabric, self.config, self.out)
+        self.ranks = Ranks(self.fabric)
+        # One process runs a run folder at a time (rank 0 of a data-parallel run): the lock is held until run()
+        # returns (or construction fails).
+        self._lock = FolderLock(self.out, "run")
+        if self.ranks.zero:
+            self._lock.acquire()
         try:
             self._build()
         except BaseException:
@@ -84,12 +98,13 @@ class OnlineLoop:
         torch.manual_seed(cfg.seed)
         self.env = make_env(cfg.env)
         num_actions = int(self.env.action_space.n)
-        self.store = EpisodeStore.open_or_create(
-            self.out / "episodes",
-            EpisodeStore.frame_spec(cfg.env.size),
-            num_actions,
-            {"env": cfg.env.to_dict(), "loop": True},
-        )
+        if self.ranks.zero:
+            self.store = EpisodeStore.open_or_create(
+                self.out / "episodes",
+                EpisodeStore.frame_spec(cfg.env.size),
+                num_actions,
+                {"env": cfg.env.to_dict(), "loop": True},
+            )
         self.modules = self._build_modules(num_actions)
         self.optimizers, self.schedulers = {}, {}
         for name, module in self.modules.items():
@@ -98,7 +113,10 @@ class OnlineLoop:
         self.agent = Agent(self.tokenizer, self.world_model, self.modules["agent"].actor_critic)
         generator = torch.Generator(self.fabric.device).manual_seed(cfg.seed)
         self.policy = self.agent.policy(cfg.collection.temperature, cfg.collection.epsilon, generator)
-        self.sampler = np.random.default_rng(cfg.seed)
+        # Each rank draws its own windows (rank 0 those of a single process); dropout differs by rank too.
+        self.sampler = np.random.default_rng(cfg.seed if self.ranks.zero else [cfg.seed, self.ranks.rank])
+        if not self.ranks.zero:
+            torch.manual_seed(cfg.seed + 1000 * self.ranks.rank)
         self.steps = dict.fromkeys(COMPONENTS, 0)
         self.epoch = 0
         K = cfg.tokenizer.tokens_per_frame
@@ -106,6 +124,7 @@ class OnlineLoop:
         self.tokens_version = -1  # tokenizer steps at the last full encoding
         self._start_environment()
         self._resume()
+        self._reopen_store()
 
     # ------------------------------------------------------------------ construction
     @property
@@ -137,6 +156,12 @@ class OnlineLoop:
         agent.attach(wm.world_model, tok.tokenizer, frozen=False)
         return {"tokenizer": tok, "world_model": wm, "agent": agent}
 
+    def _reopen_store(self) -> None:
+        """Ranks other than 0 read the store once rank 0 has written (created, rolled back, appended to) it."""
+        self.ranks.barrier()
+        if not self.ranks.zero:
+            self.store = EpisodeStore.open(self.out / "episodes", verify="size")
+
     def _start_environment(self) -> None:
         self.obs, _ = self.env.reset(seed=self.config.seed)
         self.episode = EpisodeBuffer()
@@ -153,7 +178,11 @@ class OnlineLoop:
             }
         )
 
-    def state(self) -> dict:
+    def state(self) -> dict | None:
+        """The whole run, on rank 0 (None on the others, once they have handed it their random state)."""
+        ranks = self.ranks.gather({**global_rng_state(), "sampler": self.sampler.bit_generator.state})
+        if ranks is None:
+            return None
         return {
             "format": 1,
             "config": plain_json(self.config),
@@ -174,63 +203,20 @@ class OnlineLoop:
             "policy_state": self.policy.state,
             "tokens": torch.from_numpy(self.tokens),
             "tokens_version": self.tokens_version,
+            "ranks": ranks[1:],
         }
 
     def _resume(self) -> None:
         saved, self._saved = self._saved, None
         if saved is None:
-            self._start_without_checkpoint()
-            return
-        mine, theirs = plain_json(self.config), dict(saved["config"])
-        mine.pop("epochs"), theirs.pop("epochs")
-        if mine != theirs:
-            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
-            raise ConfigError(
-                f"{self.out} holds a run with other settings ({', '.join(changed)} differ): resume it "
-                "with its own config (only epochs may change) or choose another --out."
-            )
-        dropped = self.store.rollback(saved["store_shards"])
-        if dropped:
-            print(f"iris-wm run: rolled back {dropped} shard(s) appended after the last checkpoint.")
-        for name in COMPONENTS:
-            self._trainable(name).load_state_dict(saved["modules"][name])
-            self.optimizers[name].load_state_dict(saved["optimizers"][name])
-            if self.schedulers[name] is not None:
-                self.schedulers[name].load_state_dict(saved["schedulers"][name])
-        self.epoch, self.steps = saved["epoch"], dict(saved["steps"])
-        set_global_rng_state(saved["rng"])
-        self.policy.generator.set_state(saved["rng"]["policy"])
-        self.sampler.bit_generator.state = saved["rng"]["sampler"]
-        restore_env(self.env, saved["env"])
-        self.obs = saved["obs"].numpy().copy()
-        for key, value in saved["episode"].items():
-            setattr(self.episode, key, list(value.numpy()))
-        self.policy.state = saved["policy_state"]
-        self.tokens, self.tokens_version = saved["tokens"].numpy().copy(), saved["tokens_version"]
-        self.log.truncate(self.epoch)
-        print(f"iris-wm run: resumed {self.out} after epoch {self.epoch}.")
-
-    def _start_without_checkpoint(self) -> None:
-        """A new run, or one that crashed in its first epoch after appending its episodes and before its first
-        checkpoint (each epoch appends at most one shard, then checkpoints, then logs): that shard is rolled back
-        and collected again, identically. Anything more proves that checkpoints were written and one is now
-        missing: then nothing is touched, and the run is refused."""
-        shards, logged = len(self.store.manifest["shards"]), len(self.log.rows())
-        if shards > 1 or logged:
-            raise ConfigError(
-                f"{self.out} holds a run that checkpointed ({shards} shard(s) of episodes in "
-                f"{self.store.root}, {logged} epoch(s) in {self.log.path}) but {checkpoint_path(self.out)} is "
-                "missing, so it cannot be resumed exactly; nothing was changed. Restore the checkpoint (a backup, "
-                "or the file moved away), or start a new run in another --run.out."
-            )
-        if self.store.rollback(0):
-            print(f"iris-wm run: {self.out} crashed in its first epoch; its uncommitted episodes are collected again.")
-        self.log.truncate(0)
+            start_without_checkpoint(self)
+        else:
+            resume(self, saved)
 
     # ------------------------------------------------------------------ the epoch
     def run(self) -> dict:
         """Train to ``config.epochs``; returns the last epoch's metrics. The run folder stays locked until then."""
-        if self._lock.handle is None:
+        if self._lock.handle is None and self.ranks.zero:
             self._lock.acquire()
         try:
             return self._run()
@@ -241,23 +227,28 @@ class OnlineLoop:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc="iris-wm run", unit="epoch")
+        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc="iris-wm run", unit="epoch", disable=not self.ranks.zero)
         row = {}
         while self.epoch < cfg.epochs:
             epoch = self.epoch + 1
             start = time.perf_counter()
             stop = cfg.collection.stop_after_epochs
-            row = {"epoch": epoch, **(self.collect(epoch) if stop is None or epoch <= stop else {})}
+            collecting = stop is None or epoch <= stop
+            row = {"epoch": epoch, **(self.collect(epoch) if collecting and self.ranks.zero else {})}
+            if collecting:
+                self._reopen_store()
             for name in COMPONENTS:
                 training = getattr(cfg, f"{name}_training")
                 if epoch > training.start_after_epochs and training.steps_per_epoch > 0:
                     row.update(self.train_component(name, epoch))
-            if cfg.media_every_epochs and epoch % cfg.media_every_epochs == 0:
+            if cfg.media_every_epochs and epoch % cfg.media_every_epochs == 0 and self.ranks.zero:
                 write_media(self, epoch)
             self.epoch = epoch
             row.update({"seconds": time.perf_counter() - start, **{f"steps/{k}": v for k, v in self.steps.items()}})
-            save_checkpoint(self.out, self.state())
-            self.log.write(row)
+            state = self.state()  # collective under data parallelism (the ranks' random states)
+            if self.ranks.zero:
+                save_checkpoint(self.out, state)
+                self.log.write(row)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("collect/return", "agent/imagined_return")})
         bar.close()
@@ -301,6 +292,8 @@ class OnlineLoop:
             self.world_model.eval()
             self.tokenizer.eval()
 
+        optimized = [p for group in optimizer.param_groups for p in group["params"]]
+
         def after_step(i: int) -> None:
             if name == "agent":
                 module.update_target()
@@ -317,11 +310,11 @@ class OnlineLoop:
             scheduler=scheduler,
             max_grad_norm=training.max_grad_norm,
             autocast=self.fabric.autocast,
-            backward=self.fabric.backward,
+            backward=lambda loss: (self.fabric.backward(loss), self.ranks.average_gradients(optimized)),
             before_step=lambda i: maybe_fault(f"{epoch}:{name}:{i}"),
             after_step=after_step,
         )
-        return {f"{name}/{k}": float(torch.stack(v).mean()) for k, v in history.items()}
+        return {f"{name}/{k}": float(self.ranks.mean(torch.stack(v).mean())) for k, v in history.items()}
 
     def _windows(self, name: str) -> WindowDataset:
         episodes = np.arange(self.store.num_episodes)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
+from iris_wm.envs.atari import restore_env
 from iris_wm.runtime.errors import ConfigError
-from iris_wm.runtime.files import archive_problem, torch_bytes, write_atomic
+from iris_wm.runtime.files import archive_problem, plain_json, torch_bytes, write_atomic
+from iris_wm.runtime.rng import set_global_rng_state
 
 RUN_KEYS = {
     "format",
@@ -75,6 +77,65 @@ def load_checkpoint(out: Path) -> dict | None:
             "--run.out (the episodes in its store can be trained on by the stages)."
         )
     return state
+
+
+def resume(loop, saved: dict) -> None:
+    """Put the online ``loop`` (just built) in the state ``saved``; refuse a checkpoint of other settings. Rank 0
+    rolls the store back to the checkpoint's shards; the other ranks of a data-parallel run take their own random
+    state from it."""
+    mine, theirs = plain_json(loop.config), dict(saved["config"])
+    mine.pop("epochs"), theirs.pop("epochs")
+    if mine != theirs:
+        changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+        raise ConfigError(
+            f"{loop.out} holds a run with other settings ({', '.join(changed)} differ): resume it "
+            "with its own config (only epochs may change) or choose another --out."
+        )
+    dropped = loop.store.rollback(saved["store_shards"]) if loop.ranks.zero else 0
+    if dropped:
+        print(f"iris-wm run: rolled back {dropped} shard(s) appended after the last checkpoint.")
+    for name in loop.modules:
+        loop._trainable(name).load_state_dict(saved["modules"][name])
+        loop.optimizers[name].load_state_dict(saved["optimizers"][name])
+        if loop.schedulers[name] is not None:
+            loop.schedulers[name].load_state_dict(saved["schedulers"][name])
+    loop.epoch, loop.steps = saved["epoch"], dict(saved["steps"])
+    set_global_rng_state(saved["rng"])
+    loop.policy.generator.set_state(saved["rng"]["policy"])
+    loop.sampler.bit_generator.state = saved["rng"]["sampler"]
+    restore_env(loop.env, saved["env"])
+    loop.obs = saved["obs"].numpy().copy()
+    for key, value in saved["episode"].items():
+        setattr(loop.episode, key, list(value.numpy()))
+    loop.policy.state = saved["policy_state"]
+    loop.tokens, loop.tokens_version = saved["tokens"].numpy().copy(), saved["tokens_version"]
+    if not loop.ranks.zero:
+        mine = saved["ranks"][loop.ranks.rank - 1]
+        set_global_rng_state(mine)
+        loop.sampler.bit_generator.state = mine["sampler"]
+        return
+    loop.log.truncate(loop.epoch)
+    print(f"iris-wm run: resumed {loop.out} after epoch {loop.epoch}.")
+
+
+def start_without_checkpoint(loop) -> None:
+    """A new run, or one that crashed in its first epoch after appending its episodes and before its first
+    checkpoint (each epoch appends at most one shard, then checkpoints, then logs): that shard is rolled back
+    and collected again, identically. Anything more proves that checkpoints were written and one is now
+    missing: then nothing is touched, and the run is refused. (Rank 0's work under data parallelism.)"""
+    if not loop.ranks.zero:
+        return
+    shards, logged = len(loop.store.manifest["shards"]), len(loop.log.rows())
+    if shards > 1 or logged:
+        raise ConfigError(
+            f"{loop.out} holds a run that checkpointed ({shards} shard(s) of episodes in "
+            f"{loop.store.root}, {logged} epoch(s) in {loop.log.path}) but {checkpoint_path(loop.out)} is "
+            "missing, so it cannot be resumed exactly; nothing was changed. Restore the checkpoint (a backup, "
+            "or the file moved away), or start a new run in another --run.out."
+        )
+    if loop.store.rollback(0):
+        print(f"iris-wm run: {loop.out} crashed in its first epoch; its uncommitted episodes are collected again.")
+    loop.log.truncate(0)
 
 
 class LoopLog:
