@@ -150,6 +150,8 @@ def main(argv: list[str]) -> None:
                 f"worst {result['worst_abs_error']:.3f} ({out / 'design.json'})"
             )
         return
+    if verb in ("sweep", "run") and cfg.launcher == "local" and (cfg.cluster or cfg.job):
+        raise ConfigError("--cluster and --job set submitit's executor: add --launcher submitit, or drop them.")
     if verb == "run":
         harness.prepare(spec, out, cfg.prepare_steps, cfg.workers, seed=1 + cfg.seed)
     if verb in ("sweep", "run"):

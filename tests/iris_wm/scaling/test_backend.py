@@ -185,6 +185,8 @@ def test_scaling_cli_explains_itself_and_its_errors(tmp_path, capsys):
         scaling_cli(["sweep", "--help"])
     assert exit_info.value.code == 0 and "--workers" in capsys.readouterr().out
     refused(capsys, ["scaling", "swep"], "unknown verb 'swep'")
+    fast = str(REPO / "configs" / "scaling" / "cpu_fast.yaml")
+    refused(capsys, ["scaling", "sweep", "--spec", fast, "--cluster", "local"], "add --launcher submitit")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "x", "sizes": [], "budgets": [1e9], "series": [], "bogus": 1}))
     refused(capsys, ["scaling", "fit", "--spec", str(bad)], r"unknown key\(s\) \['bogus'\]")
