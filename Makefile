@@ -74,7 +74,7 @@ bench-planning: $(STAMP)  ## ms per planning decision, demo and IRIS-size world 
 bench-memory: $(STAMP)  ## peak memory of sampling from a 1M-frame store (12 GB on disk) -> docs/store_memory.json
 	$(PY) benchmarks/store_memory.py --json docs/store_memory.json
 
-scaling: $(STAMP)  ## collect and encode Breakout, sweep, fit, report -> runs/scaling/cpu_default/report.md
+scaling: $(STAMP)  ## collect and encode Breakout, sweep, fit, report -> runs/scaling/cpu_default/report.md (SEED=n: an independent repeat)
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli scaling run --spec configs/scaling/cpu_default.yaml --workers 2 --seed $(SEED)
 
 clean:
