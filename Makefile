@@ -31,7 +31,7 @@ mujoco-gl:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1) >/dev/null 2>&1 || \
 		echo "Mesa's EGL is not installed (not root, or no package source): the dmc suite's tests will skip."; }
 
-test: $(STAMP) browser mujoco-gl  ## the test suite, one worker per core (pytest-xdist); about 6.5 minutes on 2 cores
+test: $(STAMP) browser mujoco-gl  ## the test suite, one worker per core (pytest-xdist); 8.5 minutes on a 2-core AMX Xeon
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto
 
 test-slow: $(STAMP)  ## the slow checks (planted law with many replicates); minutes
