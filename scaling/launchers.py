@@ -52,6 +52,11 @@ class LauncherConfig:
     poll_seconds: float = 2.0
     """``submitit``: how often finished jobs are looked for."""
 
+    @property
+    def in_process(self) -> bool:
+        """Trunks train here, one after the other (the backend at hand; no factory needed)."""
+        return self.name == "local" and self.workers == 1
+
     def __post_init__(self):
         if self.name not in ("local", "submitit"):
             raise ValueError(f"launcher: name must be 'local' or 'submitit'; got {self.name!r}.")
@@ -131,10 +136,15 @@ class Launcher:
         """Train every job; ``announce(i, job)`` as it starts (is submitted), ``done(job, lines)`` as it ends."""
         if self.config.name == "submitit":
             _raise_failures(self._submitit(jobs, done, announce))
-        elif self.config.workers > 1 and len(jobs) > 1:
+        elif not self.config.in_process and len(jobs) > 1:
             _raise_failures(self._pool(jobs, done, announce))
         else:
             _raise_failures(self._serial(jobs, done, announce))
+
+    def _failed(self, job: TrunkJob, error: BaseException) -> Failure:
+        """A trunk's error in this process or a pool worker: its traceback logged, its one line kept."""
+        self.log("".join(traceback.format_exception(error)))
+        return Failure(_label(job), f"{type(error).__name__}: {error}", "the traceback above")
 
     def _serial(self, jobs: Iterable[TrunkJob], done, announce) -> list[Failure]:
         failures = []
@@ -143,8 +153,7 @@ class Launcher:
             try:
                 lines = job()
             except Exception as error:  # noqa: BLE001 - reported with the others at the end of the stage
-                self.log("".join(traceback.format_exception(error)))
-                failures.append(Failure(_label(job), f"{type(error).__name__}: {error}", "the traceback above"))
+                failures.append(self._failed(job, error))
                 continue
             done(job, lines)
         return failures
@@ -167,8 +176,7 @@ class Launcher:
                         if error is None:
                             done(job, future.result())
                             continue
-                        self.log("".join(traceback.format_exception(error)))
-                        failures.append(Failure(_label(job), f"{type(error).__name__}: {error}", "the traceback above"))
+                        failures.append(self._failed(job, error))
         finally:
             if saved is None:
                 os.environ.pop("OMP_NUM_THREADS", None)

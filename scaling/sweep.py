@@ -153,8 +153,7 @@ class Sweep:
         backend_factory: Callable[[], Backend] | None = None,
     ):
         self.launcher = launcher or LauncherConfig()
-        serial = self.launcher.name == "local" and self.launcher.workers == 1
-        if not serial and backend_factory is None:
+        if not self.launcher.in_process and backend_factory is None:
             raise ValueError(
                 f"The {self.launcher.name} launcher with {self.launcher.workers} worker(s) needs a picklable "
                 "backend_factory to build a backend where each trunk runs."
@@ -304,7 +303,7 @@ class Sweep:
         # Most optimiser steps first: on a CPU the per-step overhead of small models dominates their wall time,
         # so steps order the trunks by time better than FLOPs do, and parallel workers finish closer together.
         todo.sort(key=lambda t: -t.steps())
-        if self.launcher.name == "local" and self.launcher.workers == 1:
+        if self.launcher.in_process:
             # In this process: the backend at hand, and each point logged as it ends.
             jobs = [TrunkJob(lambda: self.backend, t, self.spec, self.out, self.records_path, self.log) for t in todo]
         else:

@@ -17,6 +17,7 @@ config, written by rank 0, so a run started from Python starts its other ranks t
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def launch(fabric, config, out: Path) -> None:
 
 
 def _launched() -> bool:
-    import os
-
     return "LOCAL_RANK" in os.environ and os.environ.get("LOCAL_RANK") != "0"
 
 
