@@ -31,21 +31,26 @@ RANDOM_RANGES = {
 @dataclass(frozen=True)
 class Design:
     """The fitted points of a sweep: sizes (parameters and FLOPs per token) on budgets, ``seeds`` trunks of every
-    size, and ``repeats`` ((size index, budget): one more trunk at that point)."""
+    size, and ``repeats`` ((size index, budget): one more trunk at that point). ``cells`` ((size index, budget))
+    are the points of each trunk where a band leaves some out; None: every size on every budget."""
 
     params: tuple[float, ...]
     flops_per_token: tuple[float, ...]
     budgets: tuple[float, ...]
     seeds: int = 1
     repeats: tuple[tuple[int, float], ...] = ()
+    cells: tuple[tuple[int, float], ...] | None = None
 
     def points(self) -> tuple[np.ndarray, ...]:
         """(N, D, C, trunk) of every recorded point."""
+        cells = self.cells
+        if cells is None:
+            cells = tuple((i, budget) for i in range(len(self.params)) for budget in self.budgets)
         n, f, c, trunk = [], [], [], []
         for seed in range(self.seeds):
-            for i, (size, fpt) in enumerate(zip(self.params, self.flops_per_token, strict=True)):
-                for budget in self.budgets:
-                    n.append(size), f.append(fpt), c.append(budget), trunk.append(seed * len(self.params) + i)
+            for i, budget in cells:
+                n.append(self.params[i]), f.append(self.flops_per_token[i]), c.append(budget)
+                trunk.append(seed * len(self.params) + i)
         for j, (i, budget) in enumerate(self.repeats):
             n.append(self.params[i]), f.append(self.flops_per_token[i]), c.append(budget)
             trunk.append(self.seeds * len(self.params) + j)
@@ -54,13 +59,14 @@ class Design:
 
     @classmethod
     def from_spec(cls, spec, facts: list[dict]) -> Design:
-        """The ladder of ``spec`` with the backend's ``facts`` (``describe``) of each of its sizes."""
+        """The ladder of ``spec`` (its band included) with the backend's ``facts`` (``describe``) of each size."""
         return cls(
             tuple(float(f["params"]) for f in facts),
             tuple(float(f["flops_per_token"]) for f in facts),
             tuple(float(b) for b in spec.budgets),
             len(spec.seeds),
             tuple((r.size, float(r.budget)) for r in spec.repeats),
+            tuple((i, float(b)) for i, f in enumerate(facts) for b in spec.ladder_budgets(f)),
         )
 
 
@@ -74,15 +80,19 @@ def random_law(rng: np.random.Generator, ranges: dict = RANDOM_RANGES) -> Parame
     )
 
 
-def recover(design: Design, law: ParametricLaw, noise: float, rng: np.random.Generator, draws: int = 100) -> dict:
+def recover(
+    design: Design, law: ParametricLaw, noise: float, rng: np.random.Generator, draws: int = 100, delta: float = 1e-3
+) -> dict:
     """One synthetic sweep of ``design`` under ``law`` (log-normal noise of sigma ``noise`` on every point): the
     fitted a, its 95% bootstrap interval, and whether the fit and its replicates converged."""
     n, d, c, trunk = design.points()
     loss = law(n, d) * np.exp(rng.normal(0.0, noise, len(n)))
     points = Points(n, d, c, loss, trunk, c)
     flops = FlopsPerToken(design.params, design.flops_per_token)
-    _, fit = parametric(points, flops, design.budgets, keep=16)
-    config = FitConfig(design.budgets, design.budgets, bootstrap=draws, seed=int(rng.integers(2**31)))
+    _, fit = parametric(points, flops, design.budgets, keep=16, delta=delta)
+    config = FitConfig(
+        design.budgets, design.budgets, bootstrap=draws, seed=int(rng.integers(2**31)), huber_delta=delta
+    )
     boot = bootstrap(points, flops, config, fit.law, estimators=("parametric",))
     ci = interval(boot["parametric_law"]["a_closed"], "95")
     return {
@@ -98,17 +108,24 @@ def recover(design: Design, law: ParametricLaw, noise: float, rng: np.random.Gen
 
 
 def study(
-    design: Design, noise: float, laws: int = 40, draws: int = 100, seed: int = 0, law: ParametricLaw | None = None
+    design: Design,
+    noise: float,
+    laws: int = 40,
+    draws: int = 100,
+    seed: int = 0,
+    law: ParametricLaw | None = None,
+    delta: float = 1e-3,
 ) -> dict:
     """``laws`` synthetic sweeps, each under a law drawn with random coefficients (or under ``law`` every time):
     the median absolute error of a, the coverage of its 95% interval, the worst error, and each draw."""
     # Laws and noise from separate streams: two designs studied with one seed meet the same laws.
     law_rng, noise_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     drawn = [law or random_law(law_rng) for _ in range(laws)]
-    runs = [recover(design, truth, noise, noise_rng, draws) for truth in drawn]
+    runs = [recover(design, truth, noise, noise_rng, draws, delta) for truth in drawn]
     errors = np.abs([r["error"] for r in runs])
     return {
         "noise": noise,
+        "huber_delta": delta,
         "laws": laws,
         "draws": draws,
         "points": len(design.points()[0]),

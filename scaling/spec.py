@@ -83,6 +83,27 @@ class LearningRate:
 
 
 @dataclass(frozen=True)
+class Band:
+    """Which budgets each size is trained on. By default every size gets a point on every budget; a band leaves
+    out the points far from any optimum, which cost the most and say the least: a large model starved to a few
+    optimiser steps (mostly its warmup transient), and a small model trained on thousands of tokens per
+    parameter (the most optimiser steps of the ladder, since small models take many steps per FLOP)."""
+
+    min_steps: int = 0
+    """Leave out a point with fewer optimiser steps than this."""
+    max_tokens_per_param: float | None = None
+    """Leave out a point with more training tokens per parameter than this (None: no limit)."""
+
+    def keeps(self, facts: dict, budget: float) -> bool:
+        """Whether a size with the backend's ``facts`` gets a point on ``budget``."""
+        tokens = budget / facts["flops_per_token"]
+        steps = max(1, round(tokens / facts["tokens_per_step"]))
+        if steps < self.min_steps:
+            return False
+        return self.max_tokens_per_param is None or tokens / facts["params"] <= self.max_tokens_per_param
+
+
+@dataclass(frozen=True)
 class Holdout:
     """The pre-registered extrapolation: runs at ``factor`` x the largest fit budget, at the size the
     parametric fit predicts to be optimal there (the nearest candidate in log N). They never enter a fit."""
@@ -128,7 +149,9 @@ class SweepSpec:
     sizes: tuple[Size, ...]
     """The model-size ladder (at least 3 sizes, so each budget can have an interior minimum)."""
     budgets: tuple[float, ...]
-    """isoFLOP budgets of the fit, in FLOPs; every size gets an annealed point on each."""
+    """isoFLOP budgets of the fit, in FLOPs; every size gets an annealed point on each that ``band`` keeps."""
+    band: Band = field(default_factory=Band)
+    """Which (size, budget) points the ladder trains (default: all of them)."""
     out: str = "runs/scaling"
     """Folder of the records, fits, plots and report."""
     description: str = ""
@@ -193,6 +216,10 @@ class SweepSpec:
             raise SpecError(f"holdout.seeds must be at least 1, got {self.holdout.seeds}.")
         if len({s.name for s in self.series}) != len(self.series):
             raise SpecError("series: names must be unique.")
+
+    def ladder_budgets(self, facts: dict) -> tuple[float, ...]:
+        """The budgets a size with the backend's ``facts`` is trained on in the ladder."""
+        return tuple(b for b in self.budgets if self.band.keeps(facts, b))
 
     @property
     def holdout_budgets(self) -> tuple[float, ...]:

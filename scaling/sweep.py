@@ -134,6 +134,24 @@ def check_trunk(trunk: Trunk, spec: SweepSpec) -> None:
             )
 
 
+def check_band(spec: SweepSpec, facts: dict[Size, dict]) -> None:
+    """Refuse, before anything trains, a band that leaves a size without points, a budget with fewer than 3 sizes
+    (no isoFLOP minimum), or a repeat on a point the ladder does not train."""
+    kept = {s: spec.ladder_budgets(facts[s]) for s in spec.sizes}
+    fix = "widen band (lower band.min_steps or raise band.max_tokens_per_param) or change sizes and budgets."
+    for s, budgets in kept.items():
+        if not budgets:
+            raise SpecError(f"band: {s.label} is on no budget ({facts[s]['params']:,} parameters); drop it or {fix}")
+    for c in spec.budgets:
+        sizes = [s.label for s in spec.sizes if c in kept[s]]
+        if len(sizes) < 3:
+            raise SpecError(f"band: budget {c:.3g} keeps {len(sizes)} size(s) {sizes}, fewer than 3; {fix}")
+    for r in spec.repeats:
+        s = spec.sizes[r.size]
+        if r.budget not in kept[s]:
+            raise SpecError(f"repeats: {s.label} at budget {r.budget:.3g} is outside the band; repeat a kept point.")
+
+
 class Sweep:
     """Runs a spec through a backend, appending records to ``<out>/records.jsonl``.
 
@@ -179,11 +197,19 @@ class Sweep:
     def run_series(self, series: Series) -> None:
         spec = self.spec
         facts = {s: self._facts(series, s) for s in spec.sizes}
+        check_band(spec, facts)
         self.calibrate(series, facts)
         factor = self.learning_rate_factor(series)
         ladder = [
             make_trunk(
-                "fit", series, s, seed, self.learning_rate(facts[s]["params"], factor), facts[s], spec.budgets, spec
+                "fit",
+                series,
+                s,
+                seed,
+                self.learning_rate(facts[s]["params"], factor),
+                facts[s],
+                spec.ladder_budgets(facts[s]),
+                spec,
             )
             for seed in spec.seeds
             for s in spec.sizes
@@ -232,7 +258,7 @@ class Sweep:
         )
 
     def _calibration_trunk(self, series: Series, size: Size, multiplier: float, facts: dict) -> Trunk:
-        budget = self.spec.learning_rate.calibration_budget or min(self.spec.budgets)
+        budget = self.spec.learning_rate.calibration_budget or min(self.spec.ladder_budgets(facts))
         lr = base_learning_rate(self.spec, facts["params"]) * multiplier
         trunk = make_trunk("calibration", series, size, self.spec.seeds[0], lr, facts, [budget], self.spec)
         trunk.facts = {**facts, "lr_multiplier": multiplier}

@@ -76,7 +76,7 @@ def design(spec: SweepSpec, out: Path, noise: float, laws: int = 40, draws: int 
     result = {}
     for series in spec.series:
         facts = [backend.describe(series, size, spec) for size in spec.sizes]
-        result[series.name] = study(Design.from_spec(spec, facts), noise, laws, draws, seed)
+        result[series.name] = study(Design.from_spec(spec, facts), noise, laws, draws, seed, delta=spec.fit.huber_delta)
     path = Path(out) / "design.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

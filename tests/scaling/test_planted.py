@@ -18,7 +18,10 @@ from scaling.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 TRUTH = ParametricLaw(E=0.3, A=9.0, B=33.0, alpha=0.35, beta=0.35)  # a = 0.5, optimum inside the ladder
-NOISE = 0.005  # log-normal sigma: the seed noise of the held-out runs (two seeds 0.7% and 0.9% apart, docs/LOG.md)
+NOISE = 0.005  # SCALING.md's "small log-normal noise" for the fixed law
+# The seed noise measured on cpu_default's repeated points (sigma of log loss per run; docs/LOG.md): 0.023-0.029
+# over the old design's three seeds, 0.026 over four points repeated four times each (issue 22).
+SEED_NOISE = 0.026
 
 
 def _design() -> Design:
@@ -35,7 +38,13 @@ def _design() -> Design:
             vocab_size=256, tokens_per_frame=16, num_actions=4, context_steps=spec.context_steps, gpt=gpt
         )
         model = WorldModel(cfg)
-        facts.append({"params": model.num_parameters(), "flops_per_token": model.flops_per_token()})
+        facts.append(
+            {
+                "params": model.num_parameters(),
+                "flops_per_token": model.flops_per_token(),
+                "tokens_per_step": spec.batch_size * cfg.gpt.max_tokens,
+            }
+        )
     return Design.from_spec(spec, facts)
 
 
@@ -47,8 +56,12 @@ def test_random_laws_cover_the_ranges_of_scaling_md():
         assert lo <= min(values) and max(values) <= hi and max(values) - min(values) > 0.8 * (hi - lo)
 
 
+def _delta() -> float:
+    return load_spec(REPO / "configs" / "scaling" / "cpu_default.yaml").fit.huber_delta
+
+
 def test_planted_law_is_recovered_with_honest_intervals():
-    result = study(_design(), NOISE, laws=10, draws=100, law=TRUTH)
+    result = study(_design(), NOISE, laws=10, draws=100, law=TRUTH, delta=_delta())
     assert result["converged"] == 1.0
     assert all(r["failed_replicates"] <= 0.05 for r in result["runs"])
     assert abs(result["median_error"]) <= 0.02
@@ -57,13 +70,14 @@ def test_planted_law_is_recovered_with_honest_intervals():
 
 @pytest.mark.slow
 def test_planted_law_many_replicates():
-    result = study(_design(), NOISE, laws=40, draws=100, seed=5, law=TRUTH)
+    result = study(_design(), NOISE, laws=40, draws=100, seed=5, law=TRUTH, delta=_delta())
     assert abs(result["median_error"]) <= 0.02
     assert result["coverage_95"] >= 0.9
 
 
 @pytest.mark.slow
 def test_planted_laws_with_random_coefficients_identify_a():
-    result = study(_design(), NOISE, laws=40, draws=100, seed=11)
+    """At the measured seed noise, with the Huber delta the profile fits with (matched to that noise)."""
+    result = study(_design(), SEED_NOISE, laws=40, draws=100, seed=11, delta=_delta())
     assert result["median_abs_error"] <= 0.03
     assert result["coverage_95"] >= 0.9
