@@ -82,6 +82,11 @@ class LearningRate:
     """Where the best multiplier is at the edge of those tried, try 2x further out, at most this many times."""
 
 
+def branch_steps(budget: float, facts: dict) -> int:
+    """Optimiser steps of a point on ``budget`` for a size with the backend's ``facts`` (at least 1)."""
+    return max(1, round(budget / (facts["flops_per_token"] * facts["tokens_per_step"])))
+
+
 @dataclass(frozen=True)
 class Band:
     """Which budgets each size is trained on. By default every size gets a point on every budget; a band leaves
@@ -96,11 +101,10 @@ class Band:
 
     def keeps(self, facts: dict, budget: float) -> bool:
         """Whether a size with the backend's ``facts`` gets a point on ``budget``."""
-        tokens = budget / facts["flops_per_token"]
-        steps = max(1, round(tokens / facts["tokens_per_step"]))
-        if steps < self.min_steps:
+        if branch_steps(budget, facts) < self.min_steps:
             return False
-        return self.max_tokens_per_param is None or tokens / facts["params"] <= self.max_tokens_per_param
+        tokens_per_param = budget / facts["flops_per_token"] / facts["params"]
+        return self.max_tokens_per_param is None or tokens_per_param <= self.max_tokens_per_param
 
 
 @dataclass(frozen=True)

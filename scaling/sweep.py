@@ -28,7 +28,7 @@ from scaling.fit import points_from_records
 from scaling.launchers import Launcher, LauncherConfig, TrunkJob
 from scaling.laws import fit_parametric
 from scaling.records import RECORDS, append_record, read_records, run_key
-from scaling.spec import Series, Size, SpecError, SweepSpec
+from scaling.spec import Series, Size, SpecError, SweepSpec, branch_steps
 
 
 @dataclass
@@ -109,7 +109,7 @@ def make_trunk(
     trunk = Trunk(role, series, size, seed, lr, facts)
     trunk.key = _trunk_key(trunk, spec)
     for c in sorted(budgets):
-        steps = max(1, round(c / (facts["flops_per_token"] * facts["tokens_per_step"])))
+        steps = branch_steps(c, facts)
         cooldown = max(1, round(spec.cooldown_fraction * steps))
         branch = Branch(budget=float(c), steps=steps, cooldown=cooldown)
         branch.key = run_key({"trunk": trunk.key, "steps": steps, "cooldown": cooldown, "role": role})
