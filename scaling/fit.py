@@ -116,17 +116,33 @@ def bootstrap(
 
 
 def seed_noise(records: list[dict], metric: str = "val_obs_ce") -> dict:
-    """Standard deviation of log loss between seeds at the same (size, budget), pooled over repeated points."""
+    """Standard deviation of log loss between seeds at the same (size, budget), pooled over repeated points, and
+    ``trunk_correlation``: the correlation of a run's deviation from its point's mean with its trunk's deviation at
+    the next budget (the branches of one trunk share its training; ``scaling.planted`` simulates both)."""
     by_point: dict[tuple, list[float]] = {}
     for r in records:
         if r["role"] in ("fit", "repeat"):
             by_point.setdefault((r["size"], r["budget"]), []).append(math.log(r[metric]))
     groups = [v for v in by_point.values() if len(v) >= 2]
     if not groups:
-        return {"sigma_log": None, "points": 0}
+        return {"sigma_log": None, "points": 0, "trunk_correlation": None, "pairs": 0}
     ss = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in groups)
     dof = sum(len(v) - 1 for v in groups)
-    return {"sigma_log": float(math.sqrt(ss / dof)), "points": len(groups)}
+    mean = {k: float(np.mean(v)) for k, v in by_point.items() if len(v) >= 2}
+    budgets = sorted({r["budget"] for r in records if r["role"] == "fit"})
+    by_trunk: dict[str, dict[int, float]] = {}
+    for r in records:
+        if r["role"] == "fit" and (r["size"], r["budget"]) in mean:
+            step = budgets.index(r["budget"])
+            by_trunk.setdefault(r["trunk"], {})[step] = math.log(r[metric]) - mean[(r["size"], r["budget"])]
+    pairs = [(d[k], d[k + 1]) for d in by_trunk.values() for k in d if k + 1 in d]
+    correlation = float(np.corrcoef(np.array(pairs).T)[0, 1]) if len(pairs) >= 3 else None
+    return {
+        "sigma_log": float(math.sqrt(ss / dof)),
+        "points": len(groups),
+        "trunk_correlation": correlation,
+        "pairs": len(pairs),
+    }
 
 
 def _prediction_interval(theta_samples, N, D, sigma_log: float, rng) -> dict:

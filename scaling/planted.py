@@ -57,6 +57,26 @@ class Design:
         n, f, c = (np.array(x, float) for x in (n, f, c))
         return n, c / f, c, np.array(trunk)
 
+    def log_noise(self, sigma: float, correlation: float, rng: np.random.Generator) -> np.ndarray:
+        """Seed noise of log loss on every point: normal with sigma ``sigma``, independent between trunks and, along
+        a trunk, correlated ``correlation`` ** k between points k budgets apart (its branches share its training
+        up to their budget; an AR(1) over the ladder's budgets). ``correlation`` 0: independent points."""
+        n, _, c, trunk = self.points()
+        if correlation == 0:
+            return rng.normal(0.0, sigma, len(n))
+        if not 0 <= correlation < 1:
+            raise ValueError(f"correlation must be in [0, 1), got {correlation}.")
+        step = np.searchsorted(np.sort(self.budgets), c)
+        z, eps = rng.normal(0.0, 1.0, len(n)), np.empty(len(n))
+        for t in np.unique(trunk):
+            on = np.flatnonzero(trunk == t)
+            on = on[np.argsort(step[on], kind="stable")]
+            eps[on[0]] = z[on[0]]
+            for prev, i in zip(on[:-1], on[1:], strict=True):
+                r = correlation ** (step[i] - step[prev])
+                eps[i] = r * eps[prev] + np.sqrt(1 - r * r) * z[i]
+        return sigma * eps
+
     @classmethod
     def from_spec(cls, spec, facts: list[dict]) -> Design:
         """The ladder of ``spec`` (its band included) with the backend's ``facts`` (``describe``) of each size."""
@@ -81,12 +101,19 @@ def random_law(rng: np.random.Generator, ranges: dict = RANDOM_RANGES) -> Parame
 
 
 def recover(
-    design: Design, law: ParametricLaw, noise: float, rng: np.random.Generator, draws: int = 100, delta: float = 1e-3
+    design: Design,
+    law: ParametricLaw,
+    noise: float,
+    rng: np.random.Generator,
+    draws: int = 100,
+    delta: float = 1e-3,
+    correlation: float = 0.0,
 ) -> dict:
-    """One synthetic sweep of ``design`` under ``law`` (log-normal noise of sigma ``noise`` on every point): the
-    fitted a, its 95% bootstrap interval, and whether the fit and its replicates converged."""
+    """One synthetic sweep of ``design`` under ``law`` (log-normal noise of sigma ``noise`` on every point,
+    ``correlation`` between neighbouring budgets of a trunk): the fitted a, its 95% bootstrap interval, and whether
+    the fit and its replicates converged."""
     n, d, c, trunk = design.points()
-    loss = law(n, d) * np.exp(rng.normal(0.0, noise, len(n)))
+    loss = law(n, d) * np.exp(design.log_noise(noise, correlation, rng))
     points = Points(n, d, c, loss, trunk, c)
     flops = FlopsPerToken(design.params, design.flops_per_token)
     _, fit = parametric(points, flops, design.budgets, keep=16, delta=delta)
@@ -115,16 +142,18 @@ def study(
     seed: int = 0,
     law: ParametricLaw | None = None,
     delta: float = 1e-3,
+    correlation: float = 0.0,
 ) -> dict:
     """``laws`` synthetic sweeps, each under a law drawn with random coefficients (or under ``law`` every time):
     the median absolute error of a, the coverage of its 95% interval, the worst error, and each draw."""
     # Laws and noise from separate streams: two designs studied with one seed meet the same laws.
     law_rng, noise_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     drawn = [law or random_law(law_rng) for _ in range(laws)]
-    runs = [recover(design, truth, noise, noise_rng, draws, delta) for truth in drawn]
+    runs = [recover(design, truth, noise, noise_rng, draws, delta, correlation) for truth in drawn]
     errors = np.abs([r["error"] for r in runs])
     return {
         "noise": noise,
+        "correlation": correlation,
         "huber_delta": delta,
         "laws": laws,
         "draws": draws,

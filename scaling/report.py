@@ -142,7 +142,13 @@ def _series_section(name: str, fit: dict, plots: list[Path], out: Path) -> list[
     if noise["sigma_log"] is not None:
         lines += [
             "",
-            f"Seed noise: sigma {noise['sigma_log']:.4f} in log loss from {noise['points']} repeated point(s).",
+            f"Seed noise: sigma {noise['sigma_log']:.4f} in log loss from {noise['points']} repeated point(s)"
+            + (
+                f"; correlation {noise['trunk_correlation']:.2f} between a trunk's neighbouring budgets "
+                f"({noise['pairs']} pairs)."
+                if noise.get("trunk_correlation") is not None
+                else "."
+            ),
         ]
     lines += ["", "Warnings:", ""] + ([f"- {w}" for w in fit["warnings"]] or ["- none"])
     lines += [""] + [f"![{p.stem}]({p.relative_to(out)})" for p in plots]

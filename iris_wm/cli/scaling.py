@@ -74,6 +74,13 @@ def _parser(verb: str):
         parser.add_argument(
             "--noise", type=float, default=0.03, help="Log-normal sigma of each point's loss (seed noise)."
         )
+        parser.add_argument(
+            "--correlation",
+            type=float,
+            default=0.0,
+            help="Correlation of that noise between neighbouring budgets of one trunk (a sweep's report.md measures "
+            "it beside the seed noise; 0: independent points).",
+        )
         parser.add_argument("--laws", type=int, default=40, help="Planted laws drawn with random coefficients.")
         parser.add_argument("--draws", type=int, default=100, help="Bootstrap replicates of each fit.")
         parser.add_argument("--draw_seed", type=int, default=0, help="Seed of the planted laws and their noise.")
@@ -142,9 +149,12 @@ def main(argv: list[str]) -> None:
     spec = _spec(cfg)
     out = Path(cfg.out or spec.out)
     if verb == "design":
-        for name, result in harness.design(spec, out, cfg.noise, cfg.laws, cfg.draws, cfg.draw_seed).items():
+        for name, result in harness.design(
+            spec, out, cfg.noise, cfg.laws, cfg.draws, cfg.draw_seed, cfg.correlation
+        ).items():
             print(
-                f"[{name}] {result['laws']} planted laws, noise {cfg.noise}: median |error of a| "
+                f"[{name}] {result['laws']} planted laws, noise {cfg.noise} (correlation {cfg.correlation}): "
+                f"median |error of a| "
                 f"{result['median_abs_error']:.3f}, the 95% interval covers the true a in "
                 f"{100 * result['coverage_95']:.0f}%, "
                 f"worst {result['worst_abs_error']:.3f} ({out / 'design.json'})"

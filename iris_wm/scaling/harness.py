@@ -66,17 +66,28 @@ def sweep(spec: SweepSpec, out: Path, device: str = "cpu", launcher: LauncherCon
     add_timing(out, "sweep", time.perf_counter() - start)
 
 
-def design(spec: SweepSpec, out: Path, noise: float, laws: int = 40, draws: int = 100, seed: int = 0) -> dict:
+def design(
+    spec: SweepSpec,
+    out: Path,
+    noise: float,
+    laws: int = 40,
+    draws: int = 100,
+    seed: int = 0,
+    correlation: float = 0.0,
+) -> dict:
     """Check, before anything trains, whether the spec's design identifies the exponent a (:mod:`scaling.planted`):
     ``laws`` synthetic sweeps of its ladder under laws with random coefficients, log-normal noise of sigma
-    ``noise``; writes ``<out>/design.json`` (one entry per series) and returns it."""
+    ``noise`` correlated ``correlation`` between neighbouring budgets of a trunk (a sweep's report measures both);
+    writes ``<out>/design.json`` (one entry per series) and returns it."""
     from scaling.planted import Design, study
 
     backend = TorchBackend()
     result = {}
     for series in spec.series:
         facts = [backend.describe(series, size, spec) for size in spec.sizes]
-        result[series.name] = study(Design.from_spec(spec, facts), noise, laws, draws, seed, delta=spec.fit.huber_delta)
+        result[series.name] = study(
+            Design.from_spec(spec, facts), noise, laws, draws, seed, delta=spec.fit.huber_delta, correlation=correlation
+        )
     path = Path(out) / "design.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

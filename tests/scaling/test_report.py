@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from scaling.records import append_record, run_key
 from scaling.report import run_fit, write_report
@@ -140,3 +141,31 @@ def test_held_out_seeds_are_one_check_on_their_mean_log_loss(tmp_path):
     width = [h["prediction_interval"]["ci95"][1] - h["prediction_interval"]["ci95"][0] for h in (one[0], two[0])]
     assert width[1] < width[0]
     assert "geometric mean of 2 seeds" in write_report(spec, run_fit(spec)).read_text()
+
+
+def test_seed_noise_pools_sigma_and_measures_the_correlation_along_trunks():
+    """Two sizes, three budgets, two seeds. Size a's seeds sit +-0.1 off their point's mean at every budget (a
+    trunk's deviation persists: pairs with product +0.01); size b's alternate +-0.2 (product -0.04). By hand: sigma^2 =
+    (3 x 0.02 + 3 x 0.08) / 6 = 0.05, and over the 8 neighbour pairs the correlation is (0.01 - 0.04) / 2 / 0.025 =
+    -0.6."""
+    from scaling.fit import seed_noise
+
+    offsets = {"a": [0.1, 0.1, 0.1], "b": [0.2, -0.2, 0.2]}
+    records = [
+        {
+            "role": "fit",
+            "size": size,
+            "budget": budget,
+            "trunk": f"{size}{seed}",
+            "val_obs_ce": float(np.exp(2 + sign * x)),
+        }
+        for size, xs in offsets.items()
+        for seed, sign in ((0, 1), (1, -1))
+        for budget, x in zip((1e9, 2e9, 4e9), xs, strict=True)
+    ]
+    records.append({"role": "holdout", "size": "a", "budget": 8e9, "trunk": "h", "val_obs_ce": 9.0})
+    noise = seed_noise(records)
+    assert noise["points"] == 6 and noise["pairs"] == 8
+    assert noise["sigma_log"] == pytest.approx(np.sqrt(0.05))
+    assert noise["trunk_correlation"] == pytest.approx(-0.6)
+    assert seed_noise(records[:3])["sigma_log"] is None

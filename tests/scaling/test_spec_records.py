@@ -132,7 +132,11 @@ def test_a_record_with_a_bad_loss_or_field_is_refused_naming_the_line(tmp_path, 
 
 
 def test_a_reseeded_study_is_independent_of_the_spec_as_written():
-    spec = load_spec(REPO / "configs" / "scaling" / "cpu_default.yaml")
+    # cpu_default has three seeds of every trunk and no repeated points; one is added to check they move too.
+    spec = load_spec(
+        REPO / "configs" / "scaling" / "cpu_default.yaml", {"repeats": [{"size": 7, "budget": 2.5e10, "seed": 5}]}
+    )
+    assert len(spec.seeds) == 3 and len(spec.repeats) == 1
     assert reseeded(spec, 0) is spec
     other = reseeded(spec, 2)
     assert other.out == spec.out + "-seed2"

@@ -208,11 +208,12 @@ def test_run_refuses_a_store_smaller_than_the_series_asks(store, tmp_path, capsy
 
 def test_design_checks_a_spec_on_planted_laws_before_training(tmp_path, store, capsys):
     spec_path = _spec_file(tmp_path, store)
-    scaling_cli(["design", "--spec", str(spec_path), "--laws", "3", "--draws", "5", "--noise", "0.01"])
+    args = ["design", "--spec", str(spec_path), "--laws", "3", "--draws", "5", "--noise", "0.01"]
+    scaling_cli([*args, "--correlation", "0.8"])
     result = json.loads((tmp_path / "out" / "design.json").read_text())["K4"]
     spec = load_spec(spec_path)
     assert result["points"] == len(spec.sizes) * len(spec.budgets) + len(spec.repeats)
-    assert len(result["runs"]) == 3 and result["noise"] == 0.01
+    assert len(result["runs"]) == 3 and result["noise"] == 0.01 and result["correlation"] == 0.8
     assert all(0.2 / 1.1 <= r["true_a"] <= 0.55 / 0.75 for r in result["runs"])  # beta / (alpha + beta) in range
     assert "median |error of a|" in capsys.readouterr().out
     assert not (tmp_path / "out" / "records.jsonl").exists()  # nothing trained
