@@ -65,7 +65,10 @@ class Design:
         if correlation == 0:
             return rng.normal(0.0, sigma, len(n))
         if not 0 <= correlation < 1:
-            raise ValueError(f"correlation must be in [0, 1), got {correlation}.")
+            raise ValueError(
+                f"correlation must be in [0, 1), got {correlation}: use the one a sweep's report.md measures beside "
+                "the seed noise (0: independent points)."
+            )
         step = np.searchsorted(np.sort(self.budgets), c)
         z, eps = rng.normal(0.0, 1.0, len(n)), np.empty(len(n))
         for t in np.unique(trunk):

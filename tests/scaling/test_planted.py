@@ -106,3 +106,5 @@ def test_trunk_noise_has_the_asked_sigma_and_correlation_along_a_trunk_only():
             assert corr[i, j] == pytest.approx(expected, abs=0.03), (i, j)
     independent = np.array([design.log_noise(0.04, 0.0, rng) for _ in range(5000)])
     assert np.abs(np.corrcoef(independent.T) - np.eye(len(c))).max() < 0.06
+    with pytest.raises(ValueError, match=r"correlation must be in \[0, 1\), got 1.5: use the one a sweep's report"):
+        design.log_noise(0.04, 1.5, rng)
