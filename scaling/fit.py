@@ -123,23 +123,24 @@ def seed_noise(records: list[dict], metric: str = "val_obs_ce") -> dict:
     for r in records:
         if r["role"] in ("fit", "repeat"):
             by_point.setdefault((r["size"], r["budget"]), []).append(math.log(r[metric]))
-    groups = [v for v in by_point.values() if len(v) >= 2]
-    if not groups:
+    repeated = {k: v for k, v in by_point.items() if len(v) >= 2}
+    if not repeated:
         return {"sigma_log": None, "points": 0, "trunk_correlation": None, "pairs": 0}
-    ss = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in groups)
-    dof = sum(len(v) - 1 for v in groups)
-    mean = {k: float(np.mean(v)) for k, v in by_point.items() if len(v) >= 2}
-    budgets = sorted({r["budget"] for r in records if r["role"] == "fit"})
+    mean = {k: float(np.mean(v)) for k, v in repeated.items()}
+    ss = sum(((np.array(v) - mean[k]) ** 2).sum() for k, v in repeated.items())
+    dof = sum(len(v) - 1 for v in repeated.values())
+    # A run's deviation from its point's mean, by trunk and by the index of its budget on the ladder.
+    step = {c: i for i, c in enumerate(sorted({r["budget"] for r in records if r["role"] == "fit"}))}
     by_trunk: dict[str, dict[int, float]] = {}
     for r in records:
         if r["role"] == "fit" and (r["size"], r["budget"]) in mean:
-            step = budgets.index(r["budget"])
-            by_trunk.setdefault(r["trunk"], {})[step] = math.log(r[metric]) - mean[(r["size"], r["budget"])]
+            deviation = math.log(r[metric]) - mean[(r["size"], r["budget"])]
+            by_trunk.setdefault(r["trunk"], {})[step[r["budget"]]] = deviation
     pairs = [(d[k], d[k + 1]) for d in by_trunk.values() for k in d if k + 1 in d]
     correlation = float(np.corrcoef(np.array(pairs).T)[0, 1]) if len(pairs) >= 3 else None
     return {
         "sigma_log": float(math.sqrt(ss / dof)),
-        "points": len(groups),
+        "points": len(repeated),
         "trunk_correlation": correlation,
         "pairs": len(pairs),
     }
