@@ -155,7 +155,8 @@ def main(argv: list[str]) -> None:
             print(
                 f"[{name}] {result['laws']} planted laws, noise {cfg.noise} (correlation {cfg.correlation}): "
                 f"median |error of a| "
-                f"{result['median_abs_error']:.3f}, the 95% interval covers the true a in "
+                f"{result['median_abs_error']:.3f} (95% over laws: {result['median_abs_error_ci95'][0]:.3f}-"
+                f"{result['median_abs_error_ci95'][1]:.3f}), the 95% interval covers the true a in "
                 f"{100 * result['coverage_95']:.0f}%, "
                 f"worst {result['worst_abs_error']:.3f} ({out / 'design.json'})"
             )

@@ -215,5 +215,7 @@ def test_design_checks_a_spec_on_planted_laws_before_training(tmp_path, store, c
     assert result["points"] == len(spec.sizes) * len(spec.budgets) + len(spec.repeats)
     assert len(result["runs"]) == 3 and result["noise"] == 0.01 and result["correlation"] == 0.8
     assert all(0.2 / 1.1 <= r["true_a"] <= 0.55 / 0.75 for r in result["runs"])  # beta / (alpha + beta) in range
+    low, high = result["median_abs_error_ci95"]
+    assert low <= result["median_abs_error"] <= high
     assert "median |error of a|" in capsys.readouterr().out
     assert not (tmp_path / "out" / "records.jsonl").exists()  # nothing trained
