@@ -4,13 +4,19 @@ The evaluation protocol (``EnvConfig.evaluation()``): a lost life does not end t
 reset, the policy sampled at temperature 0.5. ``num_envs`` environments run side by side with one batched
 policy call per step; episode ``i`` is seeded with ``seed + i`` whichever environment plays it, and every
 episode that starts is played to its end, so the set of episodes does not depend on their lengths.
+
+``record`` keeps what was played as an episode store (frames, actions, rewards, ends, and the state where the task
+has one): data from a trained agent or a planner rather than the random policy, for the tokenizer and world model
+to learn from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +26,14 @@ from tqdm.auto import tqdm
 from iris_wm.agent.emulator_planning import EmulatorMPCPolicy
 from iris_wm.agent.planning import MPCPolicy, PlannerConfig
 from iris_wm.data.collect import store_layout
+from iris_wm.data.episode import Episode, EpisodeBuffer
 from iris_wm.data.sizes import action_sizes, check_sizes
 from iris_wm.data.spaces import ActionSpace
+from iris_wm.data.store import EpisodeStore
 from iris_wm.envs.atari import EnvConfig, make_env, resolve_game_id
 from iris_wm.evaluate.scores import summarize
 from iris_wm.hub.checkpoints import load_agent, load_model
-from iris_wm.runtime.checks import at_least, output_file
+from iris_wm.runtime.checks import at_least, output_file, output_folder
 from iris_wm.runtime.errors import ConfigError
 from iris_wm.runtime.provenance import provenance
 
@@ -45,9 +53,16 @@ class RandomPolicy:
 
 
 def play(
-    policy, env_config: EnvConfig, episodes: int, num_envs: int, seed: int, progress: bool = True
+    policy,
+    env_config: EnvConfig,
+    episodes: int,
+    num_envs: int,
+    seed: int,
+    progress: bool = True,
+    record: Callable[[int, Episode], None] | None = None,
 ) -> tuple[list[float], list[int]]:
-    """Returns and lengths of ``episodes`` episodes, in episode order."""
+    """Returns and lengths of ``episodes`` episodes, in episode order; ``record(i, episode)`` receives each episode's
+    steps as it ends (they end in an order fixed by the seeds, not in episode order)."""
     num_envs = max(1, min(num_envs, episodes))
     envs = [make_env(env_config) for _ in range(num_envs)]
     space, state_spec, _ = store_layout(envs[0])
@@ -56,6 +71,7 @@ def play(
     playing = np.full(num_envs, -1)  # the episode each environment plays, -1 when idle
     new = np.ones(num_envs, bool)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
+    buffers = [EpisodeBuffer() for _ in range(num_envs)] if record is not None else None
     started = finished = 0
     if hasattr(policy, "bind_envs"):  # a planner whose model is the emulator itself snapshots these
         policy.bind_envs(envs)
@@ -73,7 +89,10 @@ def play(
         new[:] = False
         for slot in np.flatnonzero(playing >= 0):
             action = int(actions[slot]) if space.is_discrete else actions[slot].astype(np.float32)
+            seen = (frames[slot].copy(), None if states is None else states[slot].copy())
             frames[slot], reward, terminated, truncated, info = envs[slot].step(action)
+            if buffers is not None:
+                buffers[slot].add(seen[0], action, float(reward), bool(terminated), bool(truncated), seen[1])
             if states is not None:
                 states[slot] = info["state"]
             episode = playing[slot]
@@ -82,6 +101,9 @@ def play(
             if terminated or truncated:
                 playing[slot] = -1
                 finished += 1
+                if buffers is not None:
+                    record(int(episode), buffers[slot].to_episode())
+                    buffers[slot] = EpisodeBuffer()
                 bar.update(1)
     bar.close()
     for env in envs:
@@ -100,6 +122,7 @@ def evaluate(
     device: str = "cpu",
     planner: PlannerConfig | None = None,
     world_model: str | None = None,
+    record: str | None = None,
 ) -> dict:
     """Play episodes of the real game with an agent and write their returns to a JSON file.
 
@@ -119,6 +142,9 @@ def evaluate(
             critic where an agent is given; none is needed).
         world_model: with a planner, plan in this world model (a checkpoint, a folder, a Hub id; an ensemble built by
             ``iris-wm ensemble build`` included) instead of the agent's own.
+        record: also write the episodes played to a new episode store in this folder (in the order they end; its
+            manifest names the policy). It appears whole when the last episode ends: an interrupted evaluation leaves
+            ``<record>.partial``, which the next one with the same ``record`` starts afresh.
     """
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
@@ -159,23 +185,67 @@ def evaluate(
                 mpc = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic)
             policy = mpc.bind(space)
             name = f"mpc:{agent}" if planner.model == "learned" else f"mpc:emulator:{agent}"
+    recorder = None
+    if record is not None:
+        recorded = {"policy": name, "seed": seed, "temperature": temperature, "planner": _plain(planner)}
+        recorder = _recorder(record, env, recorded)
     start = time.perf_counter()
-    returns, lengths = play(policy, env, episodes, num_envs, seed)
+    returns, lengths = play(policy, env, episodes, num_envs, seed, record=recorder)
+    if recorder is not None:
+        recorder.finish()
     result = {
         "game": env.game,
         "policy": name,
         "episodes": episodes,
         "temperature": temperature,
-        "planner": None if planner is None else dataclasses.asdict(planner),
+        "planner": _plain(planner),
         "seed": seed,
         "returns": returns,
         "lengths": lengths,
         **summarize(env.game, returns),
         "seconds": time.perf_counter() - start,
         "env": env.to_dict(),
+        "record": record,
         "provenance": provenance(),
     }
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     return result
+
+
+class _Recorder:
+    """Appends each episode played to a store in ``<folder>.partial``, renamed to ``folder`` at the end."""
+
+    def __init__(self, folder: Path, store: EpisodeStore):
+        self.folder, self.store = folder, store
+
+    def __call__(self, index: int, episode: Episode) -> None:
+        self.store.append([episode])
+
+    def finish(self) -> None:
+        self.store.root.rename(self.folder)
+
+
+def _recorder(folder: str, env: EnvConfig, recorded: dict) -> _Recorder:
+    path = output_folder(folder, "episode store")
+    if path.exists() and any(path.iterdir()):
+        raise ConfigError(
+            f"--record {path} exists already: the episodes played go into a new store. Choose another folder, or "
+            "delete that one if it is an earlier recording you do not need."
+        )
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # an interrupted recording of the same folder: start again
+    probe = make_env(env)
+    space, state, fps = store_layout(probe)
+    settings = {"env": env.to_dict(), "recorded": recorded}
+    if env.suite == "atari":
+        settings["action_meanings"] = probe.unwrapped.get_action_meanings()
+    probe.close()
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    store = EpisodeStore.create(partial, EpisodeStore.frame_spec(env.size), space, settings, state, fps)
+    return _Recorder(path, store)
+
+
+def _plain(planner: PlannerConfig | None) -> dict | None:
+    return None if planner is None else dataclasses.asdict(planner)
