@@ -103,6 +103,15 @@ def store_layout(env) -> tuple[ActionSpace, StateSpec | None, float | None]:
     return space, StateSpec.named(names) if names else None, env.metadata.get("render_fps")
 
 
+def store_settings(env_config: EnvConfig, env) -> dict:
+    """Where a store's episodes come from, as its manifest records them: the environment's settings, and an Atari
+    game's action meanings."""
+    settings = {"env": env_config.to_dict()}
+    if env_config.suite == "atari":
+        settings["action_meanings"] = env.unwrapped.get_action_meanings()
+    return settings
+
+
 def _check_arguments(steps: int, seed: int, flush_steps: int, workers: int) -> None:
     at_least(1, "collect", steps=steps, flush_steps=flush_steps, workers=workers)
     at_least(0, "collect", seed=seed)
@@ -129,9 +138,7 @@ def _collect(out, steps, env_config, seed, policy, flush_steps, progress, progre
         env_config = dataclasses.replace(env_config, game=resolve_game_id(env_config.game))
     env = make_env(env_config)
     space, state, fps = store_layout(env)
-    settings = {"env": env_config.to_dict()}
-    if env_config.suite == "atari":
-        settings["action_meanings"] = env.unwrapped.get_action_meanings()
+    settings = store_settings(env_config, env)
     frames = EpisodeStore.frame_spec(env_config.size)
     store = EpisodeStore.open_or_create(out, frames, space, settings, state, fps)
     start_steps, start_episodes = store.num_steps, store.num_episodes

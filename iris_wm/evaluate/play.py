@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from iris_wm.agent.emulator_planning import EmulatorMPCPolicy
 from iris_wm.agent.planning import MPCPolicy, PlannerConfig
-from iris_wm.data.collect import store_layout
+from iris_wm.data.collect import store_layout, store_settings
 from iris_wm.data.episode import Episode, EpisodeBuffer
 from iris_wm.data.sizes import action_sizes, check_sizes
 from iris_wm.data.spaces import ActionSpace
@@ -89,7 +89,8 @@ def play(
         new[:] = False
         for slot in np.flatnonzero(playing >= 0):
             action = int(actions[slot]) if space.is_discrete else actions[slot].astype(np.float32)
-            seen = (frames[slot].copy(), None if states is None else states[slot].copy())
+            if buffers is not None:  # the step's own frame and state, before the step replaces them
+                seen = (frames[slot].copy(), None if states is None else states[slot].copy())
             frames[slot], reward, terminated, truncated, info = envs[slot].step(action)
             if buffers is not None:
                 buffers[slot].add(seen[0], action, float(reward), bool(terminated), bool(truncated), seen[1])
@@ -156,7 +157,8 @@ def evaluate(
     if env.suite == "atari":
         env = dataclasses.replace(env, game=resolve_game_id(env.game))
     probe = make_env(env)
-    space, _, _ = store_layout(probe)
+    layout, settings = store_layout(probe), store_settings(env, probe)
+    space = layout[0]
     probe.close()
     if planner is not None and planner.model == "emulator" and agent is None:
         generator = torch.Generator().manual_seed(seed)
@@ -187,8 +189,8 @@ def evaluate(
             name = f"mpc:{agent}" if planner.model == "learned" else f"mpc:emulator:{agent}"
     recorder = None
     if record is not None:
-        recorded = {"policy": name, "seed": seed, "temperature": temperature, "planner": _plain(planner)}
-        recorder = _recorder(record, env, recorded)
+        settings["recorded"] = {"policy": name, "seed": seed, "temperature": temperature, "planner": _plain(planner)}
+        recorder = _recorder(record, EpisodeStore.frame_spec(env.size), layout, settings)
     start = time.perf_counter()
     returns, lengths = play(policy, env, episodes, num_envs, seed, record=recorder)
     if recorder is not None:
@@ -227,7 +229,9 @@ class _Recorder:
         self.store.root.rename(self.folder)
 
 
-def _recorder(folder: str, env: EnvConfig, recorded: dict) -> _Recorder:
+def _recorder(folder: str, frames, layout: tuple, settings: dict) -> _Recorder:
+    """A new store for the episodes played: ``layout`` (action space, state, fps) and ``settings`` as
+    :func:`~iris_wm.data.collect.store_layout` and :func:`~iris_wm.data.collect.store_settings` give them."""
     path = output_folder(folder, "episode store")
     if path.exists() and any(path.iterdir()):
         raise ConfigError(
@@ -236,14 +240,9 @@ def _recorder(folder: str, env: EnvConfig, recorded: dict) -> _Recorder:
         )
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # an interrupted recording of the same folder: start again
-    probe = make_env(env)
-    space, state, fps = store_layout(probe)
-    settings = {"env": env.to_dict(), "recorded": recorded}
-    if env.suite == "atari":
-        settings["action_meanings"] = probe.unwrapped.get_action_meanings()
-    probe.close()
     partial.parent.mkdir(parents=True, exist_ok=True)
-    store = EpisodeStore.create(partial, EpisodeStore.frame_spec(env.size), space, settings, state, fps)
+    space, state, fps = layout
+    store = EpisodeStore.create(partial, frames, space, settings, state, fps)
     return _Recorder(path, store)
 
 
