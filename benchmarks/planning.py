@@ -38,8 +38,9 @@ def _config(path: str) -> dict:
     return yaml.safe_load((ROOT / path).read_text())["model"]["config"]
 
 
-def models(name: str):
-    """The tokenizer, world model and actor-critic of ``demo`` (configs/*/demo.yaml) or ``iris`` (IRIS's sizes)."""
+def models(name: str, device: str = "cpu"):
+    """The tokenizer, world model and actor-critic of ``demo`` (configs/*/demo.yaml) or ``iris`` (IRIS's sizes), on
+    ``device``."""
     torch.manual_seed(0)
     if name == "demo":
         tokenizer = Tokenizer(TokenizerConfig(**_config("configs/tokenizer/demo.yaml")))
@@ -51,21 +52,29 @@ def models(name: str):
     K, V = tokenizer.config.tokens_per_frame, tokenizer.config.vocab_size
     world_model = WorldModel(WorldModelConfig(vocab_size=V, tokens_per_frame=K, num_actions=4, gpt=gpt, **wm_config))
     actor_critic = ActorCritic(ActorCriticConfig(num_actions=4, vocab_size=V, tokens_per_frame=K, **ac_config))
-    return tokenizer.eval(), world_model.eval(), actor_critic.eval()
+    return tokenizer.to(device).eval(), world_model.to(device).eval(), actor_critic.to(device).eval()
 
 
-def decision_ms(name: str, samples: int, envs: int, repeats: int) -> dict:
-    tokenizer, world_model, actor_critic = models(name)
+def _synchronize(device: str) -> None:
+    """Wait for the device's queued work, so that a timer read after it times the work (a no-op on a CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def decision_ms(name: str, samples: int, envs: int, repeats: int, device: str = "cpu") -> dict:
+    tokenizer, world_model, actor_critic = models(name, device)
     config = PlannerConfig(samples=samples, elites=min(64, samples), horizon=HORIZON)  # TD-MPC2's other defaults
-    policy = MPCPolicy(tokenizer, world_model, config, torch.Generator().manual_seed(0), actor_critic)
+    policy = MPCPolicy(tokenizer, world_model, config, torch.Generator(device).manual_seed(0), actor_critic)
     policy.bind(ActionSpace.discrete(4))
     frames = torch.randint(0, 256, (envs, 3, 64, 64), dtype=torch.uint8)
     new = torch.zeros(envs, dtype=torch.bool)
     policy.act(frames, ~new)  # warm-up (and the bf16 copies)
     times = []
     for _ in range(repeats):
+        _synchronize(device)
         start = time.perf_counter()
         policy.act(frames, new)
+        _synchronize(device)
         times.append(time.perf_counter() - start)
     ms = 1000 * statistics.median(times)
     imagined = envs * (config.prior_samples + config.iterations * samples) * HORIZON
@@ -83,23 +92,26 @@ def decision_ms(name: str, samples: int, envs: int, repeats: int) -> dict:
     }
 
 
-def ensemble_step_ms(members: int, batch: int, repeats: int) -> dict:
+def ensemble_step_ms(members: int, batch: int, repeats: int, device: str = "cpu") -> dict:
     """Milliseconds of one imagined step (batch ``batch``, greedy) of the demo world model alone and of an ensemble of
     ``members`` of them: the issue's bound is ``members * 1.5`` single steps."""
-    _, world_model, _ = models("demo")
+    _, world_model, _ = models("demo", device)
     others = (WorldModel(world_model.config) for _ in range(members - 1))  # weights do not change the cost
-    ensemble = WorldModelEnsemble([world_model, *others]).eval()
-    tokens = torch.randint(0, world_model.config.vocab_size, (batch, 1, world_model.config.tokens_per_frame))
-    actions = torch.zeros(batch, dtype=torch.long)
+    ensemble = WorldModelEnsemble([world_model, *others]).to(device).eval()
+    shape = (batch, 1, world_model.config.tokens_per_frame)
+    tokens = torch.randint(0, world_model.config.vocab_size, shape, device=device)
+    actions = torch.zeros(batch, dtype=torch.long, device=device)
     ms = {}
     for name, model in (("single", world_model), ("ensemble", ensemble)):
         env = ImaginationEnv(model, config=ImaginationConfig(temperature=0.0))
         times = []
         for _ in range(repeats + 1):
             env.reset(tokens)
+            _synchronize(device)
             start = time.perf_counter()
             for _ in range(4):
                 env.step(actions)
+            _synchronize(device)
             times.append((time.perf_counter() - start) / 4)
         ms[name] = 1000 * statistics.median(times[1:])
     return {"members": members, "batch": batch, **{f"{k}_ms": v for k, v in ms.items()},
@@ -147,16 +159,23 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs/PLANNING.md")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 512])
+    parser.add_argument("--envs", type=int, nargs="+", default=[1], help="Environments planned for at once.")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU.")
     args = parser.parse_args()
-    rows = [decision_ms(name, n, 1, args.repeats) for name in ("demo", "iris") for n in args.samples]
+    device = args.device
+    grid = [(name, n, e) for name in ("demo", "iris") for e in args.envs for n in args.samples]
+    rows = [decision_ms(name, n, e, args.repeats, device) for name, n, e in grid]
+    machine = f"{cpu_description()}, {os.cpu_count()} cores"
+    if torch.device(device).type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)} (host: {machine})"
     record = {
-        "command": "make bench-planning",
+        "command": "make bench-planning" if device == "cpu" else "python benchmarks/planning.py --device " + device,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "dtype": str(inference_dtype(ImaginationConfig().precision, torch.device("cpu"))).removeprefix("torch."),
+        "machine": f"{machine}, torch {torch.__version__}",
+        "dtype": str(inference_dtype(ImaginationConfig().precision, torch.device(device))).removeprefix("torch."),
         "provenance": provenance(),
         "rows": rows,
-        "ensemble": [ensemble_step_ms(m, b, args.repeats) for m in (3, 5) for b in (1, 64)],
+        "ensemble": [ensemble_step_ms(m, b, args.repeats, device) for m in (3, 5) for b in (1, 64)],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1))

@@ -15,6 +15,7 @@ unknown gate keeps.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import time
@@ -120,7 +121,11 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--horizon", type=int, default=20)
     parser.add_argument("--rollouts", type=int, default=8, help="Real runs per start.")
-    parser.add_argument("--imagined_rollouts", type=int, default=None, help="Imagined runs per start (--rollouts).")
+    parser.add_argument(
+        "--imagined_rollouts", type=int, nargs="+", default=None,
+        help="Imagined runs per start (--rollouts); several: the figures of each, against the same real runs.",
+    )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="Where the imagination runs (cuda: a GPU); real runs: CPU.")
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=5000)
     args = parser.parse_args()
@@ -132,31 +137,41 @@ def main() -> None:
     real = real_runs(agent, starts, config, args.seed)
     tokens = torch.stack([s["tokens"] for s in starts])
     actions = torch.stack([s["actions"] for s in starts])
-    generator = torch.Generator().manual_seed(args.seed)
-    config = dataclasses.replace(config, rollouts=args.imagined_rollouts or args.rollouts)
-    imagined = imagined_rollouts(agent.actor_critic, model, agent.tokenizer, tokens, actions, config, None, generator)
+    # The imagination on --device: copies of the models there, a generator there.
+    ac, tokenizer, model = (copy.deepcopy(m).to(args.device) for m in (agent.actor_critic, agent.tokenizer, model))
     record = {
         "command": "python benchmarks/safety_validation.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
         "date": time.strftime("%Y-%m-%d"),
-        "config": {
-            "horizon": args.horizon,
-            "rollouts": args.rollouts,
-            "imagined_rollouts": config.rollouts,
-            "temperature": args.temperature,
-            "every": args.every,
-        },
-        "all": figures(imagined.unsafe, real, np.ones(len(starts), bool), args.seed),
+        "real_seconds": time.perf_counter() - begin,
+        "real_outcomes": real.astype(int).tolist(),
+        "by_imagined_rollouts": {},
     }
-    if hasattr(model, "members"):
-        from iris_wm.data.store import TokenStore
+    for count in args.imagined_rollouts or [args.rollouts]:
+        generator = torch.Generator(args.device).manual_seed(args.seed)
+        imagine = dataclasses.replace(config, rollouts=count)
+        imagined = imagined_rollouts(ac, model, tokenizer, tokens, actions, imagine, None, generator)
+        row = {
+            "config": {
+                "horizon": args.horizon,
+                "rollouts": args.rollouts,
+                "imagined_rollouts": count,
+                "temperature": args.temperature,
+                "every": args.every,
+            },
+            "all": figures(imagined.unsafe, real, np.ones(len(starts), bool), args.seed),
+        }
+        if hasattr(model, "members"):
+            from iris_wm.data.store import TokenStore
 
-        store = TokenStore.open(args.demo / "tokens")
-        ac, tokenizer = agent.actor_critic, agent.tokenizer
-        threshold = unknown_threshold(ac, model, tokenizer, store, config, args.starts, args.seed, generator)
-        gated = summarize_starts(imagined, threshold)
-        keep = np.array([not s["unknown"] for s in gated["starts"]])
-        record["unknown_threshold"] = threshold
-        record["known"] = figures(imagined.unsafe, real, keep, args.seed)
+            store = TokenStore.open(args.demo / "tokens")
+            threshold = unknown_threshold(ac, model, tokenizer, store, imagine, args.starts, args.seed, generator)
+            gated = summarize_starts(imagined, threshold)
+            keep = np.array([not s["unknown"] for s in gated["starts"]])
+            row["unknown_threshold"] = threshold
+            row["known"] = figures(imagined.unsafe, real, keep, args.seed)
+        record["by_imagined_rollouts"][str(count)] = row
+        record.update(row)  # the last count's figures at the top level, as before
+        print(count, json.dumps(row["all"]), flush=True)
     record["seconds"] = time.perf_counter() - begin
     record["provenance"] = provenance()
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -42,13 +42,13 @@ TASK = "reacher-easy"
 STAGES = ("tokenizer", "world_model", "agent")
 
 
-def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: int) -> dict:
-    arguments = dict(steps=steps, seed=seed, eval_episodes=eval_episodes, eval_max_steps=eval_max_steps)
+def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: int, task: str = TASK) -> dict:
+    arguments = dict(steps=steps, seed=seed, eval_episodes=eval_episodes, eval_max_steps=eval_max_steps, task=task)
     claim(out, settings("control", STAGES, **arguments))
     previous = out / "summary.json"
     timer = timings = StageTimings(previous)
 
-    env = EnvConfig(suite="dmc", task=TASK)
+    env = EnvConfig(suite="dmc", task=task)
     episodes, tokens = out / "episodes", out / "tokens"
     with timer("collect"):
         collect_parallel(episodes, steps, env, seed=seed, workers=2)
@@ -76,7 +76,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: in
         with timer("agent fit"):
             extra = ("--model.world_model", str(world_model), "--model.tokenizer", str(tokenizer))
             run_agent_cli(stage_args("fit", "agent", "control", tokens, out / "agent", *extra))
-    play_env = EnvConfig(suite="dmc", task=TASK, max_episode_steps=eval_max_steps)
+    play_env = EnvConfig(suite="dmc", task=task, max_episode_steps=eval_max_steps)
     results = {}
     for name, policy in (("agent", str(agent)), ("random", None)):
         with timer(f"evaluate {name}"):
@@ -84,7 +84,7 @@ def run(out: Path, steps: int, seed: int, eval_episodes: int, eval_max_steps: in
                 str(out / "evaluate" / f"{name}.json"), policy, play_env, eval_episodes, num_envs=8, seed=1000 + seed
             )
     summary = {
-        "task": TASK,
+        "task": task,
         "seed": seed,
         "steps": steps,
         "conditioning": conditioning,
@@ -199,8 +199,10 @@ def write_report(out: Path, summary: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = demo_parser("iris-wm-demo-control", __doc__, "runs/demo-control", 20_000, 250).parse_args(argv)
-    run(args.out, args.steps, args.seed, args.eval_episodes, args.eval_max_steps)
+    parser = demo_parser("iris-wm-demo-control", __doc__, "runs/demo-control", 20_000, 250)
+    parser.add_argument("--task", default=TASK, help="The dm_control task, domain-task.")
+    args = parser.parse_args(argv)
+    run(args.out, args.steps, args.seed, args.eval_episodes, args.eval_max_steps, args.task)
     print((args.out / "report.md").read_text())
 
 

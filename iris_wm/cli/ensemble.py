@@ -40,12 +40,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--windows", type=int, default=256, help="Windows of each store.")
     parser.add_argument("--burn_in", type=int, default=4, help="Real steps that prime each window.")
     parser.add_argument("--horizon", type=int, default=10, help="Imagined steps of each window.")
+    parser.add_argument("--device", type=str, default="cpu", help="Where the members imagine (cuda: a GPU).")
     args = parser.parse_args(rest)
     from iris_wm.data.store import TokenStore
     from iris_wm.evaluate.uncertainty import uncertainty_report
     from iris_wm.hub.checkpoints import load_model
 
-    ensemble = load_model(args.ensemble, "world_model")
+    ensemble = load_model(args.ensemble, "world_model", map_location=args.device)
     own, other = TokenStore.open(args.tokens), TokenStore.open(args.other)
     report = uncertainty_report(ensemble, own, other, args.windows, args.burn_in, args.horizon)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
