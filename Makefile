@@ -50,8 +50,11 @@ DEMO_OUT := $(if $(filter 0,$(SEED)),runs/demo,runs/demo-seed$(SEED))
 demo: $(STAMP)  ## the pipeline end to end on Breakout -> runs/demo/report.md (make demo SEED=n: runs/demo-seed<n>)
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.demo --out $(DEMO_OUT) --seed $(SEED)
 
-demo-control: $(STAMP) mujoco-gl  ## the pipeline on dm_control reacher-easy (MuJoCo) -> runs/demo-control/report.md
-	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.control_demo --out runs/demo-control
+CONTROL_TASK ?= reacher-easy
+CONTROL_OUT := $(if $(filter reacher-easy,$(CONTROL_TASK)),runs/demo-control,runs/demo-control-$(CONTROL_TASK))
+
+demo-control: $(STAMP) mujoco-gl  ## the pipeline on dm_control reacher-easy (MuJoCo) -> runs/demo-control/report.md (CONTROL_TASK=cartpole-swingup: runs/demo-control-cartpole-swingup)
+	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.control_demo --out $(CONTROL_OUT) --task $(CONTROL_TASK)
 
 demo-seeds: $(STAMP)  ## after make demo: the agent stage over 3 seeds against random -> runs/demo/seeds.json
 	OMP_NUM_THREADS=2 $(PY) -m iris_wm.cli.seeds --out $(DEMO_OUT) --seeds 0 1 2

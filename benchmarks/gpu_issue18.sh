@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Issue 18's figures on one GPU machine, in one run (docs/BENCHMARKS.md, "Issue 18 on a GPU"): after `make demo`
-# (runs/demo) and a Pong token store encoded by the demo tokenizer (runs/pong/tokens), from the repository root:
+# Issue 18's figures on one GPU machine, in one run (docs/BENCHMARKS.md, "Planning decisions and ensemble steps"):
+# after `make demo` (runs/demo) and a Pong token store encoded by the demo tokenizer (runs/pong/tokens), from the
+# repository root:
 #
-#   DEVICE=cuda OUT=/tmp/gpu bash benchmarks/gpu_issue18.sh        (SMOKE=1: every part, tiny, in about a minute)
+#   DEVICE=cuda OUT=/tmp/gpu bash benchmarks/gpu_issue18.sh        (SMOKE=1: every part, tiny, in a few minutes)
+#
+# A GPU image with torch and lightning but not this project's other dependencies needs their wheels on PYTHONPATH
+# first: ale-py, gymnasium, Farama-Notifications, jsonargparse, docstring_parser, typeshed_client, pydantic,
+# pydantic_core, annotated-types, typing-inspection, vector-quantize-pytorch, einx, frozendict, torch-einops-utils,
+# loguru, datasets, dill, multiprocess (pip download --no-deps ... -d .whl; pip install --no-index --target /tmp/site).
 #
 # Parts, side by side, each with its own log and time limit:
 #   1. ensemble: world models with seeds 1-4 trained as the demo's (configs/world_model/demo.yaml) on the GPU, then
@@ -12,7 +18,8 @@
 #      imagined rollouts a start against the same real runs;
 #   4. planning: benchmarks/planning.py on the GPU (decision time at N = 64 / 256 / 512 for 1 and 32 environments);
 #   5. agents: the demo's agent stage with seeds 1 and 2, each played alone and with the smaller planner.
-# Every part stops at the deadline, TOTAL seconds after the start. Everything lands in $OUT/results.tgz; $OUT/log.txt holds every part's output.
+# Every part stops at the deadline, TOTAL seconds after the start. Everything lands in $OUT/results.tgz, and
+# $OUT/log.txt holds the end of every part's output.
 set -u
 OUT=${OUT:-/tmp/gpu-issue18}
 DEVICE=${DEVICE:-cuda}

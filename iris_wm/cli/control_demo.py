@@ -1,11 +1,12 @@
-"""`make demo-control`: the pipeline on a MuJoCo task (dm_control reacher-easy), each stage through the library
-function its command calls; every stage is skipped when its output exists, so an interrupted run resumes.
+"""`make demo-control`: the pipeline on a MuJoCo task (dm_control reacher-easy; ``--task`` another, e.g.
+cartpole-swingup), each stage through the library function its command calls; every stage is skipped when its output
+exists, so an interrupted run resumes.
 
 1. ``iris-wm collect --env.suite dmc --env.task reacher-easy``: random-policy steps (frames from camera 0, the task's
-   6-component state, 2-D box actions) in two processes.
+   state, box actions) in two processes.
 2. ``iris-wm tokenizer fit`` and ``predict`` (configs/tokenizer/control.yaml): 16 tokens a frame.
 3. ``iris-wm world-model fit`` (configs/world_model/control.yaml): box actions through a linear embedding, the state
-   as 6 more tokens a step.
+   as one more token a component (6 on reacher, 5 on cartpole), rewards as two-hot symlog bins.
 4. Held-out figures: cross-entropy with the true against permuted actions (``iris_wm.evaluate.conditioning``), and
    open-loop state RMSE at horizons 1 / 10 / 20 against constant-velocity extrapolation
    (``iris_wm.evaluate.proprioception``).
