@@ -21,10 +21,10 @@ from iris_wm.envs.dmc import _suite, split_task
 
 
 def play(task: str, action: np.ndarray, episodes: int, steps: int, action_repeat: int, seed: int) -> np.ndarray:
-    domain, name = split_task(task)
+    suite, (domain, name) = _suite(), split_task(task)
     returns = np.zeros(episodes)
     for i in range(episodes):
-        env = _suite().load(domain, name, task_kwargs={"random": seed + i})
+        env = suite.load(domain, name, task_kwargs={"random": seed + i})
         env.reset()
         for _ in range(steps * action_repeat):
             step = env.step(action)

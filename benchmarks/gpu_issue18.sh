@@ -36,13 +36,13 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 
 if [ "$SMOKE" = 1 ]; then
     WM_STEPS=10; SEEDS="1 2"; WINDOWS=8; EPISODES=2; ENVS=2; STARTS=4; ROLLOUTS="2 4"; TOTAL=${TOTAL:-300}
-    PLANNERS=("samples=8,elites=2,iterations=1,prior_samples=2,horizon=5,end_penalty=1")
+    PLANNERS=("{samples: 8, elites: 2, iterations: 1, prior_samples: 2, horizon: 5, end_penalty: 1}")
     BENCH=(--samples 16 --envs 1 --repeats 1); EVAL=(--env.max_episode_steps 100); AGENT_STEPS=5
 else
     WM_STEPS=1000; SEEDS="1 2 3 4"; WINDOWS=256; EPISODES=32; ENVS=32; STARTS=200; ROLLOUTS="8 32 64 128"
     TOTAL=${TOTAL:-500}; AGENT_STEPS=250
-    PLANNERS=("samples=64,elites=8,iterations=3,prior_samples=16,horizon=5,end_penalty=1"
-              "samples=256,elites=32,iterations=6,prior_samples=24,horizon=5,end_penalty=1")
+    PLANNERS=("{samples: 64, elites: 8, iterations: 3, prior_samples: 16, horizon: 5, end_penalty: 1}"
+              "{samples: 256, elites: 32, iterations: 6, prior_samples: 24, horizon: 5, end_penalty: 1}")
     BENCH=(--samples 64 256 512 --envs 1 32 --repeats 3); EVAL=(--env.max_episode_steps 2000)
 fi
 
@@ -85,7 +85,7 @@ mpc() {
     for planner in "${PLANNERS[@]}"; do
         timeout "$(left)" $PY -m iris_wm.cli evaluate --agent "$AGENT" --device "$DEVICE" --episodes "$EPISODES" \
             --num_envs "$ENVS" --seed 1000 --temperature 0.5 --out "$WORK/mpc$i.json" "${EVAL[@]}" \
-            --planner "{$(echo "$planner" | sed 's/=/: /g; s/,/, /g')}" >"$WORK/mpc$i.log" 2>&1 &
+            --planner "$planner" >"$WORK/mpc$i.log" 2>&1 &
         i=$((i + 1))
     done
     wait
@@ -120,7 +120,7 @@ agents() {
                 --out "$WORK/agent$seed.json" >>"$dir.log" 2>&1
             timeout "$(left)" $PY -m iris_wm.cli evaluate --agent "$dir/checkpoints/last.ckpt" --device "$DEVICE" \
                 --episodes "$EPISODES" --num_envs "$ENVS" --seed 1000 --temperature 0.5 "${EVAL[@]}" \
-                --planner "{$(echo "${PLANNERS[0]}" | sed 's/=/: /g; s/,/, /g')}" \
+                --planner "${PLANNERS[0]}" \
                 --out "$WORK/agent${seed}_mpc.json" >>"$dir.log" 2>&1
         ) &
     done

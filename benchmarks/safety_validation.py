@@ -146,6 +146,11 @@ def main() -> None:
         "real_outcomes": real.astype(int).tolist(),
         "by_imagined_rollouts": {},
     }
+    store = None
+    if hasattr(model, "members"):  # an ensemble: its unknown gate is calibrated on held-out windows of the demo's data
+        from iris_wm.data.store import TokenStore
+
+        store = TokenStore.open(args.demo / "tokens")
     for count in args.imagined_rollouts or [args.rollouts]:
         generator = torch.Generator(args.device).manual_seed(args.seed)
         imagine = dataclasses.replace(config, rollouts=count)
@@ -160,10 +165,7 @@ def main() -> None:
             },
             "all": figures(imagined.unsafe, real, np.ones(len(starts), bool), args.seed),
         }
-        if hasattr(model, "members"):
-            from iris_wm.data.store import TokenStore
-
-            store = TokenStore.open(args.demo / "tokens")
+        if store is not None:
             threshold = unknown_threshold(ac, model, tokenizer, store, imagine, args.starts, args.seed, generator)
             gated = summarize_starts(imagined, threshold)
             keep = np.array([not s["unknown"] for s in gated["starts"]])
