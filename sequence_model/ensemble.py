@@ -101,8 +101,9 @@ class _Transformers:
     def __init__(self, ensemble: WorldModelEnsemble):
         self.ensemble = ensemble
 
-    def new_cache(self, batch: int, device=None, dtype=torch.float32) -> EnsembleCache:
-        return EnsembleCache([m.transformer.new_cache(batch, device, dtype) for m in self.ensemble.members])
+    def new_cache(self, batch: int, device=None, dtype=torch.float32, differentiable: bool = False) -> EnsembleCache:
+        members = self.ensemble.members
+        return EnsembleCache([m.transformer.new_cache(batch, device, dtype, differentiable) for m in members])
 
 
 class WorldModelEnsemble(nn.Module):

@@ -73,14 +73,19 @@ class KVCache:
     ``size`` is a Python int kept on the host, so growing the cache never synchronises with the device.
     """
 
-    def __init__(self, config: GPTConfig, batch: int, device=None, dtype=torch.float32):
+    def __init__(self, config: GPTConfig, batch: int, device=None, dtype=torch.float32, differentiable: bool = False):
         shape = (config.num_layers, 2, batch, config.num_heads, config.max_tokens, config.head_dim)
         self.buffer = torch.zeros(shape, device=device, dtype=dtype)
         self.max_tokens = config.max_tokens
         self.size = 0
+        # Writing into the buffer in place would overwrite what autograd saved for the backward pass; a
+        # differentiable cache keeps each layer's keys and values as a tensor grown by concatenation instead.
+        self.differentiable = differentiable
+        self._grown: list = [None] * config.num_layers
 
     def reset(self) -> None:
         self.size = 0
+        self._grown = [None] * len(self._grown)
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``k, v`` ``(B, H, n, D)`` after the cached positions; return all keys and values so far."""
@@ -91,6 +96,11 @@ class KVCache:
                 f"KV cache overflow: {self.size} cached + {n} new > {self.max_tokens} tokens. "
                 "Reset or re-prime the cache (the context is full)."
             )
+        if self.differentiable:
+            held = self._grown[layer]
+            grown = (k, v) if held is None else (torch.cat([held[0], k], dim=2), torch.cat([held[1], v], dim=2))
+            self._grown[layer] = grown
+            return grown
         self.buffer[layer, 0, :, :, self.size : end] = k
         self.buffer[layer, 1, :, :, self.size : end] = v
         return self.buffer[layer, 0, :, :, :end], self.buffer[layer, 1, :, :, :end]
@@ -170,8 +180,8 @@ class GPT(nn.Module):
         self.register_buffer("mask", attention_mask(config.max_tokens, config.block_size), persistent=False)
         self.apply(_init_weights)
 
-    def new_cache(self, batch: int, device=None, dtype=torch.float32) -> KVCache:
-        return KVCache(self.config, batch, device, dtype)
+    def new_cache(self, batch: int, device=None, dtype=torch.float32, differentiable: bool = False) -> KVCache:
+        return KVCache(self.config, batch, device, dtype, differentiable)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         start = cache.size if cache is not None else 0

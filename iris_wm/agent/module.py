@@ -154,19 +154,22 @@ class ActorCriticModule(LightningModule):
         primed = None if states is None else states[:, C - prime :]
         current = env.reset(tokens[:, C - prime :], actions[:, C - prime : C - 1], primed)
         state = self.burn_in_state(self.actor_critic, tokens[:, :-1], None if states is None else states[:, :-1])
-        return rollout(self.actor_critic, env, current, state, self.objective.horizon)
+        dynamics = self.objective.actor_gradient == "dynamics"
+        return rollout(self.actor_critic, env, current, state, self.objective.horizon, reparameterize=dynamics)
 
     def _target_values(self, batch, imagined: Rollout) -> torch.Tensor:
         """``(B, H + 1)`` values the returns are computed from: the target critic's, reading what the actor-critic
-        read, or the critic's own, detached."""
+        read, or the critic's own, detached. For dynamics gradients the target critic (frozen: no gradient reaches
+        its weights) reads the imagined states with their graph, so its values carry the gradient to the actions."""
         if self.target_critic is None:
             return imagined.values.detach()
-        with torch.no_grad():
-            states = batch.states[:, :-1] if self.target_critic.reads_state else None
-            state = self.burn_in_state(self.target_critic, batch.observations[:, :-1], states)
+        states = batch.states[:, :-1] if self.target_critic.reads_state else None
+        state = self.burn_in_state(self.target_critic, batch.observations[:, :-1], states)
+        read = imagined.imagined_states or imagined.states
+        with torch.set_grad_enabled(imagined.imagined_states is not None and torch.is_grad_enabled()):
             values = []
             for t, observation in enumerate(imagined.observations):
-                out = self.target_critic(observation, state, imagined.states[t] if imagined.states else None)
+                out = self.target_critic(observation, state, read[t] if read else None)
                 values.append(out.value)
                 state = out.state
         return torch.stack(values, 1)

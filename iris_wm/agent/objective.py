@@ -3,11 +3,16 @@
 lambda-returns (gamma 0.995, lambda 0.95) from the imagined rewards and ends and the critic's values (or an EMA
 target critic's); REINFORCE with the value as baseline, an entropy bonus, and value regression. Steps after the
 first imagined episode end never happened and are masked out.
+
+For box actions the actor can instead follow dynamics gradients (Dreamer's actor, ``actor_gradient: dynamics``):
+it maximises the lambda-returns themselves, differentiated through the reparameterised actions, the world model's
+imagined states and rewards, and the target critic's values of those states.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -15,6 +20,7 @@ from iris_wm.agent.returns import lambda_returns
 from iris_wm.agent.rollout import Rollout
 from iris_wm.envs.imagination import ImaginationConfig
 from iris_wm.runtime.checks import at_least, within
+from iris_wm.runtime.errors import ConfigError
 
 
 @dataclass
@@ -39,6 +45,11 @@ class AgentObjective:
     step does not grow with the reward's scale while small returns are left as they are. None: off (IRIS)."""
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig.iris)
     """How imagined steps are drawn (default: IRIS's, every outcome sampled)."""
+    actor_gradient: Literal["reinforce", "dynamics"] = field(default="reinforce", metadata={"added": "issue 19"})
+    """``reinforce`` (IRIS, DreamerV3) or, for box actions, ``dynamics``: the returns differentiated through the
+    reparameterised actions and the differentiable imagination (Dreamer v1/v2 for continuous control). Needs a target
+    critic (``target_critic_decay``), whose values of the imagined states carry the gradient without the actor
+    pushing the critic it is judged by."""
 
     def __post_init__(self):
         if isinstance(self.imagination, dict):
@@ -47,6 +58,18 @@ class AgentObjective:
         within(0, 1, "objective", gamma=self.gamma, lambda_=self.lambda_, target_critic_decay=self.target_critic_decay)
         within(0, 1, "objective", return_scale_decay=self.return_scale_decay)
         at_least(0, "objective", entropy_weight=self.entropy_weight, value_weight=self.value_weight)
+        if self.actor_gradient not in ("reinforce", "dynamics"):
+            got = self.actor_gradient
+            raise ConfigError(f"objective: actor_gradient must be 'reinforce' or 'dynamics'; got {got!r}.")
+        if self.actor_gradient == "dynamics":
+            if self.target_critic_decay is None:
+                raise ConfigError(
+                    "objective: dynamics gradients judge the actor by a target critic; set target_critic_decay "
+                    "(e.g. 0.98)."
+                )
+            if self.imagination.precision == "bf16":
+                raise ConfigError("objective: dynamics gradients imagine in fp32; set imagination.precision to auto.")
+            self.imagination.differentiable = True
 
 
 # Checkpoints are read with torch.load(weights_only=True); the agent's hyperparameters can hold this dataclass.
@@ -81,26 +104,33 @@ def agent_losses(
     rollout: Rollout, target_values: torch.Tensor, objective: AgentObjective, return_scale: torch.Tensor | None = None
 ) -> AgentLosses:
     """The losses of one rollout; ``target_values (B, H + 1)`` give the returns (the critic's own, detached, or a
-    target critic's). With return normalisation, ``return_scale`` is its running spread, updated here."""
-    returns = lambda_returns(rollout.rewards, target_values.float(), rollout.ends, objective.gamma, objective.lambda_)
+    target critic's; for dynamics gradients, the target critic's with the graph back to the actions). With return
+    normalisation, ``return_scale`` is its running spread, updated here."""
+    ends, gamma, lambda_ = rollout.ends, objective.gamma, objective.lambda_
+    differentiable = lambda_returns(rollout.rewards.float(), target_values.float(), ends, gamma, lambda_)
+    returns = differentiable.detach()
     alive = alive_mask(rollout.ends).float()
     count = alive.sum().clamp_min(1.0)
     chosen, entropies = rollout.log_probs.float(), rollout.entropies.float()  # the policy head's own distribution
     values = rollout.values[:, :-1].float()
-    advantage = (returns - values).detach()
+    scale = torch.ones((), device=values.device)
     if objective.return_scale_decay is not None and return_scale is not None:
-        update_return_scale(return_scale, returns.detach(), alive, objective.return_scale_decay)
-        advantage = advantage / return_scale.clamp_min(1.0)
-    policy = -(chosen * advantage * alive).sum() / count
+        update_return_scale(return_scale, returns, alive, objective.return_scale_decay)
+        scale = return_scale.clamp_min(1.0)
+    if objective.actor_gradient == "dynamics":
+        policy = -(differentiable / scale * alive).sum() / count
+    else:
+        advantage = (returns - values).detach() / scale
+        policy = -(chosen * advantage * alive).sum() / count
     entropy = (entropies * alive).sum() / count
-    value = ((values - returns.detach()).pow(2) * alive).sum() / count
+    value = ((values - returns).pow(2) * alive).sum() / count
     total = policy - objective.entropy_weight * entropy + objective.value_weight * value
     return AgentLosses(
         total,
         policy,
         value,
         entropy,
-        (rollout.rewards * alive).sum(1).mean(),
+        (rollout.rewards.detach() * alive).sum(1).mean(),
         rollout.ends.any(1).float().mean(),
         values.mean().detach(),
     )

@@ -47,6 +47,9 @@ class Rollout:
     log_probs: torch.Tensor | None = None  # (B, H) of the actions taken, with gradient to the policy
     entropies: torch.Tensor | None = None  # (B, H) of the policy at each step (box: at the draw), with gradient
     states: list[torch.Tensor] | None = None  # H + 1 proprioceptive states read (B, S), where the network reads them
+    # Reparameterised rollouts: the states as imagined, with the graph back to the actions (the network read them
+    # detached), and the rewards keep theirs.
+    imagined_states: list[torch.Tensor] | None = None
 
 
 def rollout(
@@ -56,15 +59,21 @@ def rollout(
     state: State,
     horizon: int,
     generator: torch.Generator | None = None,
+    reparameterize: bool = False,
 ) -> Rollout:
     """Act for ``horizon`` steps in ``env`` (already reset; ``current`` are its frames' tokens ``(B, K)``) from the
     actor-critic's recurrent ``state``. Gradients flow through the actor-critic's outputs (the training step);
     actions are sampled from the detached policy, with ``generator`` where given. A network that reads
-    proprioception reads the imagined state (the world model's, decoded), starting from the primed one."""
+    proprioception reads the imagined state (the world model's, decoded), starting from the primed one.
+
+    ``reparameterize`` (box actions, a differentiable ``env``): the draws are ``mean + std * noise`` with gradient
+    to the policy, and the imagined rewards and states keep the graph back to them (dynamics gradients, Dreamer's
+    actor); the network reads the states detached, as Dreamer's actor and critic read theirs."""
     tokens, observations, logits, values, actions, rewards, ends = [current], [], [], [], [], [], []
     log_probs, entropies = [], []
     proprio = env.current_state() if actor_critic.reads_state else None
     states = [proprio] if proprio is not None else None
+    imagined_states = [proprio] if reparameterize and proprio is not None else None
     for t in range(horizon + 1):
         observation = current if actor_critic.reads_tokens else env.frames(current)
         out = actor_critic(observation, state, proprio)
@@ -73,9 +82,10 @@ def rollout(
         if t == horizon:
             break
         policy = actor_critic.policy(out.logits)
-        with torch.no_grad():  # the draw carries no gradient; log_prob and entropy below do
-            action = policy.sample(generator)
-        step = env.step(policy.to_env(action))
+        with torch.set_grad_enabled(reparameterize and torch.is_grad_enabled()):  # else the draw carries no gradient
+            drawn = policy.sample(generator)
+        step = env.step(policy.to_env(drawn))
+        action = drawn.detach()  # log_prob and entropy below carry the policy's own gradient
         logits.append(out.logits)
         actions.append(action)
         log_probs.append(policy.log_prob(action))
@@ -85,6 +95,9 @@ def rollout(
         state, current = out.state, step.tokens
         if states is not None:
             proprio = step.state
+            if imagined_states is not None:
+                imagined_states.append(proprio)
+                proprio = proprio.detach()
             states.append(proprio)
         tokens.append(current)
     return Rollout(
@@ -98,4 +111,5 @@ def rollout(
         torch.stack(log_probs, 1),
         torch.stack(entropies, 1),
         states,
+        imagined_states,
     )

@@ -13,11 +13,16 @@ model, the step it predicts must fit too, as in a training window), the cache is
 refilled in one pass with the last ``reprime_steps`` steps, positions starting at 0 again, exactly like a
 training window that starts there. Frames are decoded only when asked (``frames()``):
 a policy that reads tokens never pays for the decoder.
+
+A ``differentiable`` imagination keeps the graph from the actions of a continuous world model to what they
+imagine (fp32, a cache grown by concatenation): the predicted states (expected values) and rewards (expected
+values, for the sign head too) carry gradients to the actions; frame tokens and ends are draws and carry none.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,12 +52,17 @@ class ImaginationConfig:
     """Weights the world model and the decoder imagine with: ``auto`` is bf16 on a GPU or a CPU with bf16 hardware
     (AVX512-BF16, AMX) and fp32 elsewhere. A bf16 copy of the models is made once and refreshed from them at every
     ``reset``, so the models themselves (and checkpoints) keep their weights."""
+    differentiable: bool = False
+    """Keep the graph from the actions to the imagined states and rewards (``step`` under autograd where grad mode
+    is on; always fp32; rewards are expected values): for an actor trained by dynamics gradients."""
 
     def __post_init__(self):
         at_least(0, "imagination", temperature=self.temperature)
         at_least(1, "imagination", reprime_steps=self.reprime_steps)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"imagination: precision must be 'auto', 'fp32' or 'bf16'; got {self.precision!r}.")
+        if self.differentiable and self.precision == "bf16":
+            raise ConfigError("imagination: a differentiable imagination runs in fp32; set precision to auto or fp32.")
 
     @classmethod
     def iris(cls, **overrides) -> ImaginationConfig:
@@ -83,6 +93,17 @@ class ImaginedStep:
     done: torch.Tensor  # (B,) bool: terminated at this or an earlier imagined step
     state: torch.Tensor | None = None  # (B, S) float: the predicted proprioception (expected values), if modelled
     disagreement: Disagreement | None = None  # where the world model is an ensemble
+
+
+def _with_graph_if_differentiable(method):
+    """Run ``method`` under autograd only for a differentiable imagination (and where grad mode is on)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch.set_grad_enabled(self.config.differentiable and torch.is_grad_enabled()):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _draw(logits: torch.Tensor, temperature: float, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -136,7 +157,12 @@ class ImaginationEnv:
             raise ValueError(f"reprime_steps must be in [1, {self.context_steps - 1}], got {keep}.")
         self.keep = keep
         self.cache = None
-        dtype = inference_dtype(self.config.precision, self.device)
+        dtype = torch.float32 if self.config.differentiable else inference_dtype(self.config.precision, self.device)
+        if self.config.differentiable and not world_model.config.continuous:
+            raise ConfigError(
+                "A differentiable imagination takes gradients through continuous actions; this world model's actions "
+                "are discrete ids: train the actor with REINFORCE (actor_gradient: reinforce)."
+            )
         self._world_model = InferenceCopy(world_model, dtype)
         self._tokenizer = InferenceCopy(tokenizer, dtype, channels_last=True) if tokenizer is not None else None
         self.model = self._world_model.model  # what imagines: the world model, or its copy in ``dtype``
@@ -178,7 +204,7 @@ class ImaginationEnv:
         self.states = None if states is None else states.float()  # (B, S, state_dim) exact values, if modelled
         self.actions = self._as_actions(actions)  # (B, S - 1), or (B, S - 1, action_dim) for continuous actions
         if self.cache is None or self.cache.buffer.shape[2] != B:
-            self.cache = self.model.transformer.new_cache(B, self.device, self._dtype())
+            self.cache = self.model.transformer.new_cache(B, self.device, self._dtype(), self.config.differentiable)
         self._prime()
         self.done = torch.zeros(B, dtype=torch.bool, device=self.device)
         return self.observations[:, -1, :K]
@@ -223,7 +249,7 @@ class ImaginationEnv:
         """State values of whole steps ``(B, T, S)`` aligned with their interleaved ids, as ``forward`` reads them."""
         return self.model.state_codec.position_values(states.float())  # fp32 even in bf16: the within-bin place
 
-    @torch.no_grad()
+    @_with_graph_if_differentiable
     def step(self, actions: torch.Tensor) -> ImaginedStep:
         """Imagine one step for every environment: ``actions (B,)`` (``(B, action_dim)`` continuous) -> the next frame's
         tokens, reward, end."""
@@ -257,7 +283,9 @@ class ImaginationEnv:
                 out.observation_information[:, : min(per_step, K)] if parallel else out.observation_information[:, -1:]
             ]
             reward_mi, end_mi = out.reward_information[:, -1], out.termination_information[:, -1]
-        if self.model.config.reward == "sign" and cfg.sample_rewards:
+        if self.model.config.reward == "sign" and cfg.differentiable:  # the expected sign, p(+1) - p(-1)
+            reward = reward_logits.float().softmax(-1) @ torch.tensor([-1.0, 0.0, 1.0], device=reward_logits.device)
+        elif self.model.config.reward == "sign" and cfg.sample_rewards:
             reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
         else:
             reward = self.model.expected_reward(reward_logits.float()).float()

@@ -150,3 +150,58 @@ def test_size_mismatches_are_refused():
     with pytest.raises(ValueError, match="uint8"):
         network = ActorCritic(ActorCriticConfig(num_actions=A, frame_size=16, channels=(4, 4)))
         network(torch.zeros(1, 3, 16, 16), network.initial_state(1))
+
+
+def test_dynamics_gradients_reach_the_actor_through_the_world_model_and_train_nothing_else():
+    # A box world model of frames and a 2-component state; the actor follows the returns' gradient through the
+    # reparameterised actions, the imagined states and rewards and the target critic's values.
+    torch.manual_seed(0)
+    wm = dict(
+        asdict(wm_config()),
+        num_actions=None,
+        action_dim=2,
+        state_dim=2,
+        state_bins=8,
+        state_low=[-1.0, -1.0],
+        state_high=[1.0, 1.0],
+        reward="twohot",
+    )
+    config = ActorCriticConfig(
+        observation="tokens",
+        vocab_size=V,
+        tokens_per_frame=K,
+        action_dim=2,
+        action_low=[-1.0, -1.0],
+        action_high=[1.0, 1.0],
+        state_dim=2,
+        state_low=[-1.0, -1.0],
+        state_high=[1.0, 1.0],
+        token_embed_dim=4,
+        encoder_dim=16,
+        lstm_dim=16,
+    )
+    objective = AgentObjective(horizon=3, actor_gradient="dynamics", target_critic_decay=0.9)
+    m = ActorCriticModule(config, objective=objective, burn_in=3, world_model_config=wm)
+    m.train()
+    g = torch.Generator().manual_seed(1)
+    steps = StepBatch(
+        torch.randint(0, V, (4, 3, K), generator=g),
+        torch.rand(4, 3, 2, generator=g) * 2 - 1,
+        torch.zeros(4, 3),
+        torch.zeros(4, 3, dtype=torch.bool),
+        torch.zeros(4, 3, dtype=torch.bool),
+        torch.ones(4, 3, dtype=torch.bool),
+        torch.zeros(4, 3, dtype=torch.long),
+        torch.rand(4, 3, 2, generator=g) - 0.5,
+    )
+    imagined = m.imagine(steps)
+    assert imagined.rewards.requires_grad and imagined.imagined_states[-1].requires_grad
+    values = m._target_values(steps, imagined)
+    assert values.requires_grad  # through the imagined states the target critic reads
+    policy = torch.autograd.grad(-values[:, -1].sum(), imagined.imagined_states[1])[0]
+    assert float(policy.abs().sum()) > 0
+    total, _ = m.loss(steps)
+    total.backward()
+    assert all(p.grad is not None for p in m.actor_critic.actor.parameters())
+    assert all(p.grad is None for p in m.world_model.parameters())
+    assert all(p.grad is None for p in m.target_critic.parameters())

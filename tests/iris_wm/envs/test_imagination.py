@@ -4,15 +4,17 @@ import pytest
 import torch
 
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv, InferenceCopy
+from iris_wm.runtime.errors import ConfigError
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
 
 K, V, A, C = 3, 13, 4, 4
 
 
-def model(prediction="autoregressive", box=False, state=False, frames=True):
+def model(prediction="autoregressive", box=False, state=False, frames=True, reward="sign"):
     torch.manual_seed(0)
     cfg = WorldModelConfig(
+        reward=reward,
         vocab_size=V if frames else 0,
         tokens_per_frame=K if frames else 0,  # 0: proprioception alone
         num_actions=None if box else A,
@@ -28,7 +30,7 @@ def model(prediction="autoregressive", box=False, state=False, frames=True):
     return WorldModel(cfg).eval()
 
 
-def naive_rollout(wm, obs, act, actions, keep, states=None):
+def naive_rollout(wm, obs, act, actions, keep, states=None, graph=False):
     """Greedy imagination recomputing the whole window for every token. A state slot is the step before's value plus
     the expected change, read back exactly (two-hot) and as the id of its bin."""
     frames = [obs[:, i] for i in range(obs.shape[1])]
@@ -59,7 +61,7 @@ def naive_rollout(wm, obs, act, actions, keep, states=None):
         ids = wm.interleave(window_obs, window_act)
         values = codec.position_values(torch.stack(exact[start:], 1)) if exact is not None else None
         vectors = window_act if wm.config.continuous else None
-        with torch.no_grad():
+        with torch.set_grad_enabled(graph):
             out = wm(ids, actions=vectors, values=values)
             reward = wm.expected_reward(out.reward_logits[:, -1])
             end = out.termination_logits[:, -1].argmax(-1).bool()
@@ -116,6 +118,46 @@ def test_greedy_imagination_equals_full_forward_passes(primed, keep, prediction,
             assert step.state is None
         torch.testing.assert_close(step.reward, reward)
         assert torch.equal(step.terminated, end)
+
+
+@pytest.mark.parametrize("frames", [True, False], ids=["frames", "state-only"])
+@pytest.mark.parametrize("prediction", ["autoregressive", "parallel"])
+def test_differentiable_imagination_has_the_gradients_of_full_forward_passes(prediction, frames):
+    # Greedy tokens, two-hot rewards: the states and rewards imagined through the cache, re-primings included, and
+    # their gradients with respect to every action equal those of a loop of full forward passes.
+    wm = model(prediction, box=True, state=True, frames=frames, reward="twohot").requires_grad_(False)
+    torch.manual_seed(1)
+    obs = torch.randint(0, V, (3, 2, wm.config.tokens_per_frame))
+    act = torch.rand(3, 1, 2) * 2 - 1
+    states = torch.stack([torch.rand(3, 2), torch.rand(3, 2) * 4 - 2], -1)
+    actions = [(torch.rand(3, 2) * 2 - 1).requires_grad_() for _ in range(6)]
+
+    def total(states_and_rewards):
+        return sum((s * torch.tensor([1.0, -0.5])).sum() + 0.3 * r.sum() for s, r in states_and_rewards)
+
+    expected = naive_rollout(wm, wm.observation_ids(obs, states), act, actions, keep=1, states=states, graph=True)
+    want = torch.autograd.grad(total([(s, r) for _, r, _, s in expected]), actions)
+    env = ImaginationEnv(wm, config=ImaginationConfig(temperature=0, reprime_steps=1, differentiable=True))
+    env.reset(obs, act, states)
+    imagined = [env.step(a) for a in actions]
+    for step, (frame, reward, _, state) in zip(imagined, expected, strict=True):
+        assert torch.equal(step.tokens, frame[:, : wm.config.tokens_per_frame])
+        torch.testing.assert_close(step.state, state)
+        torch.testing.assert_close(step.reward, reward)
+    got = torch.autograd.grad(total([(s.state, s.reward) for s in imagined]), actions)
+    assert all(float(g.abs().sum()) > 0 for g in want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # grad mode off: no graph, as for evaluation
+        env.reset(obs, act, states)
+        assert not env.step(actions[0]).state.requires_grad
+
+
+def test_a_differentiable_imagination_needs_continuous_actions_and_fp32():
+    with pytest.raises(ConfigError, match="REINFORCE"):
+        ImaginationEnv(model(), config=ImaginationConfig(differentiable=True))
+    with pytest.raises(ConfigError, match="fp32"):
+        ImaginationConfig(differentiable=True, precision="bf16")
 
 
 def test_sampling_is_seeded_and_done_is_sticky():
