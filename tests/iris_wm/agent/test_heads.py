@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
+from helpers import tiny
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.heads import BoxPolicy, DiscretePolicy
 from iris_wm.agent.objective import AgentObjective, agent_losses
@@ -88,19 +89,7 @@ class PushRight:
 
 def box_actor_critic(**extra) -> ActorCritic:
     torch.manual_seed(0)
-    config = ActorCriticConfig(
-        observation="tokens",
-        vocab_size=5,
-        tokens_per_frame=4,
-        action_dim=2,
-        action_low=[-1.0, -1.0],
-        action_high=[1.0, 1.0],
-        token_embed_dim=4,
-        encoder_dim=16,
-        lstm_dim=16,
-        **extra,
-    )
-    return ActorCritic(config)
+    return ActorCritic(tiny.box_actor_critic_config(5, 4, **extra))
 
 
 def test_reinforce_through_the_rollout_moves_a_box_policy_towards_reward():

@@ -166,20 +166,7 @@ def test_dynamics_gradients_reach_the_actor_through_the_world_model_and_train_no
         state_high=[1.0, 1.0],
         reward="twohot",
     )
-    config = ActorCriticConfig(
-        observation="tokens",
-        vocab_size=V,
-        tokens_per_frame=K,
-        action_dim=2,
-        action_low=[-1.0, -1.0],
-        action_high=[1.0, 1.0],
-        state_dim=2,
-        state_low=[-1.0, -1.0],
-        state_high=[1.0, 1.0],
-        token_embed_dim=4,
-        encoder_dim=16,
-        lstm_dim=16,
-    )
+    config = tiny.box_actor_critic_config(V, K, state_dim=2, state_low=[-1.0, -1.0], state_high=[1.0, 1.0])
     objective = AgentObjective(horizon=3, actor_gradient="dynamics", target_critic_decay=0.9)
     m = ActorCriticModule(config, objective=objective, burn_in=3, world_model_config=wm)
     m.train()
