@@ -11,6 +11,7 @@ imagined states and rewards, and the target critic's values of those states.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,9 +68,8 @@ class AgentObjective:
                     "objective: dynamics gradients judge the actor by a target critic; set target_critic_decay "
                     "(e.g. 0.98)."
                 )
-            if self.imagination.precision == "bf16":
-                raise ConfigError("objective: dynamics gradients imagine in fp32; set imagination.precision to auto.")
-            self.imagination.differentiable = True
+            # A new config (the one given may be shared), checked again as one: a differentiable imagination is fp32.
+            self.imagination = dataclasses.replace(self.imagination, differentiable=True)
 
 
 # Checkpoints are read with torch.load(weights_only=True); the agent's hyperparameters can hold this dataclass.

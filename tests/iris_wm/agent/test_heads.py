@@ -12,6 +12,7 @@ from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
 from iris_wm.agent.heads import BoxPolicy, DiscretePolicy
 from iris_wm.agent.objective import AgentObjective, agent_losses
 from iris_wm.agent.rollout import rollout
+from iris_wm.envs.imagination import ImaginationConfig
 from iris_wm.runtime.errors import ConfigError
 
 LOW, HIGH = torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 4.0])
@@ -165,6 +166,9 @@ def test_dynamics_gradients_need_a_target_critic_and_make_the_imagination_differ
     with pytest.raises(ConfigError, match="fp32"):
         AgentObjective(actor_gradient="dynamics", target_critic_decay=0.9, imagination={"precision": "bf16"})
     assert not AgentObjective().imagination.differentiable
+    given = ImaginationConfig.iris()  # a config passed in is not changed under its owner
+    objective = AgentObjective(actor_gradient="dynamics", target_critic_decay=0.9, imagination=given)
+    assert objective.imagination.differentiable and not given.differentiable
 
 
 def test_a_network_that_reads_proprioception_scales_it_and_refuses_to_go_without():
