@@ -26,8 +26,9 @@ from iris_wm.hub.checkpoints import load_agent, load_model
 
 
 def starts(store, first: int, context: int, horizon: int, every: int):
-    """Windows of ``context`` real steps ending at each start, the recorded actions (the ``prime - 1`` before the
-    start come first) and the real return of the ``horizon`` steps after it."""
+    """Windows of ``context`` real steps ending at each start, the recorded actions from the window's first step
+    (the ``context - 1`` between its steps, then the ``horizon`` from the start on) and the real return of those
+    ``horizon`` steps."""
     tokens, states, actions, returns = [], [], [], []
     for e in range(first, store.num_episodes):
         episode = store.episode(e)
@@ -68,6 +69,8 @@ def main() -> None:
     future = actions[:, context - 1 :]  # the recorded actions from the start on
     config = ImaginationConfig(temperature=0.0, differentiable=True) if args.greedy else ImaginationConfig.iris()
 
+    memory = burn_in(agent.actor_critic, tokens[:, :-1], states[:, :-1])  # the agent's state at the starts
+
     def imagine(policy) -> torch.Tensor:  # (n,) mean imagined return over the repeats
         totals = []
         for _ in range(args.repeats):
@@ -75,7 +78,6 @@ def main() -> None:
             p = args.prime
             current = env.reset(tokens[:, -p:], actions[:, context - p : context - 1], states[:, -p:])
             if policy == "agent":
-                memory = burn_in(agent.actor_critic, tokens[:, :-1], states[:, :-1])
                 totals.append(rollout(agent.actor_critic, env, current, memory, args.horizon, generator).rewards.sum(1))
                 continue
             total = torch.zeros(n)
