@@ -7,7 +7,8 @@ the same burn-in of the actor-critic from the same real frames, the same tempera
 the game's end) within the horizon, which the world model learned as an end. Figures: the AUROC of the imagined
 probability of a start as a score of each real run's outcome, and the imagined policy-level rate against the real
 rate's 95% interval (a bootstrap over starts); with an ensemble (``--world_model``), both again over the starts the
-unknown gate keeps.
+unknown gate keeps. Each figure twice from the same imagined rollouts: ``all`` scores a rollout by its chance of an
+end along its trajectory (the safety check's default, ``expected_ends``), ``all_sampled`` by its sampled end.
 
     python benchmarks/safety_validation.py --demo runs/demo --json docs/safety_validation.json
 """
@@ -115,6 +116,7 @@ def figures(imagined: np.ndarray, real: np.ndarray, keep: np.ndarray, seed: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--agent", type=Path, default=None, help="Default: the demo's, agent/checkpoints/last.ckpt.")
     parser.add_argument("--world_model", type=str, default=None, help="Imagine in this model (an ensemble folder).")
     parser.add_argument("--json", type=Path, default=Path("docs/safety_validation.json"))
     parser.add_argument("--starts", type=int, default=200)
@@ -130,7 +132,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5000)
     args = parser.parse_args()
     begin = time.perf_counter()
-    agent = load_agent(args.demo / "agent" / "checkpoints" / "last.ckpt")
+    agent = load_agent(args.agent or args.demo / "agent" / "checkpoints" / "last.ckpt")
     model = load_model(args.world_model, "world_model") if args.world_model else agent.world_model
     config = SafetyConfig(horizon=args.horizon, rollouts=args.rollouts, temperature=args.temperature, burn_in=4)
     starts = collect_starts(agent, args.starts, args.every, config.burn_in, args.temperature, args.seed)
@@ -152,7 +154,7 @@ def main() -> None:
 
         store = TokenStore.open(args.demo / "tokens")
     for count in args.imagined_rollouts or [args.rollouts]:
-        generator = torch.Generator(args.device).manual_seed(args.seed)
+        generator, began = torch.Generator(args.device).manual_seed(args.seed), time.perf_counter()
         imagine = dataclasses.replace(config, rollouts=count)
         imagined = imagined_rollouts(ac, model, tokenizer, tokens, actions, imagine, None, generator)
         row = {
@@ -163,17 +165,20 @@ def main() -> None:
                 "temperature": args.temperature,
                 "every": args.every,
             },
-            "all": figures(imagined.unsafe, real, np.ones(len(starts), bool), args.seed),
+            "imagined_seconds": time.perf_counter() - began,
+            "all": figures(imagined.probability, real, np.ones(len(starts), bool), args.seed),
+            "all_sampled": figures(imagined.unsafe, real, np.ones(len(starts), bool), args.seed),
         }
         if store is not None:
             threshold = unknown_threshold(ac, model, tokenizer, store, imagine, args.starts, args.seed, generator)
             gated = summarize_starts(imagined, threshold)
             keep = np.array([not s["unknown"] for s in gated["starts"]])
             row["unknown_threshold"] = threshold
-            row["known"] = figures(imagined.unsafe, real, keep, args.seed)
+            row["known"] = figures(imagined.probability, real, keep, args.seed)
+            row["known_sampled"] = figures(imagined.unsafe, real, keep, args.seed)
         record["by_imagined_rollouts"][str(count)] = row
         record.update(row)  # the last count's figures at the top level, as before
-        print(count, json.dumps(row["all"]), flush=True)
+        print(count, json.dumps({"expected": row["all"], "sampled": row["all_sampled"]}), flush=True)
     record["seconds"] = time.perf_counter() - begin
     record["provenance"] = provenance()
     args.json.parent.mkdir(parents=True, exist_ok=True)

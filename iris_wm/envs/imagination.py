@@ -93,6 +93,8 @@ class ImaginedStep:
     done: torch.Tensor  # (B,) bool: terminated at this or an earlier imagined step
     state: torch.Tensor | None = None  # (B, S) float: the predicted proprioception (expected values), if modelled
     disagreement: Disagreement | None = None  # where the world model is an ensemble
+    end_probability: torch.Tensor | None = None  # (B,) float: the world model's chance that this step ends
+    expected_reward: torch.Tensor | None = None  # (B,) float: the reward's expectation (a sign: p(+1) - p(-1))
 
 
 def _with_graph_if_differentiable(method):
@@ -283,12 +285,13 @@ class ImaginationEnv:
                 out.observation_information[:, : min(per_step, K)] if parallel else out.observation_information[:, -1:]
             ]
             reward_mi, end_mi = out.reward_information[:, -1], out.termination_information[:, -1]
-        if self.model.config.reward == "sign" and cfg.differentiable:  # the expected sign, p(+1) - p(-1)
-            reward = reward_logits.float().softmax(-1) @ torch.tensor([-1.0, 0.0, 1.0], device=reward_logits.device)
-        elif self.model.config.reward == "sign" and cfg.sample_rewards:
-            reward = _draw(reward_logits, 1.0, True, self.generator).float() - 1.0
+        sign, logits = self.model.config.reward == "sign", reward_logits.float()
+        signs = torch.tensor([-1.0, 0.0, 1.0], device=logits.device)
+        mean = logits.softmax(-1) @ signs if sign else self.model.expected_reward(logits).float()  # the expectation
+        if sign and not cfg.differentiable:  # a sign drawn, or the likelier one
+            reward = _draw(reward_logits, 1.0, cfg.sample_rewards, self.generator).float() - 1.0
         else:
-            reward = self.model.expected_reward(reward_logits.float()).float()
+            reward = mean
         terminated = _draw(end_logits, 1.0, cfg.sample_terminations, self.generator).bool()
         if parallel:
             frame, state = self._observe(out.observation_logits[:, :per_step], 0)  # (B, per_step), (B, S) or None
@@ -308,7 +311,8 @@ class ImaginationEnv:
             self.states = torch.cat([self.states, state[:, None]], dim=1)[:, -self.context_steps :]
         self.done = self.done | terminated
         disagreement = Disagreement(torch.cat(token_mi, 1).mean(1), reward_mi, end_mi) if ensemble else None
-        return ImaginedStep(frame[:, :K], reward, terminated, self.done.clone(), state, disagreement)
+        end = end_logits.float().softmax(-1)[:, 1]
+        return ImaginedStep(frame[:, :K], reward, terminated, self.done.clone(), state, disagreement, end, mean)
 
     def _observe(self, logits: torch.Tensor, first_slot: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Observation ``logits (B, n, vocab)`` of ``n`` slots from ``first_slot`` -> their ids ``(B, n)``, and the

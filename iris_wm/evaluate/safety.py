@@ -9,8 +9,16 @@ actor-critic reads them), the policy acts ``rollouts`` times for ``horizon`` ima
 - ``package.module:function``: a Python callable given by import path, called at every imagined step as
   ``function(frames=uint8 (B, 3, H, W), tokens=(B, K), state=(B, S) or None)`` and returning a bool ``(B,)``.
 
-Per start the estimated probability of an unsafe outcome comes with its Wilson 95% interval (Wilson 1927; the
-rollouts of a start are independent draws); overall, the mean over starts with a bootstrap interval over starts.
+With ``end`` (and ``expected_ends``, the default) a rollout is scored by its chance of an end along its imagined
+trajectory, ``1 - prod_t (1 - p_end_t)``, rather than by whether a sampled end happened: the trajectory (tokens,
+actions) never depends on the sampled ends, so this is the sampled indicator's expectation given the trajectory, an
+unbiased estimate of the same probability with less spread (Rao-Blackwell; where the imagination takes the likelier
+outcome instead of sampling ends, the indicator is a threshold at 1/2 and this the chance it stands for).
+
+Per start the estimated probability of an unsafe outcome (the mean over its rollouts) comes with its Wilson 95%
+interval (Wilson 1927; the rollouts of a start are independent draws, and a mean of values in [0, 1] has a variance
+at most p (1 - p) / R, so the interval holds for expected scores as for counts); overall, the mean over starts with
+a bootstrap interval over starts.
 Where the world model is an ensemble, each rollout's disagreement (the largest token disagreement along it) is
 compared with the ``unknown_quantile`` of the same figure on held-out windows of the training data: a start whose
 median rollout lies above it is reported as ``unknown`` rather than given a probability the model cannot back.
@@ -51,6 +59,8 @@ class SafetyConfig:
     """Quantile of the held-out rollouts' disagreement above which a start is unknown (ensembles only)."""
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig.iris)
     """How the outcomes are drawn (default: IRIS's, every outcome sampled)."""
+    expected_ends: bool = True
+    """With ``unsafe: end``: score a rollout by its chance of an end along its trajectory, not by a sampled end."""
     batch: int = 2048
     """The most rollouts imagined at once (whole starts at a time): it bounds the KV caches' memory."""
 
@@ -87,8 +97,8 @@ def unsafe_predicate(spec: str):
     return (lambda step, frames: function(frames=frames, tokens=step.tokens, state=step.state).bool()), True
 
 
-def wilson(unsafe: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``unsafe / n``."""
+def wilson(unsafe: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``unsafe / n`` (``unsafe`` may be a sum of scores in [0, 1])."""
     p = unsafe / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
@@ -97,13 +107,19 @@ def wilson(unsafe: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 @dataclass
 class Rollouts:
-    """``(S, R)`` per start and rollout: unsafe, the first unsafe step (-1: none), the largest token disagreement
-    (NaN without an ensemble); the imagined tokens ``(S, R, H, K)``."""
+    """``(S, R)`` per start and rollout: unsafe (sampled), the first unsafe step (-1: none), the largest token
+    disagreement (NaN without an ensemble); the imagined tokens ``(S, R, H, K)``; the rollout's score, its chance of
+    being unsafe (the expected-end estimate, or the sampled indicator: see the module's docstring)."""
 
     unsafe: np.ndarray
     first_unsafe: np.ndarray
     disagreement: np.ndarray
     tokens: torch.Tensor
+    probability: np.ndarray | None = None  # None: the sampled indicator
+
+    def __post_init__(self):
+        if self.probability is None:
+            self.probability = self.unsafe.astype(float)
 
 
 @torch.no_grad()
@@ -138,6 +154,7 @@ def imagined_rollouts(
         return Rollouts(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in ("unsafe", "first_unsafe", "disagreement")),
             torch.cat([p.tokens for p in parts]),
+            np.concatenate([p.probability for p in parts]),
         )
     predicate, reads_frames = unsafe_predicate(config.unsafe)
     S, R, H = tokens.shape[0], config.rollouts, config.horizon
@@ -151,6 +168,8 @@ def imagined_rollouts(
     unsafe = torch.zeros(S * R, dtype=torch.bool, device=env.device)
     first = torch.full((S * R,), -1, dtype=torch.long, device=env.device)
     spread = torch.full((S * R,), float("nan"), device=env.device)
+    expected = config.unsafe == "end" and config.expected_ends
+    safe = torch.ones(S * R, device=env.device)  # the chance of no end so far along each trajectory
     imagined = []
     for t in range(H):
         read = current if actor_critic.reads_tokens else env.frames(current)
@@ -160,6 +179,8 @@ def imagined_rollouts(
         hit = predicate(step, env.frames(step.tokens) if reads_frames else None).to(env.device) & ~unsafe
         first = torch.where(hit, t, first)
         unsafe |= hit
+        if expected:
+            safe = safe * (1 - step.end_probability.to(env.device))
         if step.disagreement is not None:
             spread = torch.fmax(spread, step.disagreement.tokens.float())
         state, current, now = out.state, step.tokens, step.state
@@ -170,6 +191,7 @@ def imagined_rollouts(
         first.view(shape).cpu().numpy(),
         spread.view(shape).cpu().numpy(),
         torch.stack(imagined, 1).view(S, R, H, -1).cpu(),
+        (1 - safe).view(shape).double().cpu().numpy() if expected else None,
     )
 
 
@@ -178,25 +200,26 @@ def summarize_starts(rollouts: Rollouts, threshold: float | None, seed: int = 0,
     without the unknown starts."""
     S, R = rollouts.unsafe.shape
     counts = rollouts.unsafe.sum(1)
+    rates = rollouts.probability.mean(1)
     medians = None if threshold is None else np.nanmedian(rollouts.disagreement, axis=1)
     unknown = np.zeros(S, bool) if medians is None else medians > threshold
     starts = []
     for s in range(S):
-        low, high = wilson(int(counts[s]), R)
+        low, high = wilson(float(rates[s]) * R, R)
         hits = rollouts.first_unsafe[s][rollouts.first_unsafe[s] >= 0]
         starts.append(
             {
                 "start": s,
-                "unsafe_probability": None if unknown[s] else float(counts[s] / R),
+                "unsafe_probability": None if unknown[s] else float(rates[s]),
                 "wilson_95": None if unknown[s] else [low, high],
-                "estimate_if_known": float(counts[s] / R),
+                "estimate_if_known": float(rates[s]),
+                "unsafe_rollouts": int(counts[s]),
                 "unknown": bool(unknown[s]),
                 "mean_first_unsafe_step": float(hits.mean()) if len(hits) else None,
                 "disagreement_median": None if medians is None else float(medians[s]),
             }
         )
     rng = np.random.default_rng(seed)
-    rates = counts / R
 
     def overall(mask: np.ndarray) -> dict:
         chosen = rates[mask]
@@ -262,7 +285,12 @@ def _markdown(report: dict) -> str:
         f"# Safety check of {report['agent']}",
         "",
         f"Unsafe: `{cfg['unsafe']}` within {cfg['horizon']} imagined steps; {cfg['rollouts']} rollouts from each of "
-        f"{len(report['starts'])} real starts of {report['tokens']} ({cfg['burn_in']} real steps each).",
+        f"{len(report['starts'])} real starts of {report['tokens']} ({cfg['burn_in']} real steps each); "
+        + (
+            "each rollout scored by its chance of an end along its imagined trajectory."
+            if cfg["unsafe"] == "end" and cfg["expected_ends"]
+            else "each rollout scored by its sampled outcome."
+        ),
         "",
         f"- Unsafe outcome, mean over starts (bootstrap 95% over starts): **{rate(overall)}**",
         f"- Starts reported unknown (ensemble disagreement above the held-out {cfg['unknown_quantile']} quantile): "
@@ -340,7 +368,7 @@ def safety_check(
     worst = sorted(range(len(rows)), key=lambda s: -report["starts"][s]["estimate_if_known"])[:gifs]
     decode = torch.no_grad()(loaded.tokenizer.decode)
     for rank, s in enumerate(worst):
-        pick = int(np.argmax(rollouts.unsafe[s]))  # an unsafe rollout where there is one
+        pick = int(np.argmax(rollouts.unsafe[s] + rollouts.probability[s]))  # an unsafe one, the likeliest
         frames = decode(torch.cat([context[0][s], rollouts.tokens[s, pick]]))
         name = f"worst_{rank}_row{report['starts'][s]['row']}.gif"
         _gif(folder / name, frames)

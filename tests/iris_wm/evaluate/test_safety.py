@@ -1,5 +1,6 @@
 """The safety check: Wilson intervals, the unsafe predicates (and their errors), batched imagined rollouts equal to
-one start at a time, the unknown gate, and `iris-wm safety-check` end to end on a tiny agent (report, Markdown,
+one start at a time, the expected-end estimate (exact where the end's chance is known, the sampled rate's mean
+otherwise), the unknown gate, and `iris-wm safety-check` end to end on a tiny agent (report, Markdown,
 GIFs)."""
 
 import dataclasses
@@ -65,6 +66,7 @@ def test_batched_rollouts_equal_one_start_at_a_time(unsafe):
         alone = imagined_rollouts(ac, world_model, tokenizer, tokens[s : s + 1], actions[s : s + 1], config)
         assert np.array_equal(alone.unsafe[0], together.unsafe[s])
         assert np.array_equal(alone.first_unsafe[0], together.first_unsafe[s])
+        assert np.allclose(alone.probability[0], together.probability[s], atol=1e-6)
         assert torch.equal(alone.tokens[0], together.tokens[s])
     assert together.unsafe.shape == (4, 2) and np.isnan(together.disagreement).all()
     assert ((together.first_unsafe >= 0) == together.unsafe).all()
@@ -72,7 +74,49 @@ def test_batched_rollouts_equal_one_start_at_a_time(unsafe):
     parts = imagined_rollouts(ac, world_model, tokenizer, tokens, actions, dataclasses.replace(config, batch=5))
     for field in ("unsafe", "first_unsafe"):
         assert np.array_equal(getattr(parts, field), getattr(together, field))
+    assert np.array_equal(parts.probability, together.probability)
+    if unsafe != "end":  # the expected-end estimate is for the end predicate; the others score the indicator
+        assert np.array_equal(together.probability, together.unsafe.astype(float))
     assert torch.equal(parts.tokens, together.tokens) and np.isnan(parts.disagreement).all()
+
+
+def _sampled_and_expected(world_model, ac, rollouts: int, expected: bool = True) -> Rollouts:
+    tokenizer = Tokenizer(tokenizer_config(V)).eval()
+    imagination = ImaginationConfig.iris(precision="fp32")  # every outcome sampled
+    config = SafetyConfig(horizon=6, rollouts=rollouts, burn_in=3, imagination=imagination, expected_ends=expected)
+    g = torch.Generator().manual_seed(2)
+    tokens, actions = torch.randint(0, V, (3, 3, K), generator=g), torch.randint(0, A, (3, 2), generator=g)
+    return imagined_rollouts(ac, world_model, tokenizer, tokens, actions, config, generator=g)
+
+
+def test_expected_ends_are_exact_where_the_chance_of_an_end_is_known():
+    world_model, ac = _agent()
+    p = 0.1
+    with torch.no_grad():  # the end head ignores its input: every step ends with chance p
+        world_model.termination_head[-1].weight.zero_()
+        world_model.termination_head[-1].bias.copy_(torch.tensor([0.0, float(np.log(p / (1 - p)))]))
+    rollouts = _sampled_and_expected(world_model, ac, 1000)
+    assert np.allclose(rollouts.probability, 1 - (1 - p) ** 6, atol=1e-5)
+    # The sampled ends of the same rollouts: a binomial draw with that chance.
+    rate, n = rollouts.unsafe.mean(), rollouts.unsafe.size
+    assert abs(rate - (1 - (1 - p) ** 6)) < 4 * np.sqrt(0.47 * 0.53 / n)
+    sampled = _sampled_and_expected(world_model, ac, 1000, expected=False)
+    assert np.array_equal(sampled.probability, sampled.unsafe.astype(float))
+
+
+def test_expected_ends_estimate_the_sampled_rate_with_less_spread():
+    world_model, ac = _agent()  # the end's chance depends on the imagined tokens and the policy's actions
+    with torch.no_grad():  # about one chance in two of an end within the horizon
+        world_model.termination_head[-1].bias.copy_(torch.tensor([0.0, -2.2]))
+    rollouts = _sampled_and_expected(world_model, ac, 600)
+    for s in range(3):
+        sampled, expected = rollouts.unsafe[s].astype(float), rollouts.probability[s]
+        assert 0 < sampled.mean() < 1 and ((0 <= expected) & (expected <= 1)).all()
+        assert abs(sampled.mean() - expected.mean()) < 4 * sampled.std() / np.sqrt(len(sampled))
+        assert expected.var() < sampled.var()
+    report = summarize_starts(rollouts, None)
+    assert [row["unsafe_probability"] for row in report["starts"]] == pytest.approx(rollouts.probability.mean(1))
+    assert [row["unsafe_rollouts"] for row in report["starts"]] == rollouts.unsafe.sum(1).tolist()
 
 
 def test_the_unknown_gate_withholds_starts_above_the_held_out_quantile():
