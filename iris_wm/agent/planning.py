@@ -65,6 +65,9 @@ class PlannerConfig:
     step, so plans keep to what the members agree on (0: off)."""
     critic: bool = True
     """Add ``gamma^H V(s_H)``, the critic's value after the last imagined step, where there is an actor-critic."""
+    expected_outcomes: bool = False
+    """Score each imagined step by its expected reward and its chance of an end (the chance of still being alive
+    weighs what follows), rather than by the likelier reward and end: a risk below one half still counts."""
     choose: str = "best"
     """The action taken: ``best``, the first action of the best sequence scored; ``sample``, the first action of an
     elite drawn with probability proportional to ``exp(temperature * (score - best score))`` (TD-MPC2)."""
@@ -217,7 +220,8 @@ class Planner:
 class ImaginedReturns:
     """``score`` for a :class:`Planner` from a world model: set each environment's real context, then every call
     rolls all sequences out in one batched imagination from it (greedy by default) and returns
-    ``sum_t gamma^t r_t`` over the steps up to the first imagined end (less ``gamma^t end_penalty`` there). With
+    ``sum_t gamma^t r_t`` over the steps up to the first imagined end (less ``gamma^t end_penalty`` there); with
+    ``expected``, ``sum_t gamma^t P(alive before t) (E[r_t] - end_penalty p(end_t))``. With
     an ``actor_critic`` (the agent's), its actor proposes the sequences of :meth:`prior`, and (``bootstrap``) its
     critic reads the imagined steps from its recurrent state at the context's last frame and adds
     ``gamma^H V(s_H)``."""
@@ -232,6 +236,7 @@ class ImaginedReturns:
         bootstrap: bool = True,
         end_penalty: float = 0.0,
         disagreement_penalty: float = 0.0,
+        expected: bool = False,
     ):
         within(0, 1, "planner", gamma=gamma)
         decodes = actor_critic is not None and not actor_critic.reads_tokens  # the frames it reads, decoded
@@ -239,7 +244,7 @@ class ImaginedReturns:
             raise ValueError("An actor-critic that reads frames needs the tokenizer to decode the imagined ones.")
         config = config or ImaginationConfig(temperature=0.0)
         self.env = ImaginationEnv(world_model, tokenizer if decodes else None, config=config)
-        self.gamma, self.actor_critic, self.end_penalty = gamma, actor_critic, end_penalty
+        self.gamma, self.actor_critic, self.end_penalty, self.expected = gamma, actor_critic, end_penalty, expected
         self.critic = actor_critic if bootstrap else None
         if disagreement_penalty > 0 and not hasattr(world_model, "members"):
             raise ValueError(
@@ -286,8 +291,11 @@ class ImaginedReturns:
             if self.critic is not None:
                 recurrent = self._read(current, recurrent, proprio).state
             step = self.env.step(flat[:, t])
-            ended = alive * step.terminated.float()
-            total = total + self.gamma**t * (alive * step.reward.float() - self.end_penalty * ended)
+            if self.expected:
+                reward, ended = step.expected_reward, alive * step.end_probability
+            else:
+                reward, ended = step.reward.float(), alive * step.terminated.float()
+            total = total + self.gamma**t * (alive * reward - self.end_penalty * ended)
             if self.disagreement_penalty > 0:
                 total = total - self.gamma**t * alive * self.disagreement_penalty * step.disagreement.tokens.float()
             alive = alive - ended
@@ -340,6 +348,7 @@ class MPCPolicy:
             bootstrap=self.config.critic,
             end_penalty=self.config.end_penalty,
             disagreement_penalty=self.config.disagreement_penalty,
+            expected=self.config.expected_outcomes,
         )
 
     def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None) -> None:

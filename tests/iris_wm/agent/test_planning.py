@@ -1,8 +1,8 @@
 """The planner finds the one rewarded action sequence of a stub world model (100 trials at once, as 100
 environments), for discrete actions (CEM) and box actions (MPPI); the prior's sequences are scored once a plan; a
 plan starts from the last one shifted; imagined returns, with and without the critic's bootstrap, equal a
-step-by-step imagination of each sequence; the actor proposes its own actions; MPC keeps the agent's recurrent state
-as the agent does."""
+step-by-step imagination of each sequence (also scored by expected outcomes); the actor proposes its own actions; MPC
+keeps the agent's recurrent state as the agent does."""
 
 import pytest
 import torch
@@ -91,6 +91,46 @@ def test_imagined_returns_equal_a_step_by_step_imagination_of_each_sequence():
                 total += 0.9**t * alive * float(step.reward)
                 alive *= 1.0 - float(step.terminated)
             assert values[e, n].item() == pytest.approx(total, abs=1e-5)
+
+
+def test_expected_outcomes_weigh_each_step_by_the_chance_of_being_alive():
+    model, ac = _tiny_agent()
+    with torch.no_grad():
+        ac.critic.weight.normal_(std=1.0)
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, 11, (2, 1, 3), generator=g)
+    recurrent = (torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g))
+    sequences = torch.randint(0, 4, (2, 5, 3), generator=g)
+    config = ImaginationConfig(temperature=0.0, precision="fp32")
+    scorer = ImaginedReturns(model, 0.9, config, actor_critic=ac, end_penalty=2.0, expected=True)
+    scorer.set_context(tokens, recurrent=recurrent)
+    env = ImaginationEnv(model, config=config)
+    with torch.no_grad():
+        values = scorer(sequences)
+        for e in range(2):
+            for n in range(5):
+                current = env.reset(tokens[e : e + 1])
+                state = (recurrent[0][e : e + 1], recurrent[1][e : e + 1])
+                total, alive = 0.0, 1.0
+                for t in range(3):
+                    state = ac(current, state).state
+                    step = env.step(sequences[e, n, t : t + 1])
+                    p_end, reward = float(step.end_probability), float(step.expected_reward)
+                    total += 0.9**t * alive * (reward - 2.0 * p_end)
+                    alive *= 1.0 - p_end
+                    current = step.tokens
+                total += 0.9**3 * alive * float(ac(current, state).value)
+                assert values[e, n].item() == pytest.approx(total, abs=1e-5)
+    # A known chance of an end below one half: the likelier outcome never ends, the expected one counts it.
+    with torch.no_grad():
+        for head, bias in ((model.termination_head, [0.0, -0.8473]), (model.reward_head, [-30.0, 0.0, -30.0])):
+            head[-1].weight.zero_()
+            head[-1].bias.copy_(torch.tensor(bias))  # p(end) = 0.3; the reward is 0
+    for expected, want in ((False, 0.0), (True, -sum(0.9**t * 0.7**t * 0.3 for t in range(3)))):
+        plain = ImaginedReturns(model, 0.9, config, end_penalty=1.0, expected=expected)
+        plain.set_context(tokens)
+        with torch.no_grad():
+            assert torch.allclose(plain(sequences), torch.full((2, 5), want), atol=1e-4)
 
 
 def _tiny_agent(num_actions=4, vocab=11, K=3):
