@@ -74,6 +74,7 @@ class StoreDataModule(L.LightningDataModule):
         verify: Verify = "checksum",
         synthetic_root: str | None = None,
         synthetic_fraction: float = 0.0,
+        bootstrap_seed: int | None = None,
     ):
         """
         Args:
@@ -91,10 +92,14 @@ class StoreDataModule(L.LightningDataModule):
             synthetic_root: a store of imagined episodes (``iris-wm imagine --export``) to train on beside the real
                 one; validation stays on real episodes only.
             synthetic_fraction: share of the training windows drawn from ``synthetic_root`` (0.5 to 0.8 is usual).
+            bootstrap_seed: train on a bootstrap resample of the training episodes (as many, drawn with replacement
+                with this seed; validation unchanged): members of an ensemble trained on different resamples
+                disagree more where the data is thin. None: every training episode once.
         """
         super().__init__()
         at_least(1, "data", sequence_length=sequence_length, batch_size=batch_size, max_val_windows=max_val_windows)
         at_least(0, "data", num_workers=num_workers, split_seed=split_seed, shuffle_seed=shuffle_seed)
+        at_least(0, "data", bootstrap_seed=bootstrap_seed)
         within(0, 1, "data", val_fraction=val_fraction)
         within(0, 0.99, "data", synthetic_fraction=synthetic_fraction)
         if (synthetic_root is None) != (synthetic_fraction == 0):
@@ -114,6 +119,8 @@ class StoreDataModule(L.LightningDataModule):
         if self.store.num_episodes == 0:
             raise ConfigError(f"The store at {hp.root} holds no episodes; collect some into it first.", "collect")
         train, val = split_episodes(self.store, hp.val_fraction, hp.split_seed)
+        if hp.get("bootstrap_seed") is not None:
+            train = np.sort(np.random.default_rng(hp.bootstrap_seed).choice(train, size=len(train), replace=True))
         self.train_episodes, self.val_episodes = train, val
         self.train_set = WindowDataset(self.store, train, hp.sequence_length, hp.pad, hp.complete_windows)
         self.val_set = WindowDataset(self.store, val, hp.sequence_length, hp.pad, hp.complete_windows)

@@ -70,3 +70,28 @@ def test_tiny_stores_get_one_validation_episode(tmp_path):
     store.append([counting_episode(0, 3), counting_episode(1, 3)])
     train, val = split_episodes(store, 0.01, seed=0)
     assert len(train) == 1 and len(val) == 1
+
+
+def test_a_bootstrap_resample_draws_training_episodes_with_replacement(tmp_path):
+    from iris_wm.data.datamodule import StoreDataModule
+
+    store = EpisodeStore.create(tmp_path / "s", SPEC, 4, {})
+    store.append([counting_episode(i, 2 + i % 5) for i in range(40)])
+    plain = StoreDataModule(str(store.root), sequence_length=3, val_fraction=0.2)
+    plain.setup()
+    drawn = {}
+    for seed in (1, 2):
+        member = StoreDataModule(str(store.root), sequence_length=3, val_fraction=0.2, bootstrap_seed=seed)
+        member.setup()
+        episodes = member.train_episodes
+        assert len(episodes) == len(plain.train_episodes) and set(episodes) <= set(plain.train_episodes)
+        assert len(set(episodes)) < len(episodes), "with replacement: some episodes twice, others left out"
+        np.testing.assert_array_equal(member.val_episodes, plain.val_episodes)  # validation is never resampled
+        assert len(member.train_set) == store.episode_lengths[episodes].sum()
+        drawn[seed] = episodes
+    assert not np.array_equal(drawn[1], drawn[2])
+    again = StoreDataModule(str(store.root), sequence_length=3, val_fraction=0.2, bootstrap_seed=1)
+    again.setup()
+    np.testing.assert_array_equal(again.train_episodes, drawn[1])
+    with pytest.raises(ValueError, match="bootstrap_seed"):
+        StoreDataModule(str(store.root), bootstrap_seed=-1)
