@@ -65,9 +65,12 @@ class PlannerConfig:
     step, so plans keep to what the members agree on (0: off)."""
     critic: bool = True
     """Add ``gamma^H V(s_H)``, the critic's value after the last imagined step, where there is an actor-critic."""
-    expected_outcomes: bool = False
-    """Score each imagined step by its expected reward and its chance of an end (the chance of still being alive
-    weighs what follows), rather than by the likelier reward and end: a risk below one half still counts."""
+    expected_rewards: bool = False
+    """Score each imagined step by its expected reward (a sign: p(+1) - p(-1)) rather than the likelier one."""
+    expected_ends: bool = False
+    """Weigh each imagined step by the chance that no end came before it (and count the end penalty by the end's
+    chance) rather than by the likelier ends: a risk below one half still counts. In Breakout it teaches the planner
+    never to serve the ball (docs/LOG.md, issue 18)."""
     choose: str = "best"
     """The action taken: ``best``, the first action of the best sequence scored; ``sample``, the first action of an
     elite drawn with probability proportional to ``exp(temperature * (score - best score))`` (TD-MPC2)."""
@@ -221,7 +224,8 @@ class ImaginedReturns:
     """``score`` for a :class:`Planner` from a world model: set each environment's real context, then every call
     rolls all sequences out in one batched imagination from it (greedy by default) and returns
     ``sum_t gamma^t r_t`` over the steps up to the first imagined end (less ``gamma^t end_penalty`` there); with
-    ``expected``, ``sum_t gamma^t P(alive before t) (E[r_t] - end_penalty p(end_t))``. With
+    ``expected_rewards`` ``r_t`` is the reward's expectation, with ``expected_ends`` each step is weighed by the
+    chance that no end came before it and the penalty by the end's chance. With
     an ``actor_critic`` (the agent's), its actor proposes the sequences of :meth:`prior`, and (``bootstrap``) its
     critic reads the imagined steps from its recurrent state at the context's last frame and adds
     ``gamma^H V(s_H)``."""
@@ -236,7 +240,8 @@ class ImaginedReturns:
         bootstrap: bool = True,
         end_penalty: float = 0.0,
         disagreement_penalty: float = 0.0,
-        expected: bool = False,
+        expected_rewards: bool = False,
+        expected_ends: bool = False,
     ):
         within(0, 1, "planner", gamma=gamma)
         decodes = actor_critic is not None and not actor_critic.reads_tokens  # the frames it reads, decoded
@@ -244,7 +249,8 @@ class ImaginedReturns:
             raise ValueError("An actor-critic that reads frames needs the tokenizer to decode the imagined ones.")
         config = config or ImaginationConfig(temperature=0.0)
         self.env = ImaginationEnv(world_model, tokenizer if decodes else None, config=config)
-        self.gamma, self.actor_critic, self.end_penalty, self.expected = gamma, actor_critic, end_penalty, expected
+        self.gamma, self.actor_critic, self.end_penalty = gamma, actor_critic, end_penalty
+        self.expected_rewards, self.expected_ends = expected_rewards, expected_ends
         self.critic = actor_critic if bootstrap else None
         if disagreement_penalty > 0 and not hasattr(world_model, "members"):
             raise ValueError(
@@ -291,10 +297,8 @@ class ImaginedReturns:
             if self.critic is not None:
                 recurrent = self._read(current, recurrent, proprio).state
             step = self.env.step(flat[:, t])
-            if self.expected:
-                reward, ended = step.expected_reward, alive * step.end_probability
-            else:
-                reward, ended = step.reward.float(), alive * step.terminated.float()
+            reward = step.expected_reward if self.expected_rewards else step.reward.float()
+            ended = alive * (step.end_probability if self.expected_ends else step.terminated.float())
             total = total + self.gamma**t * (alive * reward - self.end_penalty * ended)
             if self.disagreement_penalty > 0:
                 total = total - self.gamma**t * alive * self.disagreement_penalty * step.disagreement.tokens.float()
@@ -348,7 +352,8 @@ class MPCPolicy:
             bootstrap=self.config.critic,
             end_penalty=self.config.end_penalty,
             disagreement_penalty=self.config.disagreement_penalty,
-            expected=self.config.expected_outcomes,
+            expected_rewards=self.config.expected_rewards,
+            expected_ends=self.config.expected_ends,
         )
 
     def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None) -> None:

@@ -102,7 +102,9 @@ def test_expected_outcomes_weigh_each_step_by_the_chance_of_being_alive():
     recurrent = (torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g))
     sequences = torch.randint(0, 4, (2, 5, 3), generator=g)
     config = ImaginationConfig(temperature=0.0, precision="fp32")
-    scorer = ImaginedReturns(model, 0.9, config, actor_critic=ac, end_penalty=2.0, expected=True)
+    scorer = ImaginedReturns(
+        model, 0.9, config, actor_critic=ac, end_penalty=2.0, expected_rewards=True, expected_ends=True
+    )
     scorer.set_context(tokens, recurrent=recurrent)
     env = ImaginationEnv(model, config=config)
     with torch.no_grad():
@@ -127,7 +129,7 @@ def test_expected_outcomes_weigh_each_step_by_the_chance_of_being_alive():
             head[-1].weight.zero_()
             head[-1].bias.copy_(torch.tensor(bias))  # p(end) = 0.3; the reward is 0
     for expected, want in ((False, 0.0), (True, -sum(0.9**t * 0.7**t * 0.3 for t in range(3)))):
-        plain = ImaginedReturns(model, 0.9, config, end_penalty=1.0, expected=expected)
+        plain = ImaginedReturns(model, 0.9, config, end_penalty=1.0, expected_ends=expected)
         plain.set_context(tokens)
         with torch.no_grad():
             assert torch.allclose(plain(sequences), torch.full((2, 5), want), atol=1e-4)
