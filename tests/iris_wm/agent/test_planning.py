@@ -93,6 +93,23 @@ def test_imagined_returns_equal_a_step_by_step_imagination_of_each_sequence():
             assert values[e, n].item() == pytest.approx(total, abs=1e-5)
 
 
+def _loop_return(model, ac, config, tokens, recurrent, sequence, end_penalty=0.0, expected=False):
+    """One sequence's score by a step-by-step imagination with the critic at the horizon, and the chance it is alive
+    at the end; ``expected``: expected rewards and ends."""
+    env = ImaginationEnv(model, config=config)
+    current, state = env.reset(tokens), recurrent
+    total, alive = 0.0, 1.0
+    for t in range(len(sequence)):
+        state = ac(current, state).state
+        step = env.step(sequence[t : t + 1])
+        reward = float(step.expected_reward) if expected else float(step.reward)
+        end = float(step.end_probability) if expected else float(step.terminated)
+        total += 0.9**t * alive * (reward - end_penalty * end)
+        alive *= 1.0 - end
+        current = step.tokens
+    return total + 0.9 ** len(sequence) * alive * float(ac(current, state).value), alive
+
+
 def test_expected_outcomes_weigh_each_step_by_the_chance_of_being_alive():
     model, ac = _tiny_agent()
     with torch.no_grad():
@@ -106,23 +123,13 @@ def test_expected_outcomes_weigh_each_step_by_the_chance_of_being_alive():
         model, 0.9, config, actor_critic=ac, end_penalty=2.0, expected_rewards=True, expected_ends=True
     )
     scorer.set_context(tokens, recurrent=recurrent)
-    env = ImaginationEnv(model, config=config)
     with torch.no_grad():
         values = scorer(sequences)
         for e in range(2):
             for n in range(5):
-                current = env.reset(tokens[e : e + 1])
                 state = (recurrent[0][e : e + 1], recurrent[1][e : e + 1])
-                total, alive = 0.0, 1.0
-                for t in range(3):
-                    state = ac(current, state).state
-                    step = env.step(sequences[e, n, t : t + 1])
-                    p_end, reward = float(step.end_probability), float(step.expected_reward)
-                    total += 0.9**t * alive * (reward - 2.0 * p_end)
-                    alive *= 1.0 - p_end
-                    current = step.tokens
-                total += 0.9**3 * alive * float(ac(current, state).value)
-                assert values[e, n].item() == pytest.approx(total, abs=1e-5)
+                want, _ = _loop_return(model, ac, config, tokens[e : e + 1], state, sequences[e, n], 2.0, True)
+                assert values[e, n].item() == pytest.approx(want, abs=1e-5)
     # A known chance of an end below one half: the likelier outcome never ends, the expected one counts it.
     with torch.no_grad():
         for head, bias in ((model.termination_head, [0.0, -0.8473]), (model.reward_head, [-30.0, 0.0, -30.0])):
@@ -169,23 +176,14 @@ def test_the_critic_bootstraps_each_sequence_from_its_recurrent_state_as_a_step_
         values = scorer(sequences)
     plain = ImaginedReturns(model, gamma=0.9, config=config)
     plain.set_context(tokens)
-    env = ImaginationEnv(model, config=config)
     ended = 0
     with torch.no_grad():
         assert not torch.allclose(values, plain(sequences))
         for e in range(2):
             for n in range(5):
-                current = env.reset(tokens[e : e + 1])
                 state = (recurrent[0][e : e + 1], recurrent[1][e : e + 1])
-                total, alive = 0.0, 1.0
-                for t in range(3):
-                    state = ac(current, state).state
-                    step = env.step(sequences[e, n, t : t + 1])
-                    total += 0.9**t * alive * float(step.reward)
-                    alive *= 1.0 - float(step.terminated)
-                    current = step.tokens
-                total += 0.9**3 * alive * float(ac(current, state).value)
-                assert values[e, n].item() == pytest.approx(total, abs=1e-5)
+                want, alive = _loop_return(model, ac, config, tokens[e : e + 1], state, sequences[e, n])
+                assert values[e, n].item() == pytest.approx(want, abs=1e-5)
                 ended += alive == 0
     assert 0 < ended < 10
 
