@@ -20,7 +20,8 @@ import torch
 import yaml
 
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
-from iris_wm.agent.planning import MPCPolicy, PlannerConfig
+from iris_wm.agent.mpc import MPCPolicy
+from iris_wm.agent.planning import PlannerConfig
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.runtime.hardware import cpu_description, inference_dtype

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, State
-from iris_wm.agent.planning import MPCPolicy, PlannerConfig
+from iris_wm.agent.mpc import MPCPolicy
+from iris_wm.agent.planning import PlannerConfig
 from iris_wm.agent.rollout import observe
 from iris_wm.envs.atari import EnvConfig, env_snapshot, make_env, restore_env
 from iris_wm.runtime.errors import ConfigError
@@ -180,7 +181,8 @@ class EmulatorMPCPolicy(MPCPolicy):
     def device(self) -> torch.device:
         return next(self.actor_critic.parameters()).device if self.actor_critic is not None else torch.device("cpu")
 
-    def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None) -> None:
+    def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None, state) -> None:
         if self.envs is None:
             raise RuntimeError("EmulatorMPCPolicy: bind_envs(envs) before acting (evaluate's play does it).")
-        self.scorer.set_context(self.envs, tokens if self.actor_critic is not None else None, self.state)
+        envs = self.envs if self.rows is None else [self.envs[int(e)] for e in self.rows]
+        self.scorer.set_context(envs, tokens if self.actor_critic is not None else None, state)

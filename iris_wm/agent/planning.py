@@ -13,7 +13,7 @@ environments. :class:`ImaginedReturns` scores them with a world model, every seq
 batched imagination from that environment's real context: ``sum_t gamma^t r_t`` over the steps before the first
 imagined end, plus ``gamma^H V(s_H)`` where an actor-critic's critic reads the imagined steps along (TD-MPC2's
 bootstrap); the same actor proposes the prior's sequences by acting in that imagination. The prior is scored once
-per plan. Nothing in a plan reads a value back to the host.
+per plan. Nothing in a plan reads a value back to the host. :class:`~iris_wm.agent.mpc.MPCPolicy` acts with them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, State
-from iris_wm.agent.rollout import observe, rollout
-from iris_wm.data.spaces import ActionSpace
+from iris_wm.agent.rollout import rollout
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
 from iris_wm.runtime.checks import at_least, within
 
@@ -320,78 +319,3 @@ class ImaginedReturns:
         if self.actor_critic.config.continuous:
             actions = self.actor_critic.policy(imagined.logits).to_env(actions)
         return actions.unflatten(0, (-1, count))
-
-
-class MPCPolicy:
-    """Acting by planning: each real step, the frame is encoded and every environment's plan is made in the world
-    model's imagination, primed with that one real step (as IRIS's imagination is), with its state where the world
-    model models one. With an ``actor_critic`` (the agent's), its actor proposes ``prior_samples`` sequences and its
-    critic values each sequence's last imagined step; its recurrent state follows the real frames as the agent's
-    does when it acts. Same ``act`` as :class:`~iris_wm.agent.policy.AgentPolicy`."""
-
-    def __init__(
-        self,
-        tokenizer,
-        world_model,
-        config: PlannerConfig,
-        generator: torch.Generator | None = None,
-        actor_critic: ActorCritic | None = None,
-    ):
-        self.tokenizer, self.world_model, self.generator = tokenizer, world_model, generator
-        self.config, self.actor_critic = config, actor_critic
-        self.scorer = self._scorer()
-        self.planner: Planner | None = None
-        self.state: State | None = None
-
-    def _scorer(self):
-        return ImaginedReturns(
-            self.world_model,
-            self.config.gamma,
-            actor_critic=self.actor_critic,
-            tokenizer=self.tokenizer,
-            bootstrap=self.config.critic,
-            end_penalty=self.config.end_penalty,
-            disagreement_penalty=self.config.disagreement_penalty,
-            expected_rewards=self.config.expected_rewards,
-            expected_ends=self.config.expected_ends,
-        )
-
-    def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None) -> None:
-        """Where the plans start: the current real step of each environment (and the agent's recurrent state)."""
-        self.scorer.set_context(tokens[:, None], None, None if proprio is None else proprio[:, None], self.state)
-
-    def bind(self, space: ActionSpace) -> MPCPolicy:
-        """The real environment's action space: discrete, or a box whose bounds the plans keep within."""
-        if space.is_discrete:
-            self.planner = Planner(self.config, num_actions=space.n)
-        else:
-            low, high = (torch.tensor(bound, dtype=torch.float32) for bound in (space.low, space.high))
-            self.planner = Planner(self.config, low=low, high=high)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.world_model.parameters()).device
-
-    @torch.no_grad()
-    def act(self, frames, new_episode, states=None) -> torch.Tensor:
-        if self.planner is None:
-            raise RuntimeError("MPCPolicy: bind(...) it to the environment's action space before acting.")
-        frames = torch.as_tensor(frames, device=self.device)
-        tokens = None if self.tokenizer is None else self.tokenizer.encode(frames)
-        new = torch.as_tensor(new_episode, device=self.device, dtype=torch.bool)
-        self.planner.forget(new)
-        proprio = None if states is None else torch.as_tensor(states, device=self.device).float()
-        ac = self.actor_critic
-        if ac is not None:
-            if self.state is None or self.state[0].shape[0] != len(frames):
-                self.state = ac.initial_state(len(frames), self.device)
-            self.state = ActorCritic.reset_state(self.state, ~new)
-        self._set_context(tokens, proprio)
-        prior = None
-        if ac is not None and self.config.prior_samples > 0:
-            prior = self.scorer.prior(self.config.prior_samples, self.config.horizon, self.generator)
-        action = self.planner.plan(self.scorer, len(frames), prior, device=self.device, generator=self.generator)
-        if ac is not None:  # the agent's recurrent state reads the real frame, as when it acts itself
-            self.state = ac(observe(ac, self.tokenizer, tokens), self.state, proprio if ac.reads_state else None).state
-        return action

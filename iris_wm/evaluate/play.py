@@ -13,10 +13,11 @@ to learn from.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from iris_wm.agent.emulator_planning import EmulatorMPCPolicy
-from iris_wm.agent.planning import MPCPolicy, PlannerConfig
+from iris_wm.agent.mpc import MPCPolicy
+from iris_wm.agent.planning import PlannerConfig
 from iris_wm.data.collect import store_layout, store_settings
 from iris_wm.data.episode import Episode, EpisodeBuffer
 from iris_wm.data.sizes import action_sizes, check_sizes
@@ -35,6 +37,7 @@ from iris_wm.evaluate.scores import summarize
 from iris_wm.hub.checkpoints import load_agent, load_model
 from iris_wm.runtime.checks import at_least, output_file, output_folder
 from iris_wm.runtime.errors import ConfigError
+from iris_wm.runtime.files import write_json_atomic
 from iris_wm.runtime.provenance import provenance
 
 
@@ -60,10 +63,17 @@ def play(
     seed: int,
     progress: bool = True,
     record: Callable[[int, Episode], None] | None = None,
+    skip: Collection[int] = (),
+    ended: Callable[[int, float, int], None] | None = None,
 ) -> tuple[list[float], list[int]]:
     """Returns and lengths of ``episodes`` episodes, in episode order; ``record(i, episode)`` receives each episode's
-    steps as it ends (they end in an order fixed by the seeds, not in episode order)."""
-    num_envs = max(1, min(num_envs, episodes))
+    steps as it ends (they end in an order fixed by the seeds, not in episode order), ``ended(i, return, length)``
+    its figures. The episodes in ``skip`` are not played (their return and length are left 0): an interrupted
+    evaluation resumed. A policy whose ``act`` takes ``active`` is told which environments play an episode, so
+    that it spends nothing on the idle ones at the end."""
+    skipped = set(skip)
+    order = [i for i in range(episodes) if i not in skipped]
+    num_envs = max(1, min(num_envs, len(order)))
     envs = [make_env(env_config) for _ in range(num_envs)]
     space, state_spec, _ = store_layout(envs[0])
     frames = np.zeros((num_envs, 3, env_config.size, env_config.size), np.uint8)
@@ -73,18 +83,20 @@ def play(
     returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
     buffers = [EpisodeBuffer() for _ in range(num_envs)] if record is not None else None
     started = finished = 0
+    told = "active" in inspect.signature(policy.act).parameters
     if hasattr(policy, "bind_envs"):  # a planner whose model is the emulator itself snapshots these
         policy.bind_envs(envs)
-    bar = tqdm(total=episodes, desc=f"evaluate {env_config.game}", unit="episode", disable=not progress)
-    while finished < episodes:
+    bar = tqdm(total=len(order), desc=f"evaluate {env_config.game}", unit="episode", disable=not progress)
+    while finished < len(order):
         for slot in np.flatnonzero(playing < 0):
-            if started < episodes:
-                frames[slot], info = envs[slot].reset(seed=seed + started)
+            if started < len(order):
+                frames[slot], info = envs[slot].reset(seed=seed + order[started])
                 if states is not None:
                     states[slot] = info["state"]
-                playing[slot], new[slot] = started, True
+                playing[slot], new[slot] = order[started], True
                 started += 1
-        chosen = policy.act(frames, new, states) if states is not None else policy.act(frames, new)
+        extra = {"active": playing >= 0} if told else {}
+        chosen = policy.act(frames, new, states, **extra) if states is not None else policy.act(frames, new, **extra)
         actions = np.asarray(torch.as_tensor(chosen).cpu())
         new[:] = False
         for slot in np.flatnonzero(playing >= 0):
@@ -102,6 +114,8 @@ def play(
             if terminated or truncated:
                 playing[slot] = -1
                 finished += 1
+                if ended is not None:
+                    ended(int(episode), float(returns[episode]), int(lengths[episode]))
                 if buffers is not None:
                     record(int(episode), buffers[slot].to_episode())
                     buffers[slot] = EpisodeBuffer()
@@ -124,6 +138,7 @@ def evaluate(
     planner: PlannerConfig | None = None,
     world_model: str | None = None,
     record: str | None = None,
+    resume: bool = False,
 ) -> dict:
     """Play episodes of the real game with an agent and write their returns to a JSON file.
 
@@ -146,6 +161,11 @@ def evaluate(
         record: also write the episodes played to a new episode store in this folder (in the order they end; its
             manifest names the policy). It appears whole when the last episode ends: an interrupted evaluation leaves
             ``<record>.partial``, which the next one with the same ``record`` starts afresh.
+        resume: finish an interrupted evaluation. Each episode's return is saved in ``<out>.partial`` as it ends;
+            with ``resume`` the episodes saved there are not played again (the settings must be the same), without
+            it an existing ``<out>.partial`` is refused rather than overwritten. Episode ``i`` is still seeded with
+            ``seed + i``; the policy's own sampling continues from a fresh generator, so a resumed evaluation is
+            another draw of the same protocol, not a bitwise replay.
     """
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
@@ -187,33 +207,89 @@ def evaluate(
                 mpc = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic)
             policy = mpc.bind(space)
             name = f"mpc:{agent}" if planner.model == "learned" else f"mpc:emulator:{agent}"
-    recorder = None
-    if record is not None:
-        settings["recorded"] = {"policy": name, "seed": seed, "temperature": temperature, "planner": _plain(planner)}
-        recorder = _recorder(record, EpisodeStore.frame_spec(env.size), layout, settings)
-    start = time.perf_counter()
-    returns, lengths = play(policy, env, episodes, num_envs, seed, record=recorder)
-    if recorder is not None:
-        recorder.finish()
-    result = {
+    protocol = {
         "game": env.game,
         "policy": name,
         "episodes": episodes,
         "temperature": temperature,
         "planner": _plain(planner),
+        "world_model": world_model,
         "seed": seed,
+        "env": env.to_dict(),
+    }
+    progress = _Progress(Path(out), protocol, resume)
+    if progress.done and record is not None:
+        raise ConfigError(
+            f"--resume with --record: the {len(progress.done)} episodes saved in {progress.path} were not recorded, "
+            "so the store would miss them. Resume without --record, or delete that file to start afresh."
+        )
+    recorder = None
+    if record is not None:
+        settings["recorded"] = {"policy": name, "seed": seed, "temperature": temperature, "planner": _plain(planner)}
+        recorder = _recorder(record, EpisodeStore.frame_spec(env.size), layout, settings)
+    returns, lengths = play(
+        policy, env, episodes, num_envs, seed, record=recorder, skip=progress.done, ended=progress.ended
+    )
+    if recorder is not None:
+        recorder.finish()
+    for i, (earned, length) in progress.done.items():
+        returns[i], lengths[i] = earned, length
+    result = {
+        **protocol,
         "returns": returns,
         "lengths": lengths,
         **summarize(env.game, returns),
-        "seconds": time.perf_counter() - start,
-        "env": env.to_dict(),
+        "seconds": progress.seconds(),
+        "resumed_episodes": progress.resumed,
         "record": record,
         "provenance": provenance(),
     }
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    write_json_atomic(out, result)
+    progress.path.unlink(missing_ok=True)
     return result
+
+
+class _Progress:
+    """``<out>.partial``: the protocol and every finished episode's return and length, rewritten atomically as each
+    episode ends, so that an interrupted evaluation loses none of them (``resume`` reads them back)."""
+
+    def __init__(self, out: Path, protocol: dict, resume: bool):
+        self.path = out.with_name(out.name + ".partial")
+        self.protocol = json.loads(json.dumps(protocol))  # as it reads back (tuples become lists)
+        self.done: dict[int, tuple[float, int]] = {}
+        self.before, self.start = 0.0, time.perf_counter()
+        if self.path.exists():
+            try:
+                saved = json.loads(self.path.read_text())
+                episodes = {int(i): (float(r), int(n)) for i, (r, n) in saved["finished"].items()}
+                protocol_saved, before = saved["protocol"], float(saved["seconds"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise ConfigError(
+                    f"{self.path} is not the progress file of an evaluation ({type(error).__name__}: {error}): "
+                    "move it away, then run again."
+                ) from error
+            if not resume:
+                raise ConfigError(
+                    f"{self.path} holds {len(episodes)} finished episodes of an interrupted evaluation: pass "
+                    "--resume true to play only the others, or delete that file to start afresh."
+                )
+            differ = sorted(k for k in protocol | protocol_saved if protocol.get(k) != protocol_saved.get(k))
+            if differ:
+                raise ConfigError(
+                    f"{self.path} was written by an evaluation with other settings ({', '.join(differ)}): resume it "
+                    "with the same settings, or delete that file to start afresh."
+                )
+            self.done, self.before = episodes, before
+        self.resumed = len(self.done)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def ended(self, index: int, earned: float, length: int) -> None:
+        self.done[index] = (earned, length)
+        finished = {str(i): list(v) for i, v in sorted(self.done.items())}
+        write_json_atomic(self.path, {"protocol": self.protocol, "finished": finished, "seconds": self.seconds()})
 
 
 class _Recorder:

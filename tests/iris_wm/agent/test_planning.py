@@ -4,11 +4,13 @@ plan starts from the last one shifted; imagined returns, with and without the cr
 step-by-step imagination of each sequence (also scored by expected outcomes); the actor proposes its own actions; MPC
 keeps the agent's recurrent state as the agent does."""
 
+import numpy as np
 import pytest
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
-from iris_wm.agent.planning import ImaginedReturns, MPCPolicy, Planner, PlannerConfig
+from iris_wm.agent.mpc import MPCPolicy
+from iris_wm.agent.planning import ImaginedReturns, Planner, PlannerConfig
 from iris_wm.agent.policy import AgentPolicy
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
@@ -250,6 +252,37 @@ def test_mpc_policy_keeps_the_agents_recurrent_state_as_the_agent_does():
         agent.act(frames, new)
         assert actions.shape == (2,) and bool(((actions >= 0) & (actions < 4)).all())
         assert all(torch.equal(a, b) for a, b in zip(mpc.state, agent.state, strict=True))
+
+
+def test_mpc_plans_only_for_the_active_environments_as_a_policy_of_those_alone_would():
+    model, ac = _tiny_agent(vocab=4, K=4)
+
+    class Quadrants:
+        def encode(self, frames):
+            q = frames.float().unflatten(2, (2, 32)).unflatten(4, (2, 32)).mean((1, 3, 5)).flatten(1)
+            return (q / 64).long().clamp(0, 3)
+
+    config = PlannerConfig(samples=6, elites=2, prior_samples=3, horizon=2, iterations=2)
+    three = MPCPolicy(Quadrants(), model, config, torch.Generator().manual_seed(6), ac).bind(ActionSpace.discrete(4))
+    two = MPCPolicy(Quadrants(), model, config, torch.Generator().manual_seed(6), ac).bind(ActionSpace.discrete(4))
+    g = torch.Generator().manual_seed(7)
+    frames = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=g)
+    three.act(frames, torch.ones(3, dtype=torch.bool))  # every environment has a state and a last plan
+    idle_state = [x[1].clone() for x in three.state]
+    idle_plan = three.planner.previous[1].clone()
+    two.state = tuple(x[[0, 2]].clone() for x in three.state)
+    two.planner.previous = three.planner.previous[[0, 2]].clone()
+    two.generator.set_state(three.generator.get_state())
+    for t in range(3):
+        frames = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=g)
+        new = torch.tensor([t == 1, False, False])
+        actions = three.act(frames, new, active=np.array([True, False, True]))
+        alone = two.act(frames[[0, 2]], new[[0, 2]])
+        assert torch.equal(actions[[0, 2]], alone) and actions[1] == 0
+        assert all(torch.equal(x[[0, 2]], y) for x, y in zip(three.state, two.state, strict=True))
+        assert torch.equal(three.planner.previous[[0, 2]], two.planner.previous)
+        assert all(torch.equal(x[1], y) for x, y in zip(three.state, idle_state, strict=True))
+        assert torch.equal(three.planner.previous[1], idle_plan)
 
 
 def test_the_disagreement_penalty_subtracts_the_ensembles_disagreement_along_each_sequence():
