@@ -12,6 +12,7 @@ from iris_wm.agent.actor_critic import ActorCritic, State
 from iris_wm.agent.planning import ImaginedReturns, Planner, PlannerConfig
 from iris_wm.agent.rollout import observe
 from iris_wm.data.spaces import ActionSpace
+from iris_wm.runtime.errors import ConfigError
 
 
 class MPCPolicy:
@@ -29,6 +30,14 @@ class MPCPolicy:
         generator: torch.Generator | None = None,
         actor_critic: ActorCritic | None = None,
     ):
+        if world_model is not None and config.horizon > world_model.config.context_steps - 1:
+            steps = world_model.config.context_steps
+            raise ConfigError(
+                f"A plan of horizon {config.horizon} from one real step needs {config.horizon + 1} steps of context; "
+                f"this world model holds {steps}, and beyond them its imagination would forget the real step it "
+                f"started from. Plan with --planner.horizon {steps - 1} or less, or train a world model with a longer "
+                "context (model.config.context_steps)."
+            )
         self.tokenizer, self.world_model, self.generator = tokenizer, world_model, generator
         self.config, self.actor_critic = config, actor_critic
         self.scorer = self._scorer()

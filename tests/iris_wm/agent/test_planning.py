@@ -14,6 +14,7 @@ from iris_wm.agent.planning import ImaginedReturns, Planner, PlannerConfig
 from iris_wm.agent.policy import AgentPolicy
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.envs.imagination import ImaginationConfig, ImaginationEnv
+from iris_wm.runtime.errors import ConfigError
 from sequence_model.ensemble import WorldModelEnsemble
 from sequence_model.gpt import GPTConfig
 from sequence_model.world_model import WorldModel, WorldModelConfig
@@ -283,6 +284,24 @@ def test_mpc_plans_only_for_the_active_environments_as_a_policy_of_those_alone_w
         assert torch.equal(three.planner.previous[[0, 2]], two.planner.previous)
         assert all(torch.equal(x[1], y) for x, y in zip(three.state, idle_state, strict=True))
         assert torch.equal(three.planner.previous[1], idle_plan)
+
+
+def test_a_horizon_beyond_the_world_models_context_is_refused_and_the_longest_one_never_reprimes():
+    model, ac = _tiny_agent()  # a context of 4 steps: one real step and 3 imagined
+    with pytest.raises(
+        ConfigError,
+        match="horizon 4 from one real step needs 5 steps of context; this world model "
+        "holds 4.*--planner.horizon 3 or less",
+    ):
+        MPCPolicy(None, model, PlannerConfig(horizon=4), None, ac)
+    scorer = MPCPolicy(None, model, PlannerConfig(horizon=3), None, ac).scorer
+    primes = []
+    original = scorer.env._prime
+    scorer.env._prime = lambda: primes.append(1) or original()
+    scorer.set_context(torch.zeros(2, 1, 3, dtype=torch.long), recurrent=ac.initial_state(2))
+    with torch.no_grad():
+        scorer(torch.zeros(2, 5, 3, dtype=torch.long))
+    assert len(primes) == 1  # the reset's, never a sliding window's
 
 
 def test_the_disagreement_penalty_subtracts_the_ensembles_disagreement_along_each_sequence():
