@@ -294,5 +294,38 @@ def save_ensemble(members: list[str | Path], folder: str | Path, card: CardInfo 
     models = [load_model(member, "world_model") for member in members]
     if any(hasattr(model, "members") for model in models):
         raise PretrainedError("Ensemble members must be single world models, not ensembles: list their members.")
+    digests = {i: training_tokenizer(member) for i, member in enumerate(members)}
+    known = {i: digest for i, digest in digests.items() if digest is not None}
+    if len(set(known.values())) > 1:
+        first = min(known)
+        other = next(i for i, digest in known.items() if digest != known[first])
+        raise PretrainedError(
+            f"Ensemble members {first} ({members[first]}) and {other} ({members[other]}) were trained on tokens of "
+            f"different tokenizers (digests {known[first][:12]}... and {known[other][:12]}...): the same token id "
+            "means another code to each. Train every member on one token store, encoded by one tokenizer."
+        )
     sources = {f"member_{i}": str(member) for i, member in enumerate(members)}
+    if known:
+        sources["tokenizer_digest"] = next(iter(known.values()))
     return save_pretrained(WorldModelEnsemble(models), folder, card, inputs=sources)
+
+
+def training_tokenizer(source: str | Path) -> str | None:
+    """The digest of the tokenizer that encoded the token store a world model was trained on, from that store's
+    manifest: found through a stage checkpoint's data root or a pretrained folder's provenance. ``None`` where the
+    store is not at hand (moved, or a Hub id) or predates the digest."""
+    path, root = Path(str(source)), None
+    try:
+        if is_checkpoint_path(path):
+            root = (read_checkpoint(path).saved.get("datamodule_hyper_parameters") or {}).get("root")
+        elif (path / CONFIG_FILE).is_file():
+            root = json.loads((path / CONFIG_FILE).read_text())["provenance"]["inputs"]["data"]["store"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    manifest = Path(str(root)) / "manifest.json" if root else None
+    if manifest is None or not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text())["settings"].get("tokenizer_digest")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None

@@ -17,6 +17,7 @@ def synthetic_token_store(
     noise: float = 0.3,
     seed: int = 0,
     offset: int = 0,
+    settings: dict | None = None,
 ) -> TokenStore:
     """Tokens from a fixed random successor table ``succ``: token k of a frame is ``succ[token k-1]``, and token 0
     is ``succ[(token 0 of the previous frame + action) mod V]``; each is replaced by a uniform draw with
@@ -28,7 +29,12 @@ def synthetic_token_store(
         root,
         TokenStore.token_spec(tokens_per_frame),
         num_actions,
-        {"vocab_size": vocab_size + offset, "tokens_per_frame": tokens_per_frame, "env": "synthetic"},
+        {
+            "vocab_size": vocab_size + offset,
+            "tokens_per_frame": tokens_per_frame,
+            "env": "synthetic",
+            **(settings or {}),
+        },
     )
     batch = []
     for _ in range(episodes):

@@ -79,3 +79,25 @@ def test_the_ensemble_command_builds_and_reports(games, tmp_path, capsys):
     main(["ensemble", "report", "--ensemble", str(tmp_path / "ens"), "--tokens", str(own.root), "--other",
           str(other.root), "--out", str(out), "--windows", "16", "--burn_in", "2", "--horizon", "3"])  # fmt: skip
     assert json.loads(out.read_text())["members"] == 2 and "AUROC" in capsys.readouterr().out
+
+
+def test_members_trained_on_tokens_of_different_tokenizers_are_refused(games, tmp_path):
+    from iris_wm.hub.checkpoints import PretrainedError, save_ensemble, training_tokenizer
+
+    own, _ = games
+    stores = {
+        name: synthetic_token_store(tmp_path / name, episodes=2, length=8, settings={"tokenizer_digest": digest})
+        for name, digest in (("a", "a" * 64), ("b", "b" * 64), ("a2", "a" * 64))
+    }
+    members = {}
+    for name, store in stores.items():
+        inputs = {"data": {"store": str(store.root)}}
+        members[name] = str(save_pretrained(_member(own, 0), tmp_path / f"member_{name}", inputs=inputs))
+    assert training_tokenizer(members["b"]) == "b" * 64
+    assert training_tokenizer(tmp_path / "nowhere") is None
+    with pytest.raises(PretrainedError, match=r"members 0 .* and 1 .* were trained on tokens of different tokenizers"):
+        save_ensemble([members["a"], members["b"]], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
+    folder = save_ensemble([members["a"], members["a2"]], tmp_path / "same")
+    saved = json.loads((folder / "config.json").read_text())["provenance"]["inputs"]
+    assert saved["tokenizer_digest"] == "a" * 64
