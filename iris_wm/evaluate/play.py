@@ -164,8 +164,9 @@ def evaluate(
         resume: finish an interrupted evaluation. Each episode's return is saved in ``<out>.partial`` as it ends;
             with ``resume`` the episodes saved there are not played again (the settings must be the same), without
             it an existing ``<out>.partial`` is refused rather than overwritten. Episode ``i`` is still seeded with
-            ``seed + i``; the policy's own sampling continues from a fresh generator, so a resumed evaluation is
-            another draw of the same protocol, not a bitwise replay.
+            ``seed + i``; the policy's own draws get a seed of their own (from ``seed`` and the number of episodes
+            done; the result's ``policy_seed``), so a resumed evaluation is another draw of the same protocol, never
+            a replay of the first games' actions.
     """
     at_least(1, "evaluate", episodes=episodes, num_envs=num_envs)
     at_least(0, "evaluate", temperature=temperature, seed=seed)
@@ -176,15 +177,17 @@ def evaluate(
         )
     if env.suite == "atari":
         env = dataclasses.replace(env, game=resolve_game_id(env.game))
+    progress = _Progress(Path(out), resume)
+    draws = progress.policy_seed(seed)
     probe = make_env(env)
     layout, settings = store_layout(probe), store_settings(env, probe)
     space = layout[0]
     probe.close()
     if planner is not None and planner.model == "emulator" and agent is None:
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(draws)
         policy, name = EmulatorMPCPolicy(env, planner, generator).bind(space), "mpc:emulator"
     elif agent is None:
-        policy, name = RandomPolicy(space, seed), "random"
+        policy, name = RandomPolicy(space, draws), "random"
     else:
         loaded = load_agent(agent, map_location=device)
         check_sizes(
@@ -192,7 +195,7 @@ def evaluate(
             actor_critic=loaded.actor_critic,
             game=action_sizes(space),
         )
-        generator = torch.Generator(device).manual_seed(seed)
+        generator = torch.Generator(device).manual_seed(draws)
         if planner is None:
             policy, name = loaded.policy(temperature, 0.0, generator), agent
         else:
@@ -217,7 +220,7 @@ def evaluate(
         "seed": seed,
         "env": env.to_dict(),
     }
-    progress = _Progress(Path(out), protocol, resume)
+    progress.check(protocol)
     if progress.done and record is not None:
         raise ConfigError(
             f"--resume with --record: the {len(progress.done)} episodes saved in {progress.path} were not recorded, "
@@ -241,6 +244,7 @@ def evaluate(
         **summarize(env.game, returns),
         "seconds": progress.seconds(),
         "resumed_episodes": progress.resumed,
+        "policy_seed": draws,
         "record": record,
         "provenance": provenance(),
     }
@@ -253,16 +257,16 @@ class _Progress:
     """``<out>.partial``: the protocol and every finished episode's return and length, rewritten atomically as each
     episode ends, so that an interrupted evaluation loses none of them (``resume`` reads them back)."""
 
-    def __init__(self, out: Path, protocol: dict, resume: bool):
+    def __init__(self, out: Path, resume: bool):
         self.path = out.with_name(out.name + ".partial")
-        self.protocol = json.loads(json.dumps(protocol))  # as it reads back (tuples become lists)
         self.done: dict[int, tuple[float, int]] = {}
+        self.saved_protocol, self.protocol = None, None
         self.before, self.start = 0.0, time.perf_counter()
         if self.path.exists():
             try:
                 saved = json.loads(self.path.read_text())
                 episodes = {int(i): (float(r), int(n)) for i, (r, n) in saved["finished"].items()}
-                protocol_saved, before = saved["protocol"], float(saved["seconds"])
+                self.saved_protocol, before = saved["protocol"], float(saved["seconds"])
             except (ValueError, KeyError, TypeError) as error:
                 raise ConfigError(
                     f"{self.path} is not the progress file of an evaluation ({type(error).__name__}: {error}): "
@@ -273,14 +277,28 @@ class _Progress:
                     f"{self.path} holds {len(episodes)} finished episodes of an interrupted evaluation: pass "
                     "--resume true to play only the others, or delete that file to start afresh."
                 )
-            differ = sorted(k for k in protocol | protocol_saved if protocol.get(k) != protocol_saved.get(k))
+            self.done, self.before = episodes, before
+        self.resumed = len(self.done)
+
+    def policy_seed(self, seed: int) -> int:
+        """The seed of the policy's own draws: ``seed``, or on a resume one of its own. Restarting the draws from
+        ``seed`` would replay the first games' actions, and where the game ignores its seed (Atari without sticky
+        actions starts every episode alike) the resumed games would repeat the first ones exactly."""
+        if not self.done:
+            return seed
+        return int(np.random.SeedSequence([seed, len(self.done)]).generate_state(1)[0])
+
+    def check(self, protocol: dict) -> None:
+        """Refuse to resume with other settings than the saved ones."""
+        self.protocol = json.loads(json.dumps(protocol))  # as it reads back (tuples become lists)
+        if self.saved_protocol is not None:
+            saved = self.saved_protocol
+            differ = sorted(k for k in self.protocol | saved if self.protocol.get(k) != saved.get(k))
             if differ:
                 raise ConfigError(
                     f"{self.path} was written by an evaluation with other settings ({', '.join(differ)}): resume it "
                     "with the same settings, or delete that file to start afresh."
                 )
-            self.done, self.before = episodes, before
-        self.resumed = len(self.done)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def seconds(self) -> float:

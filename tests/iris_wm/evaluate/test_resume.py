@@ -60,6 +60,9 @@ def test_an_interrupted_evaluation_keeps_its_finished_episodes_and_resumes_with_
     monkeypatch.setattr(play_module, "play", spy)
     result = evaluate(str(out), None, ENV, episodes=4, num_envs=1, seed=7, resume=True)
     assert played == [{0, 1}] and result["resumed_episodes"] == 2 and not partial.exists()
+    # The policy's draws start from a seed of their own: from seed 7 again they would replay the first games' actions
+    # (in Atari without sticky actions, where every episode starts alike, the resumed games would repeat them).
+    assert whole["policy_seed"] == 7 and result["policy_seed"] not in (7, None)
     assert result["returns"][:2] == whole["returns"][:2] and len(result["returns"]) == 4
     assert json.loads(out.read_text())["returns"] == result["returns"]
     assert result["mean"] == pytest.approx(np.mean(result["returns"]))
