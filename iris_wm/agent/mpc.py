@@ -103,14 +103,11 @@ class MPCPolicy:
         if ac is not None and self.config.prior_samples > 0:
             prior = self.scorer.prior(self.config.prior_samples, self.config.horizon, self.generator)
         everyone = self.planner.previous
-        if not every and everyone is not None:
+        if everyone is not None:
             self.planner.previous = everyone[rows]
         chosen = self.planner.plan(self.scorer, len(frames), prior, device=self.device, generator=self.generator)
         if ac is not None:  # the agent's recurrent state reads the real frame, as when it acts itself
             state = ac(observe(ac, self.tokenizer, tokens), state, proprio if ac.reads_state else None).state
-        if every:
-            self.state = state if ac is not None else None
-            return chosen
         if ac is not None:
             for kept, updated in zip(self.state, state, strict=True):
                 kept[rows] = updated
