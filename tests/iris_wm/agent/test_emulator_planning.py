@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, ActorCriticConfig
-from iris_wm.agent.emulator_planning import EmulatorReturns
+from iris_wm.agent.emulator_planning import EmulatorReturns, encode_distinct
 from iris_wm.agent.planning import PlannerConfig
 from iris_wm.envs.atari import EnvConfig, env_snapshot, make_env, restore_env
 from iris_wm.evaluate.play import evaluate
@@ -76,6 +76,26 @@ def _actor_critic():
     with torch.no_grad():
         ac.critic.weight.normal_(std=1.0)
     return ac
+
+
+def test_each_distinct_frame_is_encoded_once_and_every_frame_gets_its_own_tokens():
+    seen = []
+
+    class Counting(Quadrants):
+        def encode(self, frames):
+            seen.append(len(frames))
+            return super().encode(frames)
+
+    rng = np.random.default_rng(0)
+    quadrants = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1]], np.uint8)
+    distinct = quadrants.reshape(5, 1, 2, 1, 2, 1).repeat(3, 1).repeat(32, 3).repeat(32, 5).reshape(5, 3, 64, 64)
+    order = rng.integers(0, 5, 40)
+    order[:5] = np.arange(5)
+    frames = distinct[order]
+    tokens = encode_distinct(Counting(), frames, torch.device("cpu"))
+    assert seen == [5]
+    assert torch.equal(tokens, Quadrants().encode(torch.from_numpy(frames)))
+    assert len(set(map(tuple, tokens.tolist()))) == 5  # the frames' tokens differ, so a mix-up would show
 
 
 def test_with_the_agent_the_critic_reads_each_played_sequence_and_the_actor_proposes():
