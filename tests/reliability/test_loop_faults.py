@@ -28,7 +28,9 @@ def _config(out, **overrides) -> RunConfig:
 
 
 def _run_killed(out, fault):
-    env = dict(os.environ, IRIS_WM_FAULT=fault, OMP_NUM_THREADS="1")
+    # the same thread count as the uninterrupted run in this process: reductions split over other thread counts
+    # round differently, and the comparison is bitwise
+    env = dict(os.environ, IRIS_WM_FAULT=fault, OMP_NUM_THREADS=str(torch.get_num_threads()))
     done = subprocess.run(
         [sys.executable, "-m", "iris_wm.cli", "run", "--config", str(DEBUG), "--run.out", str(out)],
         env=env,

@@ -58,7 +58,8 @@ def test_a_stage_killed_mid_fit_resumes_to_the_uninterrupted_result(pipeline, st
     RUNNERS[stage](_args(stage, pipeline, tmp_path / "ref", *extra))
     out = tmp_path / "crashed"
     command = [sys.executable, "-m", "iris_wm.cli", COMMANDS[stage], *_args(stage, pipeline, out, *extra)]
-    env = dict(os.environ, IRIS_WM_FAULT=f"{stage}:5", OMP_NUM_THREADS="1")
+    threads = str(torch.get_num_threads())  # the reference's, in this process: the comparison is bitwise
+    env = dict(os.environ, IRIS_WM_FAULT=f"{stage}:5", OMP_NUM_THREADS=threads)
     killed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert _state(out / "checkpoints" / "last.ckpt")[0] == 4, "the last checkpoint before the crash is step 4's"
