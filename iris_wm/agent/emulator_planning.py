@@ -19,7 +19,7 @@ import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, State
 from iris_wm.agent.mpc import MPCPolicy
-from iris_wm.agent.planning import PlannerConfig
+from iris_wm.agent.planning import PlannerConfig, check_policy_prior
 from iris_wm.agent.rollout import observe
 from iris_wm.envs.atari import EnvConfig, env_snapshot, make_env, restore_env
 from iris_wm.runtime.errors import ConfigError
@@ -49,7 +49,9 @@ class EmulatorReturns:
         actor_critic: ActorCritic | None = None,
         tokenizer=None,
         bootstrap: bool = True,
+        policy_prior: float = 0.0,
     ):
+        check_policy_prior(policy_prior, actor_critic)
         if config.suite != "atari":
             raise ConfigError(f"The emulator as a model needs snapshots, which only Atari has; not {config.suite}.")
         if actor_critic is not None and tokenizer is None:
@@ -60,6 +62,8 @@ class EmulatorReturns:
         self.gamma, self.end_penalty = gamma, end_penalty
         self.actor_critic, self.tokenizer = actor_critic, tokenizer
         self.critic = actor_critic if bootstrap else None
+        self.policy_prior = policy_prior
+        self.reader = actor_critic if bootstrap or policy_prior > 0 else None
         self.snapshots: list[dict] | None = None
         self.lives: list[int] = []
         self.tokens: torch.Tensor | None = None
@@ -91,9 +95,9 @@ class EmulatorReturns:
                 return total - self.gamma**t * self.end_penalty
         return total
 
-    def _play_frames(self, e: int, actions: np.ndarray, frames: np.ndarray) -> tuple[float, bool]:
+    def _play_frames(self, e: int, actions: np.ndarray, frames: np.ndarray) -> tuple[float, bool, int]:
         """One sequence through the wrapped environment, its frames into ``frames (H, 3, S, S)``: the score without
-        the bootstrap, and whether it is still alive after its last step."""
+        the bootstrap, whether it is still alive after its last step, and the steps it played."""
         sim = self.sims[0]
         restore_env(sim, self.snapshots[e])
         total = 0.0
@@ -102,18 +106,18 @@ class EmulatorReturns:
             total += self.gamma**t * float(reward)
             if self._ended(sim, e, terminated):
                 frames[t + 1 :] = frames[t]
-                return total - self.gamma**t * self.end_penalty, False
+                return total - self.gamma**t * self.end_penalty, False, t + 1
             if truncated:
                 frames[t + 1 :] = frames[t]
-                return total, False
-        return total, True
+                return total, False, t + 1
+        return total, True, len(actions)
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         if self.snapshots is None:
             raise RuntimeError("EmulatorReturns: set_context(envs) with the real environments before scoring.")
         E, N, H = actions.shape[:3]
         plans = actions.cpu().numpy()
-        if self.critic is None:
+        if self.reader is None:
             values = [[self._play_ale(e, plans[e, n]) for n in range(N)] for e in range(E)]
             return torch.tensor(values, dtype=torch.float32, device=actions.device)
         size = self.env_config.size
@@ -124,10 +128,19 @@ class EmulatorReturns:
         later = later.unflatten(0, (E * N, H))
         tokens = torch.cat([self.tokens.repeat_interleave(N, 0)[:, None], later], 1)  # (E N, H + 1, K)
         state = tuple(x.repeat_interleave(N, 0) for x in self.recurrent)
+        total = torch.tensor([p[0] for p in played])
+        steps = torch.tensor([p[2] for p in played])
+        flat = actions.reshape(E * N, H).to(device)
+        ac = self.reader
         for t in range(H):
-            state = self.critic(observe(self.critic, self.tokenizer, tokens[:, t]), state).state
-        value = self.critic(observe(self.critic, self.tokenizer, tokens[:, H]), state).value.float().cpu()
-        total = torch.tensor([p[0] for p in played]) + self.gamma**H * torch.tensor([p[1] for p in played]) * value
+            read = ac(observe(ac, self.tokenizer, tokens[:, t]), state)
+            state = read.state
+            if self.policy_prior > 0:
+                log_pi = ac.policy(read.logits).log_prob(flat[:, t]).float().cpu()
+                total = total + (steps > t) * self.gamma**t * self.policy_prior * log_pi
+        if self.critic is not None:
+            value = self.critic(observe(ac, self.tokenizer, tokens[:, H]), state).value.float().cpu()
+            total = total + self.gamma**H * torch.tensor([p[1] for p in played]) * value
         return total.view(E, N).to(actions.device)
 
     @torch.no_grad()
@@ -178,7 +191,7 @@ class EmulatorMPCPolicy(MPCPolicy):
     def _scorer(self) -> EmulatorReturns:
         cfg = self.config
         return EmulatorReturns(
-            self.env_config, cfg.gamma, cfg.end_penalty, self.actor_critic, self.tokenizer, cfg.critic
+            self.env_config, cfg.gamma, cfg.end_penalty, self.actor_critic, self.tokenizer, cfg.critic, cfg.policy_prior
         )
 
     def bind(self, space) -> EmulatorMPCPolicy:

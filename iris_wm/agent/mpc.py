@@ -56,6 +56,7 @@ class MPCPolicy:
             disagreement_penalty=self.config.disagreement_penalty,
             expected_rewards=self.config.expected_rewards,
             expected_ends=self.config.expected_ends,
+            policy_prior=self.config.policy_prior,
         )
 
     def _set_context(self, tokens: torch.Tensor, proprio: torch.Tensor | None, state: State | None) -> None:

@@ -70,6 +70,12 @@ class PlannerConfig:
     """Weigh each imagined step by the chance that no end came before it (and count the end penalty by the end's
     chance) rather than by the likelier ends: a risk below one half still counts. In Breakout it teaches the planner
     never to serve the ball (docs/LOG.md, issue 18)."""
+    policy_prior: float = 0.0
+    """Add this times ``sum_t gamma^t log pi(a_t | s_t)``, the actor's log-probability of each imagined step's
+    action, to a sequence's score (discrete actions, with an agent): where the imagined rewards and the critic tell
+    sequences apart by less than the actor does, the actor's choice wins, rather than the critic's noise. Without
+    it, in Breakout the planner, seeing no reward within its horizon either way, deferred serving the ball for
+    hundreds of steps (docs/LOG.md, issue 18)."""
     choose: str = "best"
     """The action taken: ``best``, the first action of the best sequence scored; ``sample``, the first action of an
     elite drawn with probability proportional to ``exp(temperature * (score - best score))`` (TD-MPC2)."""
@@ -79,6 +85,7 @@ class PlannerConfig:
         at_least(1, "planner", iterations=self.iterations)
         at_least(0, "planner", prior_samples=self.prior_samples, temperature=self.temperature)
         at_least(0, "planner", end_penalty=self.end_penalty, disagreement_penalty=self.disagreement_penalty)
+        at_least(0, "planner", policy_prior=self.policy_prior)
         within(0, 1, "planner", smoothing=self.smoothing, gamma=self.gamma)
         if self.elites > self.samples + self.prior_samples:
             raise ValueError(
@@ -219,6 +226,17 @@ class Planner:
         return self.to_env(self._choose(elites, elite_values, generator))
 
 
+def check_policy_prior(weight: float, actor_critic: ActorCritic | None) -> None:
+    """The actor's log-probabilities in a plan's score need an actor, and one over discrete actions."""
+    if weight > 0 and actor_critic is None:
+        raise ValueError("planner.policy_prior weighs the actor's log-probabilities: plan with an agent (--agent).")
+    if weight > 0 and actor_critic.config.continuous:
+        raise ValueError(
+            "planner.policy_prior is for discrete actions; a box's plans are squashed, so the actor's density of "
+            "them is not defined here. Set --planner.policy_prior 0 (MPPI's prior sequences still come from it)."
+        )
+
+
 class ImaginedReturns:
     """``score`` for a :class:`Planner` from a world model: set each environment's real context, then every call
     rolls all sequences out in one batched imagination from it (greedy by default) and returns
@@ -241,8 +259,10 @@ class ImaginedReturns:
         disagreement_penalty: float = 0.0,
         expected_rewards: bool = False,
         expected_ends: bool = False,
+        policy_prior: float = 0.0,
     ):
         within(0, 1, "planner", gamma=gamma)
+        check_policy_prior(policy_prior, actor_critic)
         decodes = actor_critic is not None and not actor_critic.reads_tokens  # the frames it reads, decoded
         if decodes and tokenizer is None:
             raise ValueError("An actor-critic that reads frames needs the tokenizer to decode the imagined ones.")
@@ -251,6 +271,8 @@ class ImaginedReturns:
         self.gamma, self.actor_critic, self.end_penalty = gamma, actor_critic, end_penalty
         self.expected_rewards, self.expected_ends = expected_rewards, expected_ends
         self.critic = actor_critic if bootstrap else None
+        self.policy_prior = policy_prior
+        self.reader = actor_critic if bootstrap or policy_prior > 0 else None  # reads the imagined steps along
         if disagreement_penalty > 0 and not hasattr(world_model, "members"):
             raise ValueError(
                 "disagreement_penalty needs an ensemble of world models (iris-wm ensemble build); this is one model."
@@ -282,19 +304,24 @@ class ImaginedReturns:
         return current, recurrent
 
     def _read(self, current: torch.Tensor, recurrent: State, proprio: torch.Tensor | None):
-        observation = current if self.critic.reads_tokens else self.env.frames(current)
-        return self.critic(observation, recurrent, proprio if self.critic.reads_state else None)
+        ac = self.reader
+        observation = current if ac.reads_tokens else self.env.frames(current)
+        return ac(observation, recurrent, proprio if ac.reads_state else None)
 
     def __call__(self, actions: torch.Tensor) -> torch.Tensor:
         E, N, H = actions.shape[:3]
         current, recurrent = self._reset(N)
-        proprio = self.env.current_state() if self.critic is not None and self.critic.reads_state else None
+        proprio = self.env.current_state() if self.reader is not None and self.reader.reads_state else None
         flat = actions.reshape(E * N, H, *actions.shape[3:])
         total = torch.zeros(E * N, device=self.env.device)
         alive = torch.ones_like(total)
         for t in range(H):
-            if self.critic is not None:
-                recurrent = self._read(current, recurrent, proprio).state
+            if self.reader is not None:
+                read = self._read(current, recurrent, proprio)
+                recurrent = read.state
+                if self.policy_prior > 0:
+                    log_pi = self.reader.policy(read.logits).log_prob(flat[:, t]).float()
+                    total = total + self.gamma**t * alive * self.policy_prior * log_pi
             step = self.env.step(flat[:, t])
             reward = step.expected_reward if self.expected_rewards else step.reward.float()
             ended = alive * (step.end_probability if self.expected_ends else step.terminated.float())

@@ -98,7 +98,8 @@ def test_each_distinct_frame_is_encoded_once_and_every_frame_gets_its_own_tokens
     assert len(set(map(tuple, tokens.tolist()))) == 5  # the frames' tokens differ, so a mix-up would show
 
 
-def test_with_the_agent_the_critic_reads_each_played_sequence_and_the_actor_proposes():
+@pytest.mark.parametrize("policy_prior", [0.0, 0.6])
+def test_with_the_agent_the_critic_reads_each_played_sequence_and_the_actor_proposes(policy_prior):
     ac, tokenizer = _actor_critic(), Quadrants()
     env = make_env(ENV)
     frame, _ = env.reset(seed=3)
@@ -106,7 +107,7 @@ def test_with_the_agent_the_critic_reads_each_played_sequence_and_the_actor_prop
         frame, *_ = env.step(1)
     current = tokenizer.encode(torch.from_numpy(frame[None]))
     recurrent = (torch.randn(1, 8), torch.randn(1, 8))
-    scorer = EmulatorReturns(ENV, gamma=0.9, end_penalty=1.0, actor_critic=ac, tokenizer=tokenizer)
+    scorer = EmulatorReturns(ENV, 0.9, 1.0, actor_critic=ac, tokenizer=tokenizer, policy_prior=policy_prior)
     scorer.set_context([env], current, recurrent)
     sequences = torch.from_numpy(np.random.default_rng(1).integers(0, 4, (1, 12, 40)))
     with torch.no_grad():
@@ -117,7 +118,9 @@ def test_with_the_agent_the_critic_reads_each_played_sequence_and_the_actor_prop
             restore_env(env, before)
             state, tokens, total = recurrent, current, 0.0
             for t, action in enumerate(plan):
-                state = ac(tokens, state).state
+                out = ac(tokens, state)
+                state = out.state
+                total += 0.9**t * policy_prior * float(out.logits.log_softmax(-1)[0, action])
                 obs, reward, terminated, _, info = env.step(action)
                 total += 0.9**t * reward
                 if terminated or info["lives"] < lives:

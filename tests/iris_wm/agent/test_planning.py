@@ -4,6 +4,8 @@ plan starts from the last one shifted; imagined returns, with and without the cr
 step-by-step imagination of each sequence (also scored by expected outcomes); the actor proposes its own actions; MPC
 keeps the agent's recurrent state as the agent does."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -96,21 +98,28 @@ def test_imagined_returns_equal_a_step_by_step_imagination_of_each_sequence():
             assert values[e, n].item() == pytest.approx(total, abs=1e-5)
 
 
-def _loop_return(model, ac, config, tokens, recurrent, sequence, end_penalty=0.0, expected=False):
+def _loop_return(
+    model, ac, config, tokens, recurrent, sequence, end_penalty=0.0, expected=False, policy_prior=0.0, critic=True
+):
     """One sequence's score by a step-by-step imagination with the critic at the horizon, and the chance it is alive
-    at the end; ``expected``: expected rewards and ends."""
+    at the end; ``expected``: expected rewards and ends; ``policy_prior``: plus that times the actor's discounted
+    log-probabilities of the sequence's actions while it is alive."""
     env = ImaginationEnv(model, config=config)
     current, state = env.reset(tokens), recurrent
     total, alive = 0.0, 1.0
     for t in range(len(sequence)):
-        state = ac(current, state).state
+        out = ac(current, state)
+        state = out.state
+        total += 0.9**t * alive * policy_prior * float(out.logits.log_softmax(-1)[0, sequence[t]])
         step = env.step(sequence[t : t + 1])
         reward = float(step.expected_reward) if expected else float(step.reward)
         end = float(step.end_probability) if expected else float(step.terminated)
         total += 0.9**t * alive * (reward - end_penalty * end)
         alive *= 1.0 - end
         current = step.tokens
-    return total + 0.9 ** len(sequence) * alive * float(ac(current, state).value), alive
+    if critic:
+        total += 0.9 ** len(sequence) * alive * float(ac(current, state).value)
+    return total, alive
 
 
 def test_expected_outcomes_weigh_each_step_by_the_chance_of_being_alive():
@@ -189,6 +198,61 @@ def test_the_critic_bootstraps_each_sequence_from_its_recurrent_state_as_a_step_
                 assert values[e, n].item() == pytest.approx(want, abs=1e-5)
                 ended += alive == 0
     assert 0 < ended < 10
+
+
+@pytest.mark.parametrize("critic", [True, False])
+def test_the_policy_prior_adds_the_actors_log_probabilities_of_each_sequence_while_it_lives(critic):
+    model, ac = _tiny_agent()
+    with torch.no_grad():
+        ac.critic.weight.normal_(std=1.0)
+        ac.actor.weight.normal_(std=1.0)  # log-probabilities that differ between actions and steps
+        model.termination_head[-1].bias.copy_(torch.tensor([0.0, -0.7]))  # some sequences end, so the mask counts
+    g = torch.Generator().manual_seed(6)
+    tokens = torch.randint(0, 11, (2, 1, 3), generator=g)
+    recurrent = (torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g))
+    sequences = torch.randint(0, 4, (2, 6, 3), generator=g)
+    config = ImaginationConfig(temperature=0.0, precision="fp32")
+    scorer = ImaginedReturns(model, 0.9, config, actor_critic=ac, bootstrap=critic, end_penalty=1.0, policy_prior=0.7)
+    scorer.set_context(tokens, recurrent=recurrent)
+    ended = 0
+    with torch.no_grad():
+        values = scorer(sequences)
+        for e in range(2):
+            for n in range(6):
+                state = (recurrent[0][e : e + 1], recurrent[1][e : e + 1])
+                want, alive = _loop_return(
+                    model, ac, config, tokens[e : e + 1], state, sequences[e, n], 1.0, policy_prior=0.7, critic=critic
+                )
+                assert values[e, n].item() == pytest.approx(want, abs=1e-5)
+                ended += alive == 0
+    assert 0 < ended < 12
+
+
+def test_the_policy_prior_breaks_ties_for_the_actor_and_needs_a_discrete_actor():
+    model, ac = _tiny_agent()
+    with torch.no_grad():
+        ac.critic.weight.zero_()
+        ac.critic.bias.zero_()  # every sequence is worth the same but for the actor's preference
+        ac.actor.weight.zero_()
+        ac.actor.bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+        model.reward_head[-1].weight.zero_()
+        model.reward_head[-1].bias.copy_(torch.tensor([0.0, 9.0, 0.0]))  # reward 0 everywhere
+        model.termination_head[-1].bias.copy_(torch.tensor([9.0, 0.0]))  # no end
+        model.termination_head[-1].weight.zero_()
+    config = ImaginationConfig(temperature=0.0, precision="fp32")
+    plan = PlannerConfig(samples=16, elites=4, prior_samples=0, iterations=2, horizon=3, policy_prior=0.1)
+    scorer = ImaginedReturns(model, 0.9, config, actor_critic=ac, policy_prior=plan.policy_prior)
+    scorer.set_context(torch.zeros(8, 1, 3, dtype=torch.long), recurrent=ac.initial_state(8))
+    chosen = Planner(plan, num_actions=4).plan(scorer, 8, generator=torch.Generator().manual_seed(0))
+    assert bool((chosen == 1).all())
+    with pytest.raises(ValueError, match="plan with an agent"):
+        ImaginedReturns(model, policy_prior=0.1)
+    box_config = ActorCriticConfig(action_dim=2, action_low=[-1.0] * 2, action_high=[1.0] * 2, observation="tokens")
+    box = ActorCritic(dataclasses.replace(box_config, vocab_size=11, tokens_per_frame=3))
+    with pytest.raises(ValueError, match="for discrete actions"):
+        ImaginedReturns(model, actor_critic=box, policy_prior=0.1)
+    with pytest.raises(ValueError, match="policy_prior"):
+        PlannerConfig(policy_prior=-1.0)
 
 
 def test_the_actor_prior_proposes_the_actors_actions_and_is_scored_once_a_plan():
