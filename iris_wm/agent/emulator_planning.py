@@ -183,10 +183,11 @@ class EmulatorMPCPolicy(MPCPolicy):
         generator: torch.Generator | None = None,
         actor_critic: ActorCritic | None = None,
         tokenizer=None,
+        temperature: float = 0.5,
     ):
         self.env_config = config
         self.envs: list[gym.Env] | None = None
-        super().__init__(tokenizer, None, planner, generator, actor_critic)
+        super().__init__(tokenizer, None, planner, generator, actor_critic, temperature)
 
     def _scorer(self) -> EmulatorReturns:
         cfg = self.config

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from iris_wm.agent.actor_critic import ActorCritic, State
-from iris_wm.agent.planning import ImaginedReturns, Planner, PlannerConfig
+from iris_wm.agent.planning import ImaginedReturns, Planner, PlannerConfig, shield
 from iris_wm.agent.rollout import observe
 from iris_wm.data.spaces import ActionSpace
 from iris_wm.runtime.errors import ConfigError
@@ -20,7 +20,8 @@ class MPCPolicy:
     model's imagination, primed with that one real step (as IRIS's imagination is), with its state where the world
     model models one. With an ``actor_critic`` (the agent's), its actor proposes ``prior_samples`` sequences and its
     critic values each sequence's last imagined step; its recurrent state follows the real frames as the agent's
-    does when it acts. Same ``act`` as :class:`~iris_wm.agent.policy.AgentPolicy`."""
+    does when it acts; with ``choose: shield`` its actor, sampled at ``temperature`` as the agent alone would be,
+    proposes the action the plan may overrule. Same ``act`` as :class:`~iris_wm.agent.policy.AgentPolicy`."""
 
     def __init__(
         self,
@@ -29,7 +30,11 @@ class MPCPolicy:
         config: PlannerConfig,
         generator: torch.Generator | None = None,
         actor_critic: ActorCritic | None = None,
+        temperature: float = 0.5,
     ):
+        if config.choose == "shield" and actor_critic is None:
+            raise ConfigError("planner.choose shield keeps the agent's own actions: plan with an agent (--agent).")
+        self.temperature = temperature
         if world_model is not None and config.horizon > world_model.config.context_steps - 1:
             steps = world_model.config.context_steps
             raise ConfigError(
@@ -68,6 +73,8 @@ class MPCPolicy:
         """The real environment's action space: discrete, or a box whose bounds the plans keep within."""
         if space.is_discrete:
             self.planner = Planner(self.config, num_actions=space.n)
+        elif self.config.choose == "shield":
+            raise ConfigError("planner.choose shield is for discrete actions; use 'best' or 'sample' with a box.")
         else:
             low, high = (torch.tensor(bound, dtype=torch.float32) for bound in (space.low, space.high))
             self.planner = Planner(self.config, low=low, high=high)
@@ -76,6 +83,15 @@ class MPCPolicy:
     @property
     def device(self) -> torch.device:
         return next(self.world_model.parameters()).device
+
+    def _shield(self, own: torch.Tensor) -> torch.Tensor:
+        """``choose: shield``: the plan's elites are scored again with the agent's action ``own (E,)`` first, so the
+        best sequence starting with it is known even where the plan never drew it; then :func:`shield`."""
+        elites = self.planner.elites.clone()
+        elites[:, :, 0] = own[:, None].to(elites)
+        values = self.scorer(elites).float().amax(1, keepdim=True)
+        self.first_values = self.planner.first_values.scatter_reduce(1, own[:, None].long(), values, "amax")
+        return shield(own, self.first_values, self.config.shield_margin)
 
     @torch.no_grad()
     def act(self, frames, new_episode, states=None, active=None) -> torch.Tensor:
@@ -108,7 +124,10 @@ class MPCPolicy:
             self.planner.previous = everyone[rows]
         chosen = self.planner.plan(self.scorer, len(frames), prior, device=self.device, generator=self.generator)
         if ac is not None:  # the agent's recurrent state reads the real frame, as when it acts itself
-            state = ac(observe(ac, self.tokenizer, tokens), state, proprio if ac.reads_state else None).state
+            out = ac(observe(ac, self.tokenizer, tokens), state, proprio if ac.reads_state else None)
+            state = out.state
+            if self.config.choose == "shield":
+                chosen = self._shield(ac.policy(out.logits).sample(self.generator, self.temperature))
         if ac is not None:
             for kept, updated in zip(self.state, state, strict=True):
                 kept[rows] = updated

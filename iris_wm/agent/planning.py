@@ -78,14 +78,19 @@ class PlannerConfig:
     hundreds of steps (docs/LOG.md, issue 18)."""
     choose: str = "best"
     """The action taken: ``best``, the first action of the best sequence scored; ``sample``, the first action of an
-    elite drawn with probability proportional to ``exp(temperature * (score - best score))`` (TD-MPC2)."""
+    elite drawn with probability proportional to ``exp(temperature * (score - best score))`` (TD-MPC2); ``shield``
+    (discrete actions, with an agent), the agent's own sampled action unless the best sequence that starts with it
+    scores more than ``shield_margin`` below the best one (then the best one's first action): the plan only
+    overrules the agent where it foresees a loss, e.g. a lost life with ``end_penalty``."""
+    shield_margin: float = 0.5
+    """``choose: shield``: how far below the best sequence the agent's action may fall before it is overruled."""
 
     def __post_init__(self):
         at_least(1, "planner", samples=self.samples, elites=self.elites, horizon=self.horizon)
         at_least(1, "planner", iterations=self.iterations)
         at_least(0, "planner", prior_samples=self.prior_samples, temperature=self.temperature)
         at_least(0, "planner", end_penalty=self.end_penalty, disagreement_penalty=self.disagreement_penalty)
-        at_least(0, "planner", policy_prior=self.policy_prior)
+        at_least(0, "planner", policy_prior=self.policy_prior, shield_margin=self.shield_margin)
         within(0, 1, "planner", smoothing=self.smoothing, gamma=self.gamma)
         if self.elites > self.samples + self.prior_samples:
             raise ValueError(
@@ -94,8 +99,8 @@ class PlannerConfig:
             )
         if self.model not in ("learned", "emulator"):
             raise ValueError(f"planner: model must be 'learned' or 'emulator'; got {self.model!r}.")
-        if self.choose not in ("best", "sample"):
-            raise ValueError(f"planner: choose must be 'best' or 'sample'; got {self.choose!r}.")
+        if self.choose not in ("best", "sample", "shield"):
+            raise ValueError(f"planner: choose must be 'best', 'sample' or 'shield'; got {self.choose!r}.")
         if not 0 < self.min_std <= self.max_std:
             raise ValueError(f"planner: need 0 < min_std <= max_std; got {self.min_std} and {self.max_std}.")
 
@@ -116,6 +121,8 @@ class Planner:
         self.config, self.num_actions = config, num_actions
         self.low, self.high = low, high
         self.previous: torch.Tensor | None = None  # the last plan's distribution (probabilities, or the mean)
+        self.first_values: torch.Tensor | None = None  # discrete: the last plan's best score per first action (E, n)
+        self.elites: torch.Tensor | None = None  # discrete: the last plan's elite sequences, best first (E, k, H)
 
     def forget(self, where: torch.Tensor) -> None:
         """Forget the last plan of the environments where ``where (E,)`` is True (their episode starts anew)."""
@@ -197,18 +204,20 @@ class Planner:
         probabilities = self._start(envs, device)
         best_value = torch.full((envs,), -torch.inf, device=device)
         best = torch.zeros(envs, dtype=torch.long, device=device)
+        first_values = torch.full((envs, n), -torch.inf, device=device)
         for _ in range(cfg.iterations):
             flat = probabilities.repeat_interleave(cfg.samples, 0).reshape(-1, n)
             drawn = torch.multinomial(flat, 1, generator=generator).view(envs, cfg.samples, cfg.horizon)
             candidates, values = self._candidates(score, drawn, fixed)
+            first_values = first_values.scatter_reduce(1, candidates[:, :, 0], values.float(), "amax")
             elites, elite_values = self._elites(candidates, values)
             counts = torch.nn.functional.one_hot(elites, n).float().mean(1)  # (E, H, n)
             probabilities = cfg.smoothing * probabilities + (1 - cfg.smoothing) * counts
             better = elite_values[:, 0] > best_value
             best = torch.where(better, elites[:, 0, 0], best)
             best_value = torch.where(better, elite_values[:, 0], best_value)
-        self.previous = probabilities
-        return best if cfg.choose == "best" else self._choose(elites, elite_values, generator)
+        self.previous, self.first_values, self.elites = probabilities, first_values, elites
+        return best if cfg.choose != "sample" else self._choose(elites, elite_values, generator)
 
     def _mppi(self, score, envs, fixed, device, generator):
         cfg, A = self.config, len(self.low)
@@ -224,6 +233,16 @@ class Planner:
             std = (weights * (elites - mean[:, None]) ** 2).sum(1).sqrt().clamp(cfg.min_std, cfg.max_std)
         self.previous = mean
         return self.to_env(self._choose(elites, elite_values, generator))
+
+
+def shield(agent: torch.Tensor, first_values: torch.Tensor, margin: float) -> torch.Tensor:
+    """``choose: shield``: the agent's actions ``(E,)`` where the best sequence starting with each scored within
+    ``margin`` of the best sequence (or none starting with it was scored: no evidence against it), otherwise the best
+    sequence's first action. ``first_values (E, n)``: the best score per first action, -inf where none was drawn."""
+    best_value, best_action = first_values.max(1)
+    own = first_values.gather(1, agent[:, None].long()).squeeze(1)
+    keep = (own >= best_value - margin) | torch.isinf(own)
+    return torch.where(keep, agent.long(), best_action)
 
 
 def check_policy_prior(weight: float, actor_critic: ActorCritic | None) -> None:

@@ -205,9 +205,11 @@ def evaluate(
             if loaded.world_model is None or loaded.tokenizer is None:
                 raise ConfigError(f"Planning needs the agent's world model and tokenizer; {agent} lacks one.")
             if planner.model == "emulator":  # the agent's actor and critic with the emulator's dynamics
-                mpc = EmulatorMPCPolicy(env, planner, generator, loaded.actor_critic, loaded.tokenizer)
+                mpc = EmulatorMPCPolicy(env, planner, generator, loaded.actor_critic, loaded.tokenizer, temperature)
             else:
-                mpc = MPCPolicy(loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic)
+                mpc = MPCPolicy(
+                    loaded.tokenizer, loaded.world_model, planner, generator, loaded.actor_critic, temperature
+                )
             policy = mpc.bind(space)
             name = f"mpc:{agent}" if planner.model == "learned" else f"mpc:emulator:{agent}"
     protocol = {
