@@ -49,6 +49,7 @@ class MPCPolicy:
         self.planner: Planner | None = None
         self.state: State | None = None
         self.rows: torch.Tensor | None = None  # the environments planned for at this step (None: all)
+        self.first_values: torch.Tensor | None = None  # choose shield: the last step's best score per first action
 
     def _scorer(self):
         return ImaginedReturns(
